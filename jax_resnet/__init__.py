@@ -1,0 +1,20 @@
+"""jax_resnet: deep residual networks in JAX/Flax.
+
+    import jax_resnet as jr
+    model = jr.create_model('resnet50', num_classes=1000)
+"""
+
+from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
+                               PreActBottleneckBlock)
+from jax_resnet.models import ResNet
+from jax_resnet.registry import create_model, list_models, model_defaults
+from jax_resnet.utils import count_params
+from jax_resnet.video import VideoBasicBlock, VideoResNet
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'BasicBlock', 'BottleneckBlock', 'PreActBasicBlock', 'PreActBottleneckBlock', 'ResNet',
+    'VideoBasicBlock', 'VideoResNet', 'count_params', 'create_model', 'list_models',
+    'model_defaults',
+]

@@ -1,0 +1,122 @@
+"""ResNet assembly for images (NHWC): ImageNet and CIFAR stems, post- and pre-activation,
+plain twins, ResNeXt, Wide ResNet. Variants are rows in `jax_resnet.registry`."""
+
+import functools
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jax_resnet.blocks import block_class
+from jax_resnet.layers import drop_path_rates, he_normal_fan_out, same_padding
+
+Dtype = Any
+
+
+class ResNet(nn.Module):
+  """A residual (or plain) network of `len(stage_sizes)` stages.
+
+  Call as `model.apply(variables, x, train=...)`; with `return_features=True` the result is a
+  dict with 'stem', 'stage1'..'stageN', 'pre_logits' and (when `num_classes > 0`) 'logits'.
+  `num_classes=0` drops the head (a backbone whose output is the pooled features).
+  """
+  stage_sizes: Sequence[int]
+  block: str = 'basic'                       # 'basic' | 'bottleneck'
+  num_classes: int = 1000
+  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  stem: str = 'imagenet'                     # 'imagenet' (7x7/2 + maxpool) | 'cifar' (3x3)
+  stem_width: int = 64
+  preact: bool = False                       # He et al. 2016 pre-activation (v2)
+  residual: bool = True                      # False: plain net, same layers, no shortcut
+  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection if needed | 'C' always
+  groups: int = 1                            # ResNeXt cardinality
+  base_width: int = 64                       # bottleneck width per group (128: wide_resnet50_2)
+  stride_in_1x1: bool = False                # the paper's bottleneck stride on the first 1x1
+  dropout_rate: float = 0.0                  # Wide ResNet dropout between convs (basic preact)
+  drop_path_rate: float = 0.0                # stochastic depth rate of the last block
+  residual_scale: float = 1.0                # x + h * F(x), the ODE view
+  zero_init_residual: bool = False
+  bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
+  bn_momentum: float = 0.9                   # torch's momentum=0.1
+  bn_epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _stem(self, x, conv, norm):
+    if self.stem == 'imagenet':
+      x = conv(self.stem_width, (7, 7), (2, 2), name='conv_init')(x)
+      if not self.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
+        x = nn.relu(norm(name='bn_init')(x))
+      return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    if self.stem == 'cifar':
+      x = conv(self.stem_width, (3, 3), name='conv_init')(x)
+      return x if self.preact else nn.relu(norm(name='bn_init')(x))
+    raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, return_features: bool = False):
+    check_input(x, 4, 'ResNet', '(batch, height, width, channels)')
+    conv, norm = conv_and_norm(self, train)
+    features = {}
+    x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
+    block_cls = block_class(self.block, self.preact)
+    extra = {}
+    if self.block == 'bottleneck':
+      extra = dict(groups=self.groups, base_width=self.base_width,
+                   stride_in_1x1=self.stride_in_1x1)
+    elif self.preact:
+      extra = dict(dropout_rate=self.dropout_rate)
+    if self.dropout_rate and not (self.preact and self.block == 'basic'):
+      raise ValueError('dropout_rate applies to pre-activation basic blocks (Wide ResNet) '
+                       'only; use drop_path_rate for stochastic depth.')
+    rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
+    for i, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+      for j in range(size):
+        strides = (2, 2) if i > 0 and j == 0 else (1, 1)
+        x = block_cls(
+            width, strides, conv=conv, norm=norm, shortcut=self.shortcut,
+            residual=self.residual, drop_path_rate=next(rates),
+            residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
+            name=f'stage{i + 1}_block{j + 1}', **extra)(x, train=train)
+      features[f'stage{i + 1}'] = x
+    if self.preact:
+      x = nn.relu(norm(name='final_bn')(x))
+    return classifier_head(self, x, features, return_features)
+
+
+def conv_and_norm(module, train: bool):
+  """The `conv` and `norm` partials every block of `module` uses, built once."""
+  conv = functools.partial(_Conv, dtype=module.dtype, param_dtype=module.param_dtype)
+  norm = functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=module.bn_momentum,
+      epsilon=module.bn_epsilon, dtype=module.dtype, param_dtype=module.param_dtype,
+      axis_name=module.bn_axis_name)
+  return conv, norm
+
+
+def _Conv(features, kernel_size, strides=None, **kwargs):
+  """Bias-free convolution with He fan_out init and torch-style symmetric padding."""
+  kwargs.setdefault('kernel_init', he_normal_fan_out)
+  return nn.Conv(features, kernel_size, strides or (1,) * len(kernel_size),
+                 padding=same_padding(kernel_size), use_bias=False, **kwargs)
+
+
+def classifier_head(module, x, features, return_features: bool):
+  """Global average pooling + dense head, shared by the image and video nets."""
+  x = features['pre_logits'] = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+  if module.num_classes > 0:
+    x = features['logits'] = nn.Dense(module.num_classes, dtype=module.dtype,
+                                       param_dtype=module.param_dtype, name='head')(x)
+  return features if return_features else x
+
+
+def check_input(x, rank: int, model: str, layout: str):
+  """One clear error for inputs the network cannot take."""
+  shape = getattr(x, 'shape', None)
+  if shape is None or len(shape) != rank:
+    raise ValueError(f'{model} expects a rank-{rank} input {layout}, got shape {shape}; '
+                     'add the batch axis or transpose to channels-last.')
+  dtype = jnp.result_type(x)
+  if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+    raise ValueError(f'{model} expects real-valued pixels, got dtype {dtype}; '
+                     'convert images to float32 first.')

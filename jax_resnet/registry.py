@@ -1,0 +1,118 @@
+"""One registry of named models (timm's `create_model` idiom): each variant is one row."""
+
+import dataclasses
+import difflib
+import fnmatch
+
+import jax.numpy as jnp
+
+from jax_resnet.layers import SHORTCUT_TYPES
+from jax_resnet.models import ResNet
+from jax_resnet.video import VideoResNet
+
+_REGISTRY = {}
+
+_IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+                    152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+_CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), num_classes=10)
+
+
+def _register(name, cls, **defaults):
+  _REGISTRY[name] = (cls, defaults)
+
+
+def _imagenet_block(depth):
+  return 'basic' if depth < 50 else 'bottleneck'
+
+
+for _depth, _stages in _IMAGENET_STAGES.items():
+  _register(f'resnet{_depth}', ResNet, block=_imagenet_block(_depth), stage_sizes=_stages)
+  _register(f'preact_resnet{_depth}', ResNet, block=_imagenet_block(_depth), stage_sizes=_stages,
+            preact=True)
+for _depth in (18, 34):
+  _register(f'plain{_depth}', ResNet, block='basic', stage_sizes=_IMAGENET_STAGES[_depth],
+            residual=False)
+
+_register('wide_resnet50_2', ResNet, block='bottleneck', stage_sizes=(3, 4, 6, 3), base_width=128)
+_register('wide_resnet101_2', ResNet, block='bottleneck', stage_sizes=(3, 4, 23, 3),
+          base_width=128)
+_register('resnext50_32x4d', ResNet, block='bottleneck', stage_sizes=(3, 4, 6, 3), groups=32,
+          base_width=4)
+_register('resnext101_32x8d', ResNet, block='bottleneck', stage_sizes=(3, 4, 23, 3), groups=32,
+          base_width=8)
+_register('resnext101_64x4d', ResNet, block='bottleneck', stage_sizes=(3, 4, 23, 3), groups=64,
+          base_width=4)
+
+# He et al. 2015 §4.2: depth 6n+2, option A shortcuts; the plain twins drop the shortcut.
+for _depth in (20, 32, 44, 56, 110, 1202):
+  _n = (_depth - 2) // 6
+  _register(f'resnet{_depth}', ResNet, block='basic', stage_sizes=(_n,) * 3, shortcut='A',
+            **_CIFAR)
+  if _depth <= 110:
+    _register(f'plain{_depth}', ResNet, block='basic', stage_sizes=(_n,) * 3, shortcut='A',
+              residual=False, **_CIFAR)
+
+# He et al. 2016 (pre-activation) CIFAR nets: 110 basic (6n+2), 164/1001 bottleneck (9n+2).
+_register('preact_resnet110', ResNet, block='basic', stage_sizes=(18,) * 3, preact=True, **_CIFAR)
+_register('preact_resnet164', ResNet, block='bottleneck', stage_sizes=(18,) * 3, preact=True,
+          **_CIFAR)
+_register('preact_resnet1001', ResNet, block='bottleneck', stage_sizes=(111,) * 3, preact=True,
+          **_CIFAR)
+
+# Zagoruyko & Komodakis 2016: WRN-d-k, pre-activation basic blocks, (d-4)/6 per stage.
+for _depth, _k in ((16, 4), (16, 8), (28, 10), (40, 4)):
+  _register(f'wrn{_depth}_{_k}', ResNet, block='basic', stage_sizes=((_depth - 4) // 6,) * 3,
+            preact=True, **{**_CIFAR, 'stage_widths': (16 * _k, 32 * _k, 64 * _k)})
+
+_register('r3d_18', VideoResNet, conv_types=('3d',) * 4, stem='basic')
+_register('mc3_18', VideoResNet, conv_types=('3d', '2d', '2d', '2d'), stem='basic')
+_register('r2plus1d_18', VideoResNet, conv_types=('2+1d',) * 4, stem='r2plus1d')
+
+
+def list_models(pattern: str = '*'):
+  """Sorted names of the registered models, filtered by a shell-style pattern."""
+  return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def model_defaults(name: str):
+  """The module class and the keyword arguments that define model `name`."""
+  if name not in _REGISTRY:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise ValueError(f'Unknown model {name!r}.{hint} jax_resnet.list_models() lists all '
+                     f'{len(_REGISTRY)}.')
+  cls, defaults = _REGISTRY[name]
+  return cls, dict(defaults)
+
+
+def create_model(name: str, **overrides):
+  """Builds the flax.linen module registered as `name`, with options overridden.
+
+  Options every model takes: num_classes, dtype, param_dtype, zero_init_residual,
+  drop_path_rate, bn_axis_name, shortcut (plus residual_scale, and dropout_rate for Wide ResNet).
+  Dtypes may be given as names ('bfloat16').
+  """
+  cls, kwargs = model_defaults(name)
+  fields = sorted(f.name for f in dataclasses.fields(cls) if f.name not in ('parent', 'name'))
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise TypeError(f'create_model({name!r}) got unknown option(s) {", ".join(unknown)}; '
+                    f'valid options: {", ".join(fields)}.')
+  kwargs.update(overrides)
+  for key in ('dtype', 'param_dtype'):
+    if key in kwargs:
+      kwargs[key] = jnp.dtype(kwargs[key])
+  _validate(name, kwargs)
+  return cls(**kwargs)
+
+
+def _validate(name, kwargs):
+  if kwargs.get('shortcut', 'B') not in SHORTCUT_TYPES:
+    raise ValueError(f'{name}: shortcut must be one of {", ".join(SHORTCUT_TYPES)}, '
+                     f'got {kwargs["shortcut"]!r}.')
+  rate = kwargs.get('drop_path_rate', 0.0)
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {rate}.')
+  if kwargs.get('num_classes', 0) < 0:
+    raise ValueError(f'{name}: num_classes must be >= 0 (0 drops the head), '
+                     f'got {kwargs["num_classes"]}.')

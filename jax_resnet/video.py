@@ -1,0 +1,102 @@
+"""3D ResNets for video (N, T, H, W, C), layer for layer as torchvision's VideoResNet
+(Tran et al. 2018, "A Closer Look at Spatiotemporal Convolutions"):
+
+- r3d: full 3x3x3 convolutions;
+- mc3: 3x3x3 in the first stage, 1x3x3 ("no temporal") after;
+- r(2+1)d: each 3x3x3 factorised into 1x3x3 -> BN -> ReLU -> 3x1x1 with the mid width that
+  keeps the parameter count of the 3x3x3 convolution.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jax_resnet.blocks import _Block, merge_residual
+from jax_resnet.layers import drop_path_rates
+from jax_resnet.models import check_input, classifier_head, conv_and_norm
+
+CONV_TYPES = ('3d', '2d', '2+1d')
+
+
+def downsample_strides(conv_type: str, stride: int):
+  """torchvision's `get_downsample_stride`: 'no temporal' convs never stride in time."""
+  return (1, stride, stride) if conv_type == '2d' else (stride, stride, stride)
+
+
+class VideoBasicBlock(_Block):
+  """Two spatiotemporal convolutions with BN, post-activation. `strides` here is the block's
+  downsampling stride (T, H, W)."""
+  conv_type: str = '3d'
+
+  def _conv(self, x, features, mid_features, strides, name):
+    st, sh, sw = strides
+    if self.conv_type == '3d':
+      return self.conv(features, (3, 3, 3), strides, name=name)(x)
+    if self.conv_type == '2d':
+      return self.conv(features, (1, 3, 3), (1, sh, sw), name=name)(x)
+    if self.conv_type == '2+1d':
+      x = self.conv(mid_features, (1, 3, 3), (1, sh, sw), name=f'{name}_spatial')(x)
+      x = self.act(self.norm(name=f'{name}_mid_bn')(x))
+      return self.conv(features, (3, 1, 1), (st, 1, 1), name=f'{name}_temporal')(x)
+    raise ValueError(f'conv_type must be one of {CONV_TYPES}, got {self.conv_type!r}.')
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    in_features = x.shape[-1]
+    # torchvision computes the (2+1)D mid width once per block, from the block's input width.
+    mid = (in_features * self.features * 27) // (in_features * 9 + 3 * self.features)
+    y = self._conv(x, self.features, mid, self.strides, 'conv1')
+    y = self.act(self.norm(name='bn1')(y))
+    y = self._conv(y, self.features, mid, (1, 1, 1), 'conv2')
+    y = self.last_norm('bn2')(y)
+    return self.act(merge_residual(self, x, x, y, self.strides, train, project_with_norm=True))
+
+
+class VideoResNet(nn.Module):
+  """torchvision's VideoResNet with this library's uniform options."""
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  conv_types: Sequence[str] = ('3d', '3d', '3d', '3d')
+  stem: str = 'basic'                        # 'basic' (3x7x7) | 'r2plus1d' (1x7x7 -> 3x1x1)
+  num_classes: int = 400
+  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  residual: bool = True
+  shortcut: str = 'B'
+  drop_path_rate: float = 0.0
+  residual_scale: float = 1.0
+  zero_init_residual: bool = False
+  bn_axis_name: Optional[str] = None
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _stem(self, x, conv, norm):
+    if self.stem == 'basic':
+      x = conv(64, (3, 7, 7), (1, 2, 2), name='conv_init')(x)
+      return nn.relu(norm(name='bn_init')(x))
+    if self.stem == 'r2plus1d':
+      x = conv(45, (1, 7, 7), (1, 2, 2), name='conv_init_spatial')(x)
+      x = nn.relu(norm(name='bn_init_spatial')(x))
+      x = conv(64, (3, 1, 1), name='conv_init')(x)
+      return nn.relu(norm(name='bn_init')(x))
+    raise ValueError(f"stem must be 'basic' or 'r2plus1d', got {self.stem!r}.")
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, return_features: bool = False):
+    check_input(x, 5, 'VideoResNet', '(batch, time, height, width, channels)')
+    conv, norm = conv_and_norm(self, train)
+    features = {}
+    x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
+    rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
+    stages = zip(self.stage_sizes, self.stage_widths, self.conv_types)
+    for i, (size, width, conv_type) in enumerate(stages):
+      for j in range(size):
+        strides = downsample_strides(conv_type, 2 if i > 0 and j == 0 else 1)
+        x = VideoBasicBlock(
+            width, strides, conv=conv, norm=norm, shortcut=self.shortcut,
+            residual=self.residual, drop_path_rate=next(rates),
+            residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
+            conv_type=conv_type, name=f'stage{i + 1}_block{j + 1}')(x, train=train)
+      features[f'stage{i + 1}'] = x
+    return classifier_head(self, x, features, return_features)
