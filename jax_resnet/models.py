@@ -84,14 +84,20 @@ class ResNet(nn.Module):
     return classifier_head(self, x, features, return_features)
 
 
+def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,
+                bn_epsilon=1e-5, bn_axis_name=None):
+  """The `conv` and `norm` partials blocks take; public so blocks can be used standalone."""
+  conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype)
+  norm = functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=bn_momentum, epsilon=bn_epsilon,
+      dtype=dtype, param_dtype=param_dtype, axis_name=bn_axis_name)
+  return conv, norm
+
+
 def conv_and_norm(module, train: bool):
   """The `conv` and `norm` partials every block of `module` uses, built once."""
-  conv = functools.partial(_Conv, dtype=module.dtype, param_dtype=module.param_dtype)
-  norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=module.bn_momentum,
-      epsilon=module.bn_epsilon, dtype=module.dtype, param_dtype=module.param_dtype,
-      axis_name=module.bn_axis_name)
-  return conv, norm
+  return make_layers(train, module.dtype, module.param_dtype, module.bn_momentum,
+                     module.bn_epsilon, module.bn_axis_name)
 
 
 def _Conv(features, kernel_size, strides=None, **kwargs):

@@ -1,0 +1,46 @@
+"""Shared by the per-family shape tests: one real forward of a registered model at a small
+input, eagerly (op by op) so a 1202-layer net does not pay a whole-graph compile."""
+
+import jax
+import jax.numpy as jnp
+
+import jax_resnet as jr
+
+VIDEO = ('r3d_18', 'mc3_18', 'r2plus1d_18')
+
+
+def small_input(name, batch=2):
+  if name in VIDEO:
+    return jnp.ones((batch, 4, 32, 32, 3))
+  stem = jr.model_defaults(name)[1].get('stem', 'imagenet')
+  side = 64 if stem == 'imagenet' else 16
+  return jax.random.uniform(jax.random.key(1), (batch, side, side, 3))
+
+
+def check_forward(name):
+  """Init, then a train-mode forward (batch statistics), on a small input. Returns the
+  logits, the eval-mode output shape and the model's num_classes."""
+  model = jr.create_model(name)
+  x = small_input(name)
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  eval_shape = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables).shape
+  assert jax.tree.structure(updates['batch_stats']) == jax.tree.structure(
+      variables['batch_stats'])
+  return logits, eval_shape, model.num_classes
+
+
+def model_group(name):
+  """Splits the registry so that each shape-test file stays well under a minute."""
+  cls, defaults = jr.model_defaults(name)
+  if cls is jr.VideoResNet:
+    return 'video'
+  if defaults.get('stem') == 'cifar':
+    return 'cifar'
+  if name.startswith(('resnet', 'plain')):
+    return 'imagenet'
+  return 'imagenet_variants'
+
+
+def models_in(group):
+  return [n for n in jr.list_models() if model_group(n) == group]
