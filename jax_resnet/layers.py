@@ -1,6 +1,6 @@
 """Small building pieces shared by every block: He init, shortcuts, stochastic depth."""
 
-from typing import Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -67,3 +67,63 @@ class DropPath(nn.Module):
 def drop_path_rates(drop_path_rate: float, num_blocks: int):
   """Linear decay rule of Huang et al. 2016: block l of L drops with probability l/L * p_L."""
   return [drop_path_rate * (i + 1) / num_blocks for i in range(num_blocks)]
+
+
+def cross_replica_mean(axis_name: str):
+  """`pmean` over `axis_name` whose gradient is the `pmean` of the cotangents.
+
+  The global loss is the mean of the replicas' losses, so d loss / d x_i collects every
+  replica's cotangent of the shared statistics. Writing the rule out makes cross-replica
+  BatchNorm exact under old pmap, new (shard_map based) pmap and shard_map alike, whose own
+  transposes of psum differ (measured: tests/test_parallel.py).
+  """
+  @jax.custom_vjp
+  def mean(x):
+    return jax.lax.pmean(x, axis_name)
+
+  def forward(x):
+    return mean(x), None
+
+  def backward(_, cotangent):
+    return (jax.lax.pmean(cotangent, axis_name),)
+
+  mean.defvjp(forward, backward)
+  return mean
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, torch semantics (eps 1e-5, momentum 0.1 as 0.9
+  here), statistics and normalisation in float32, optional cross-replica statistics."""
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  axis_name: Optional[str] = None
+  scale_init: Callable = nn.initializers.ones
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    scale = self.param('scale', self.scale_init, (features,), self.param_dtype)
+    bias = self.param('bias', self.bias_init, (features,), self.param_dtype)
+    x32 = jnp.asarray(x, jnp.float32)
+    if self.use_running_average:
+      mean, var = running_mean.value, running_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      stats = (jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes))
+      if self.axis_name is not None:
+        stats = cross_replica_mean(self.axis_name)(stats)
+      mean, mean_of_squares = stats
+      var = jnp.maximum(0.0, mean_of_squares - jnp.square(mean))
+      if not self.is_initializing():
+        m = self.momentum
+        running_mean.value = m * running_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+        running_var.value = m * running_var.value + (1 - m) * jax.lax.stop_gradient(var)
+    multiplier = jnp.asarray(scale, jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
+    y = (x32 - mean) * multiplier + jnp.asarray(bias, jnp.float32)
+    return jnp.asarray(y, self.dtype)

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import block_class
-from jax_resnet.layers import drop_path_rates, he_normal_fan_out, same_padding
+from jax_resnet.layers import BatchNorm, drop_path_rates, he_normal_fan_out, same_padding
 
 Dtype = Any
 
@@ -89,7 +89,7 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
   """The `conv` and `norm` partials blocks take; public so blocks can be used standalone."""
   conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype)
   norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=bn_momentum, epsilon=bn_epsilon,
+      BatchNorm, use_running_average=not train, momentum=bn_momentum, epsilon=bn_epsilon,
       dtype=dtype, param_dtype=param_dtype, axis_name=bn_axis_name)
   return conv, norm
 

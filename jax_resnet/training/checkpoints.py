@@ -1,0 +1,51 @@
+"""Orbax checkpoints of the train state, the data iterator state and run metadata.
+
+Saves are asynchronous and finished before exit; `max_to_keep` removes old steps only after a
+newer one is complete. A checkpoint that cannot be read is reported by step and skipped in
+favour of the previous one.
+"""
+
+import logging
+import os
+
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+
+  def __init__(self, directory: str, keep: int):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=('state', 'data', 'meta'))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_state, meta, force: bool = False) -> bool:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=ocp.args.JsonSave(data_state),
+                              meta=ocp.args.JsonSave(meta))
+    return self.manager.save(step, args=args, force=force)
+
+  def restore(self, template_state):
+    """Newest readable checkpoint as (step, state, data_state, meta), or None if none exist."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      args = ocp.args.Composite(state=ocp.args.StandardRestore(template_state),
+                                data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+      try:
+        restored = self.manager.restore(step, args=args)
+      except Exception as error:  # noqa: BLE001  any unreadable file means: try an older one
+        log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the previous one.',
+                    step, self.directory, type(error).__name__, str(error).splitlines()[0][:200])
+        continue
+      return step, restored['state'], restored['data'], restored['meta']
+    return None
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()

@@ -1,0 +1,214 @@
+"""`train_and_evaluate(config, workdir)`: the whole run, importable from notebooks and Colab.
+
+The host blocks on the devices only at log, eval and checkpoint intervals; in between, steps
+are dispatched asynchronously and their metrics stay on the device.
+"""
+
+import collections
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+
+from jax_resnet import data
+from jax_resnet.errors import UserError
+from jax_resnet.training import setup, steps
+from jax_resnet.training.checkpoints import Checkpoints
+from jax_resnet.training.logs import MetricWriter
+
+
+class TrainingDivergedError(UserError):
+  """The loss or gradients became non-finite."""
+
+
+class DevicePrefetcher:
+  """Keeps `size` batches on the devices ahead of the step, remembering the iterator state
+  before each, so a checkpoint records exactly the batches consumed."""
+
+  def __init__(self, iterator, place, size: int):
+    self.iterator, self.place, self.size = iterator, place, max(1, size)
+    self.queue = collections.deque()
+
+  def _fill(self):
+    while len(self.queue) < self.size:
+      state = data.get_iterator_state(self.iterator)
+      self.queue.append((state, self.place(next(self.iterator))))
+
+  def next(self):
+    self._fill()
+    return self.queue.popleft()[1]
+
+  def state(self):
+    return self.queue[0][0] if self.queue else data.get_iterator_state(self.iterator)
+
+
+class Preemption:
+  """SIGTERM sets a flag; the loop checkpoints the current step and returns cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def evaluate(runner, state, config, process_index, process_count):
+  totals = None
+  for batch in data.eval_batches(config, process_index=process_index,
+                                 process_count=process_count):
+    sums = runner.eval_step(state, runner.place_batch(batch))
+    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+  totals = runner.to_host(totals)
+  count = float(totals['count'])
+  return {'top1': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count,
+          'count': count}
+
+
+def _initial_state(config, parts, image_shape, checkpoints):
+  create = lambda rng: steps.create_train_state(config, parts.model, parts.tx, rng, image_shape)
+  host_state = jax.device_get(jax.jit(create)(jax.random.key(config.seed)))
+  restored = checkpoints.restore(host_state)
+  if restored is None:
+    return 0, host_state, None
+  step, host_state, data_state, _ = restored
+  return step, host_state, data_state
+
+
+def _flush_metrics(pending, runner, first_step):
+  """Fetches the metrics of steps [first_step, first_step + len(pending)) at once."""
+  history = [runner.to_host(m) for m in pending]
+  for offset, m in enumerate(history):
+    if not (np.isfinite(m['loss']) and m['grads_finite'] > 0):
+      return None, first_step + offset
+  means = {k: float(np.mean([m[k] for m in history])) for k in ('loss', 'error')}
+  means['learning_rate'] = float(history[-1]['learning_rate'])
+  return means, None
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the
+  summary written to workdir/summary.json (or {'preempted': step} after SIGTERM)."""
+  start_time = time.time()
+  setup.validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  setup.check_workdir_config(config, workdir)
+  info = data.dataset_info(config)
+  parts = setup.build_run(config, info.num_train)
+  checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints)
+  step, host_state, data_state = _initial_state(config, parts, info.image_shape, checkpoints)
+  setup.write_config(config, workdir)
+  process_index, process_count = jax.process_index(), jax.process_count()
+  train_iter = data.train_iterator(config, process_index=process_index,
+                                   process_count=process_count)
+  if data_state is not None:
+    data.set_iterator_state(train_iter, data_state)
+  runner = parts.runner
+  state = runner.place_state(host_state)
+  writer = MetricWriter(workdir, process_index == 0, parts.total_steps, step,
+                        config.progress_bar)
+  writer.print(f'jax_resnet: training {config.model} on {config.dataset} for '
+               f'{parts.total_steps} steps on {jax.device_count()} {jax.devices()[0].platform} '
+               f'device(s) ({config.parallelism}); workdir {os.path.abspath(workdir)}'
+               + (f', resumed at step {step}' if step else ''))
+  run = _Run(config, workdir, parts, runner, checkpoints, writer, info)
+  try:
+    summary = run.loop(state, step, DevicePrefetcher(train_iter, runner.place_batch,
+                                                     config.prefetch_batches), start_time)
+  finally:
+    checkpoints.wait()
+    writer.close()
+  return summary
+
+
+class _Run:
+  """The step loop and its interval work: logging, evaluation, checkpoints, preemption."""
+
+  def __init__(self, config, workdir, parts, runner, checkpoints, writer, info):
+    self.config, self.workdir, self.parts, self.runner = config, workdir, parts, runner
+    self.checkpoints, self.writer, self.info = checkpoints, writer, info
+    self.eval_every = config.eval_every_steps or parts.steps_per_epoch
+    self.rng = jax.random.fold_in(jax.random.key(config.seed), 1)  # key(seed) itself inits
+    self.throughput = []
+
+  def _save(self, state, step, prefetcher, force=False):
+    meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset}
+    self.checkpoints.save(step, self.runner.to_host(state), prefetcher.state(), meta, force)
+
+  def _log(self, pending, first_step, step, interval_seconds):
+    means, bad_step = _flush_metrics(pending, self.runner, first_step)
+    if bad_step is not None:
+      last = self.checkpoints.latest_step()
+      where = (f'the last good checkpoint is step {last} in {self.checkpoints.directory}'
+               if last is not None else 'no checkpoint was written yet')
+      raise TrainingDivergedError(
+          f'Loss or gradients became non-finite at step {bad_step + 1}; stopping ({where}). '
+          'Lower the learning rate, add warmup, or check the input data.')
+    images_per_second = len(pending) * self.config.batch_size / max(interval_seconds, 1e-9)
+    self.throughput.append(images_per_second)
+    means['images_per_second'] = images_per_second
+    self.writer.write(step, 'train', means)
+    self.writer.progress(step, {'loss': means['loss'], 'img/s': images_per_second})
+
+  def _eval(self, state, step):
+    result = evaluate(self.runner, state, self.config, jax.process_index(),
+                      jax.process_count())
+    self.writer.write(step, 'eval', result)
+    self.writer.print(f'step {step}: eval top1 {result["top1"]:.4f}, loss {result["loss"]:.4f} '
+                      f'({int(result["count"])} examples)')
+    return result
+
+  def loop(self, state, step, prefetcher, start_time):
+    config, total = self.config, self.parts.total_steps
+    preemption = Preemption()
+    pending, first, tick = [], step, time.time()
+    try:
+      while step < total:
+        state, metrics = self.runner.train_step(state, prefetcher.next(), self.rng)
+        pending.append(metrics)
+        step += 1
+        log_due = step % config.log_every_steps == 0 or step == total or preemption.requested
+        eval_due = step % self.eval_every == 0 and step < total
+        if log_due or eval_due:  # flush first, so eval time stays out of the throughput
+          self._log(pending, first, step, time.time() - tick)
+          pending, first = [], step
+        if eval_due:
+          self._eval(state, step)
+        if step % config.checkpoint_every_steps == 0 or preemption.requested:
+          self._save(state, step, prefetcher)
+        if preemption.requested:
+          self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
+                            f'{self.checkpoints.directory}; rerun the same command to resume.')
+          return {'preempted_at_step': step}
+        if not pending:
+          tick = time.time()
+      return self._finish(state, step, prefetcher, start_time)
+    finally:
+      preemption.restore()
+
+  def _finish(self, state, step, prefetcher, start_time):
+    result = self._eval(state, step)
+    self._save(state, step, prefetcher, force=True)
+    # The first interval holds the compilation; leave it out when there are others.
+    rates = self.throughput[1:] or self.throughput
+    summary = {
+        'final_eval_top1': result['top1'], 'final_eval_loss': result['loss'],
+        'eval_examples': int(result['count']), 'steps': step,
+        'wall_seconds': time.time() - start_time,
+        'train_images_per_second': float(np.median(rates)) if rates else 0.0,
+        'model': self.config.model, 'dataset': self.config.dataset,
+        'devices': jax.device_count(), 'parallelism': self.config.parallelism,
+    }
+    if jax.process_index() == 0:
+      with open(os.path.join(self.workdir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    self.writer.print(f'done: eval top1 {summary["final_eval_top1"]:.4f} after {step} steps, '
+                      f'{summary["wall_seconds"]:.0f} s; logs, checkpoints and summary.json in '
+                      f'{os.path.abspath(self.workdir)}')
+    return summary

@@ -1,0 +1,113 @@
+"""From a config to the pieces of a run: validated config, model, schedule, steps, runner."""
+
+import dataclasses
+import json
+import os
+
+import jax
+
+import jax_resnet
+from jax_resnet.errors import ConfigError
+from jax_resnet.training import optim, parallel, steps
+
+
+def validate_config(config):
+  """Values that cannot work, each as one clear error."""
+  if config.model not in jax_resnet.list_models():
+    jax_resnet.model_defaults(config.model)  # raises with close matches
+  checks = [
+      (config.batch_size > 0, f'batch_size must be positive, got {config.batch_size}.'),
+      (config.eval_batch_size > 0,
+       f'eval_batch_size must be positive, got {config.eval_batch_size}.'),
+      (config.learning_rate >= 0,
+       f'learning_rate must be >= 0, got {config.learning_rate}; a negative rate ascends the '
+       'loss.'),
+      (config.weight_decay >= 0, f'weight_decay must be >= 0, got {config.weight_decay}.'),
+      (0 <= config.label_smoothing < 1,
+       f'label_smoothing must be in [0, 1), got {config.label_smoothing}.'),
+      (0 <= config.ema_decay < 1, f'ema_decay must be in [0, 1), got {config.ema_decay}.'),
+      (config.num_classes > 0, f'num_classes must be positive, got {config.num_classes}.'),
+      (config.num_train_steps >= 0 or config.num_epochs > 0,
+       'set num_epochs > 0 or num_train_steps >= 0 to say how long to train.'),
+      (config.log_every_steps > 0,
+       f'log_every_steps must be positive, got {config.log_every_steps}.'),
+      (config.checkpoint_every_steps > 0,
+       f'checkpoint_every_steps must be positive, got {config.checkpoint_every_steps}.'),
+      (config.dtype in ('float32', 'bfloat16', 'float16'),
+       f"dtype must be 'float32', 'bfloat16' or 'float16', got {config.dtype!r}."),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ConfigError(f'Invalid config: {message}')
+  if config.parallelism not in parallel.PARALLELISMS:
+    raise ConfigError(f'Invalid config: parallelism must be one of '
+                      f'{", ".join(parallel.PARALLELISMS)}, got {config.parallelism!r}.')
+  parallel.check_divisible(config.batch_size)
+  parallel.check_divisible(config.eval_batch_size, 'eval_batch_size')
+
+
+def build_model(config, bn_axis_name=None):
+  overrides = dict(num_classes=config.num_classes, dtype=config.dtype,
+                   zero_init_residual=config.zero_init_residual,
+                   drop_path_rate=config.drop_path_rate, bn_axis_name=bn_axis_name)
+  if config.shortcut:
+    overrides['shortcut'] = config.shortcut
+  if config.dropout_rate:
+    overrides['dropout_rate'] = config.dropout_rate
+  try:
+    return jax_resnet.create_model(config.model, **overrides)
+  except (TypeError, ValueError) as error:
+    raise ConfigError(f'Invalid config for model {config.model!r}: {error}') from None
+
+
+@dataclasses.dataclass
+class RunParts:
+  model: object
+  tx: object
+  schedule: object
+  runner: object
+  steps_per_epoch: int
+  total_steps: int
+
+
+def build_run(config, num_train: int, devices=None) -> RunParts:
+  steps_per_epoch = max(1, num_train // config.batch_size)
+  total = (config.num_train_steps if config.num_train_steps >= 0
+           else int(round(config.num_epochs * steps_per_epoch)))
+  axis = parallel.AXIS
+  model = build_model(config, bn_axis_name=axis if config.sync_batch_norm else None)
+  tx = optim.make_optimizer(config)
+  schedule = optim.make_schedule(config, steps_per_epoch, total)
+  train_step = steps.make_train_step(config, model, tx, schedule, axis_name=axis)
+  eval_step = steps.make_eval_step(config, model, axis_name=axis)
+  runner = parallel.make_runner(config.parallelism, train_step, eval_step, devices)
+  return RunParts(model, tx, schedule, runner, steps_per_epoch, total)
+
+
+# Keys that change the shapes or meaning of a checkpoint: resuming across them is refused.
+IDENTITY_KEYS = ('model', 'num_classes', 'dataset', 'image_size', 'optimizer', 'ema_decay')
+
+
+def check_workdir_config(config, workdir: str):
+  """Refuses to resume a workdir that another model or dataset wrote."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    previous = json.load(f)
+  changed = [f'{k}: {previous.get(k)!r} -> {config[k]!r}' for k in IDENTITY_KEYS
+             if k in previous and previous[k] != _jsonable(config[k])]
+  if changed:
+    raise ConfigError(
+        f'Workdir {workdir} holds a run with a different setup ({"; ".join(changed)}); '
+        'resuming it would mix two runs. Use a new --workdir, or delete that one.')
+
+
+def _jsonable(value):
+  return json.loads(json.dumps(value))
+
+
+def write_config(config, workdir: str):
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2, sort_keys=True))

@@ -1,0 +1,75 @@
+"""pmap, jit+shard_map and a single device give the same training, step for step."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from jax_resnet.errors import ConfigError
+from jax_resnet.training import setup, steps
+
+GLOBAL_BATCH = 16
+
+
+def _config(**overrides):
+  config = default.get_config()
+  config.update(dict(model='resnet20', image_size=8, batch_size=GLOBAL_BATCH,
+                     eval_batch_size=GLOBAL_BATCH, num_train_steps=3, warmup_epochs=0.0,
+                     lr_schedule='constant', learning_rate=0.01), **overrides)
+  return config
+
+
+def _batches(n):
+  rng = np.random.default_rng(0)
+  return [{'image': rng.normal(size=(GLOBAL_BATCH, 8, 8, 3)).astype(np.float32),
+           'label': rng.integers(0, 10, GLOBAL_BATCH).astype(np.int32)} for _ in range(n)]
+
+
+def _train(parallelism, devices, sync_batch_norm=True):
+  config = _config(parallelism=parallelism, sync_batch_norm=sync_batch_norm)
+  parts = setup.build_run(config, num_train=1000, devices=devices)
+  state = jax.jit(lambda r: steps.create_train_state(
+      config, parts.model, parts.tx, r, (8, 8, 3)))(jax.random.key(0))
+  runner = parts.runner
+  state = runner.place_state(jax.device_get(state))
+  losses = []
+  for batch in _batches(3):
+    state, metrics = runner.train_step(state, runner.place_batch(batch), jax.random.key(1))
+    losses.append(float(runner.to_host(metrics)['loss']))
+  return np.array(losses), runner.to_host(state)
+
+
+def _max_relative(a, b):
+  diffs = jax.tree.leaves(jax.tree.map(lambda x, y: np.max(np.abs(x - y)) /
+                                       max(np.max(np.abs(y)), 1e-12), a, b))
+  return max(float(d) for d in diffs)
+
+
+def test_eight_devices_are_simulated():
+  assert jax.device_count() == 8
+
+
+def test_pmap_shard_map_and_one_device_agree_with_sync_batch_norm():
+  devices = jax.devices()
+  one_losses, one_state = _train('shard_map', devices[:1])
+  for parallelism in ('pmap', 'shard_map'):
+    losses, state = _train(parallelism, devices)
+    np.testing.assert_allclose(losses, one_losses, rtol=1e-5)
+    assert _max_relative(state.params, one_state.params) <= 1e-5
+    assert _max_relative(state.batch_stats, one_state.batch_stats) <= 1e-5
+    assert int(state.step) == 3
+  assert one_losses[2] < one_losses[0]  # the three steps really trained
+
+
+def test_without_sync_batch_norm_replicas_differ_from_global_statistics():
+  devices = jax.devices()
+  _, one_state = _train('pmap', devices[:1], sync_batch_norm=False)
+  _, state = _train('pmap', devices, sync_batch_norm=False)
+  assert _max_relative(state.params, one_state.params) > 1e-4
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error():
+  with pytest.raises(ConfigError) as err:
+    setup.validate_config(_config(batch_size=12))
+  assert str(err.value) == ('batch_size=12 is not divisible by the 8 devices (cpu); each device '
+                            'needs an equal share: use a multiple of 8.')
