@@ -1,0 +1,224 @@
+"""The grain pipelines: a resumable, per-process sharded, infinite training iterator and a
+padded single pass over the eval set.
+
+Layout of the training stream (independent of process_count and num_workers): global position
+t = epoch * N + i holds example shuffle_epoch(i) of the N training examples, augmented with an
+RNG seeded by (config.seed, t). Global batch s is positions [s*B, (s+1)*B); process p reads the
+slice [s*B + p*B/P, s*B + (p+1)*B/P). Batches run across epoch boundaries (nothing is dropped),
+so an iterator's whole state is the number of batches it has yielded.
+"""
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+from jax_resnet.data import sources as sources_lib
+from jax_resnet.data import stats
+from jax_resnet.data import tfds_source
+from jax_resnet.data import transforms
+from jax_resnet.data.validation import validate_config, validate_process
+from jax_resnet.errors import ConfigError
+
+STATE_VERSION = 1
+_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Resolved:
+  sources: sources_lib.Sources
+  info: sources_lib.DatasetInfo
+  preprocess: transforms.Preprocess
+
+
+def _derived_seed(seed, stream):
+  """A 32-bit seed per (config.seed, stream); hashing keeps seed s's epoch e+1 shuffle from
+  equalling seed s+1's epoch e shuffle (grain adds the epoch to the seed)."""
+  entropy = int(seed) & 0xFFFF_FFFF_FFFF_FFFF
+  return int(np.random.SeedSequence([entropy, stream]).generate_state(1)[0])
+
+
+def _open_sources(c):
+  """Sources for the dataset fields `c` (a dict of config values)."""
+  name, holdout = c['dataset'], c['holdout_size']
+  eval_split = None if holdout > 0 else c['eval_split']
+  if name == 'digits':
+    srcs = sources_lib.digits_sources((c['train_split'], eval_split or 'test'), c['image_size'])
+  elif name == 'synthetic':
+    srcs = sources_lib.synthetic_sources(c['image_size'], c['num_classes'])
+  else:
+    srcs = tfds_source.tfds_sources(name, c['data_dir'], (c['train_split'], eval_split))
+  if holdout > 0:
+    if holdout >= len(srcs.train):
+      raise ConfigError(
+          f'config.holdout_size={holdout} leaves no training examples: the train split has '
+          f'{len(srcs.train)}; use a smaller holdout (e.g. 5000 of CIFAR-10\'s 50000)')
+    srcs = sources_lib.with_holdout(srcs, holdout)
+  return srcs
+
+
+def _normalizer(c, srcs, base):
+  if c['normalize'] == 'mean_std':
+    return transforms.Normalizer(np.float32(transforms.IMAGENET_MEAN),
+                                 np.float32(transforms.IMAGENET_STD))
+  if c['normalize'] == 'per_pixel_mean':
+    if c['dataset'] == 'synthetic':  # uniform random pixels: the expected mean is exact
+      return transforms.Normalizer(np.float32(0.5))
+    return transforms.Normalizer(stats.per_pixel_mean(srcs, base))
+  return transforms.Normalizer()
+
+
+_KEYS = ('dataset', 'data_dir', 'image_size', 'train_split', 'eval_split', 'holdout_size',
+         'augment', 'crop_padding', 'normalize', 'num_classes')
+
+
+@functools.lru_cache(maxsize=8)
+def _resolve_cached(items):
+  c = dict(items)
+  srcs = _open_sources(c)
+  if c['dataset'] != 'synthetic' and srcs.num_classes != c['num_classes']:
+    raise ConfigError(
+        f"config.num_classes={c['num_classes']} but dataset '{c['dataset']}' has "
+        f"{srcs.num_classes} classes; set --config.num_classes={srcs.num_classes}")
+  base = transforms.Preprocess(c['image_size'], c['augment'], c['crop_padding'],
+                               transforms.Normalizer())
+  pre = dataclasses.replace(base, normalizer=_normalizer(c, srcs, base))
+  size = c['image_size']
+  info = sources_lib.DatasetInfo(num_classes=srcs.num_classes, num_train=len(srcs.train),
+                                 num_eval=len(srcs.eval), image_shape=(size, size, srcs.channels))
+  return _Resolved(srcs, info, pre)
+
+
+def _resolve(config):
+  validate_config(config)
+  return _resolve_cached(tuple((k, getattr(config, k)) for k in _KEYS))
+
+
+def dataset_info(config):
+  """DatasetInfo(num_classes, num_train, num_eval, image_shape) after any holdout."""
+  return _resolve(config).info
+
+
+def _read_options(config):
+  import grain  # pylint: disable=import-outside-toplevel
+  depth = max(1, int(config.prefetch_batches))
+  return grain.ReadOptions(num_threads=depth, prefetch_buffer_size=depth)
+
+
+def _to_iterator(map_dataset, config):
+  """grain iterator over a MapDataset, in config.num_workers processes when > 0."""
+  import grain  # pylint: disable=import-outside-toplevel
+  ds = map_dataset.to_iter_dataset(_read_options(config))
+  if config.num_workers > 0:
+    _ensure_absl_flags_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=int(config.num_workers),
+        per_worker_buffer_size=max(1, int(config.prefetch_batches))))
+  return iter(ds)
+
+
+def _ensure_absl_flags_parsed():
+  """grain 0.2.x reads an absl flag when starting workers and fails if flags were never parsed
+  (google/grain#1355, fixed upstream later): scripts without absl.app need this."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+class TrainIterator:
+  """Infinite iterator of {'image': float32 (B/P, H, W, C), 'label': int32 (B/P,)}.
+
+  Its state is the number of batches yielded; set_state restarts the grain pipeline there.
+  """
+
+  def __init__(self, batches, config, fingerprint):
+    self._batches = batches
+    self._config = config
+    self._fingerprint = fingerprint
+    self._step = 0
+    self._it = None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._it is None:  # started lazily, so set_state before the first batch costs nothing
+      self._it = _to_iterator(self._batches[self._step:], self._config)
+    batch = next(self._it)
+    self._step += 1
+    return batch
+
+  def get_state(self):
+    return {'version': STATE_VERSION, 'step': self._step, **self._fingerprint}
+
+  def set_state(self, state):
+    for key, value in self._fingerprint.items():
+      if state.get(key) != value:
+        raise ConfigError(
+            f'the saved data iterator has {key}={state.get(key)!r} but this config has '
+            f'{value!r}: resuming would not continue the same data order; restore the '
+            f'original value or start a new workdir')
+    self.close()
+    self._step = int(state['step'])
+
+  def close(self):
+    """Stops worker processes, if any (they also stop when the iterator is collected)."""
+    if self._it is not None and hasattr(self._it, 'close'):
+      self._it.close()
+    self._it = None
+
+
+def train_iterator(config, process_index=0, process_count=1):
+  """Infinite training batches for this process; see the module docstring for the layout."""
+  import grain  # pylint: disable=import-outside-toplevel
+  r = _resolve(config)
+  validate_process(config, process_index, process_count)
+  local = config.batch_size // process_count
+  ds = grain.MapDataset.source(r.sources.train)
+  ds = ds.shuffle(seed=_derived_seed(config.seed, _SHUFFLE_STREAM)).repeat(None)
+  ds = ds.random_map(transforms.TrainMap(r.preprocess),
+                     seed=_derived_seed(config.seed, _AUGMENT_STREAM))
+  ds = ds.batch(local)[process_index::process_count]
+  fingerprint = {'dataset': config.dataset, 'seed': int(config.seed),
+                 'batch_size': int(config.batch_size), 'num_train': r.info.num_train}
+  return TrainIterator(ds, config, fingerprint)
+
+
+def get_iterator_state(iterator):
+  """JSON-serialisable state of a train_iterator (for checkpoints)."""
+  if not isinstance(iterator, TrainIterator):
+    raise TypeError(f'expected an iterator from data.train_iterator, got {type(iterator)}')
+  return iterator.get_state()
+
+
+def set_iterator_state(iterator, state):
+  """Resumes `iterator` at `state` (from get_iterator_state, possibly of another process)."""
+  if not isinstance(iterator, TrainIterator):
+    raise TypeError(f'expected an iterator from data.train_iterator, got {type(iterator)}')
+  iterator.set_state(state)
+
+
+def eval_batches(config, process_index=0, process_count=1):
+  """One pass over the eval set: {'image', 'label', 'mask'} batches of eval_batch_size / P.
+
+  The last global batch is padded with mask False so every batch has the same shape.
+  """
+  import grain  # pylint: disable=import-outside-toplevel
+  r = _resolve(config)
+  validate_process(config, process_index, process_count)
+  num_eval = len(r.sources.eval)
+  global_batch = config.eval_batch_size
+  padded_len = math.ceil(num_eval / global_batch) * global_batch
+  ds = grain.MapDataset.source(sources_lib.Padded(r.sources.eval, padded_len))
+  ds = ds.map(transforms.EvalMap(r.preprocess))
+  ds = ds.batch(global_batch // process_count)[process_index::process_count]
+  return _close_when_done(_to_iterator(ds, config))
+
+
+def _close_when_done(iterator):
+  try:
+    yield from iterator
+  finally:
+    if hasattr(iterator, 'close'):
+      iterator.close()
