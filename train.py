@@ -6,6 +6,7 @@ line and exit 2.
 """
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -18,10 +19,40 @@ flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto-detects '
                   'TPU pods and Slurm when no coordinator flags are given).')
-config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py'),
-    'A configs/*.py recipe; override keys with --config.<key>=value.', lock_config=True)
 FLAGS = flags.FLAGS
+
+
+def _define_config_flag():
+  """ml_collections parses --config.<key> overrides here; a misspelt key becomes one line."""
+  default = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py')
+  path = _config_path_argument()
+  if path and not os.path.exists(path.split(':')[0]):
+    _fail(f'config file {path.split(":")[0]} does not exist; recipes live in configs/.')
+  try:
+    config_flags.DEFINE_config_file(
+        'config', default, 'A configs/*.py recipe; override keys with --config.<key>=value.',
+        lock_config=True)
+  except (AttributeError, KeyError) as error:
+    text = str(error).replace("\\'", "'")
+    key = re.search(r"'([^'\\]+)", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    _fail(f'unknown config key {key.group(1) if key else text!r}'
+          + (f' (did you mean {hint.group(1)!r}?)' if hint else '')
+          + '; every key is listed in configs/default.py.')
+
+
+def _config_path_argument():
+  for i, arg in enumerate(sys.argv[1:], 1):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(sys.argv):
+      return sys.argv[i + 1]
+  return None
+
+
+def _fail(message):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def _default_workdir():
@@ -42,9 +73,9 @@ def main(argv):
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir or _default_workdir())
   except UserError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+    _fail(str(error))
 
 
 if __name__ == '__main__':
+  _define_config_flag()
   app.run(main)

@@ -40,7 +40,7 @@ def get_config():
 
   # Optimisation
   c.batch_size = 128                  # global batch over all devices and hosts
-  c.eval_batch_size = 500             # global eval batch (the last one is padded and masked)
+  c.eval_batch_size = 512             # global eval batch (the last one is padded and masked)
   c.num_epochs = 30.0                 # training length in epochs, used when num_train_steps < 0
   c.num_train_steps = -1              # training length in steps (overrides num_epochs if >= 0)
   c.optimizer = 'sgd'                 # 'sgd' | 'adamw' | 'lars'
@@ -69,6 +69,7 @@ def get_config():
   c.seed = 0                          # seeds init, data order and dropout
   c.log_every_steps = 20              # train metrics, progress bar and TensorBoard interval
   c.eval_every_steps = 0              # 0: evaluate once per epoch
+  c.eval_max_batches = 0              # >0: evaluate only this many batches (benchmarks)
   c.checkpoint_every_steps = 200      # checkpoint interval (and always at the end)
   c.keep_checkpoints = 3              # checkpoints kept in the workdir
   c.progress_bar = True               # tqdm bar on process 0

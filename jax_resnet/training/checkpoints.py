@@ -24,11 +24,12 @@ class Checkpoints:
   def latest_step(self):
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_state, meta, force: bool = False) -> bool:
+  def save(self, step: int, state, data_state, meta) -> bool:
+    """Saves asynchronously; the trainer decides when (force=True bypasses Orbax's policy)."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state),
                               meta=ocp.args.JsonSave(meta))
-    return self.manager.save(step, args=args, force=force)
+    return self.manager.save(step, args=args, force=True)
 
   def restore(self, template_state):
     """Newest readable checkpoint as (step, state, data_state, meta), or None if none exist."""

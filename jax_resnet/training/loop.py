@@ -61,8 +61,10 @@ class Preemption:
 
 def evaluate(runner, state, config, process_index, process_count):
   totals = None
-  for batch in data.eval_batches(config, process_index=process_index,
-                                 process_count=process_count):
+  batches = data.eval_batches(config, process_index=process_index, process_count=process_count)
+  for index, batch in enumerate(batches):
+    if config.eval_max_batches and index == config.eval_max_batches:
+      break
     sums = runner.eval_step(state, runner.place_batch(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   totals = runner.to_host(totals)
@@ -137,9 +139,9 @@ class _Run:
     self.rng = jax.random.fold_in(jax.random.key(config.seed), 1)  # key(seed) itself inits
     self.throughput = []
 
-  def _save(self, state, step, prefetcher, force=False):
+  def _save(self, state, step, prefetcher):
     meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset}
-    self.checkpoints.save(step, self.runner.to_host(state), prefetcher.state(), meta, force)
+    self.checkpoints.save(step, self.runner.to_host(state), prefetcher.state(), meta)
 
   def _log(self, pending, first_step, step, interval_seconds):
     means, bad_step = _flush_metrics(pending, self.runner, first_step)
@@ -173,16 +175,17 @@ class _Run:
         state, metrics = self.runner.train_step(state, prefetcher.next(), self.rng)
         pending.append(metrics)
         step += 1
-        log_due = step % config.log_every_steps == 0 or step == total or preemption.requested
+        preempted = preemption.requested  # read once: a signal may land mid-iteration
+        log_due = step % config.log_every_steps == 0 or step == total or preempted
         eval_due = step % self.eval_every == 0 and step < total
         if log_due or eval_due:  # flush first, so eval time stays out of the throughput
           self._log(pending, first, step, time.time() - tick)
           pending, first = [], step
         if eval_due:
           self._eval(state, step)
-        if step % config.checkpoint_every_steps == 0 or preemption.requested:
+        if step % config.checkpoint_every_steps == 0 or preempted:
           self._save(state, step, prefetcher)
-        if preemption.requested:
+        if preempted:
           self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
                             f'{self.checkpoints.directory}; rerun the same command to resume.')
           return {'preempted_at_step': step}
@@ -194,7 +197,8 @@ class _Run:
 
   def _finish(self, state, step, prefetcher, start_time):
     result = self._eval(state, step)
-    self._save(state, step, prefetcher, force=True)
+    if self.checkpoints.latest_step() != step:
+      self._save(state, step, prefetcher)
     # The first interval holds the compilation; leave it out when there are others.
     rates = self.throughput[1:] or self.throughput
     summary = {

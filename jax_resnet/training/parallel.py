@@ -25,10 +25,11 @@ class PmapRunner:
   """State replicated on every local device; batches split on a leading device axis."""
 
   def __init__(self, train_step, eval_step, devices=None):
+    # devices=None maps over every process's devices (multi-host); a subset is for tests.
     self.devices = devices or jax.local_devices()
     self._train = jax.pmap(train_step, axis_name=AXIS, in_axes=(0, 0, None),
-                           donate_argnums=(0,), devices=self.devices)
-    self._eval = jax.pmap(eval_step, axis_name=AXIS, devices=self.devices)
+                           donate_argnums=(0,), devices=devices)
+    self._eval = jax.pmap(eval_step, axis_name=AXIS, devices=devices)
     self.sharding = NamedSharding(jax.sharding.Mesh(np.array(self.devices), (AXIS,)), P(AXIS))
 
   def _put(self, stacked):

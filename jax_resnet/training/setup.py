@@ -13,8 +13,10 @@ from jax_resnet.training import optim, parallel, steps
 
 def validate_config(config):
   """Values that cannot work, each as one clear error."""
-  if config.model not in jax_resnet.list_models():
-    jax_resnet.model_defaults(config.model)  # raises with close matches
+  try:
+    jax_resnet.model_defaults(config.model)
+  except ValueError as error:  # names close matches
+    raise ConfigError(f'Invalid config: {error}') from None
   checks = [
       (config.batch_size > 0, f'batch_size must be positive, got {config.batch_size}.'),
       (config.eval_batch_size > 0,

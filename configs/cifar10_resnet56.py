@@ -1,0 +1,15 @@
+"""ResNet-56 on CIFAR-10 with the paper's recipe (He et al. 2015 §4.2).
+
+Command:   python -m jax_resnet.data prepare cifar10
+           python train.py --config configs/cifar10_resnet56.py --workdir runs/cifar10_resnet56
+Data:      CIFAR-10 prepared as a TFDS ArrayRecord dataset (the prepare command, once).
+Expected:  test error 6.97% in the paper (Table 6), i.e. top-1 about 0.93.
+           Time: 64k steps of batch 128; on one modern GPU tens of minutes (not measured here).
+"""
+
+from configs import _cifar
+
+
+def get_config():
+  c = _cifar.paper_cifar10('resnet56')
+  return c
