@@ -1,0 +1,33 @@
+"""Pretrained weights: torchvision / timm checkpoints in, torchvision state dicts out.
+
+    from jax_resnet import weights
+    variables = weights.load('resnet50', 'model.safetensors')       # or .pth, .npz, a workdir
+    logits = jax_resnet.create_model('resnet50').apply(variables, x, train=False)
+
+    variables = weights.from_torchvision('resnet50', torch_model.state_dict())
+    state_dict = weights.to_torchvision('resnet50', variables)      # numpy, torchvision names
+
+Fine-tuning: `merge_pretrained(model.init(...), weights.load(name, path, num_classes=10,
+reinit_head=True), reinit_head=True)`.
+"""
+
+import importlib.resources
+
+from jax_resnet.weights.files import load, read_safetensors, read_torch, save_npz
+from jax_resnet.weights.torchvision import (IMAGE_MODELS, TORCHVISION_MODELS, VIDEO_MODELS,
+                                            from_torchvision, to_torchvision)
+from jax_resnet.weights.trees import (HeadMismatchError, WeightsError, WeightsFileError,
+                                      WeightsMismatchError, merge_pretrained)
+
+
+def imagenet_classes():
+  """The 1000 ImageNet-1k class names in label order (torchvision's list)."""
+  text = importlib.resources.files(__name__).joinpath('imagenet_classes.txt').read_text('utf-8')
+  return text.splitlines()
+
+
+__all__ = [
+    'HeadMismatchError', 'IMAGE_MODELS', 'TORCHVISION_MODELS', 'VIDEO_MODELS', 'WeightsError',
+    'WeightsFileError', 'WeightsMismatchError', 'from_torchvision', 'imagenet_classes', 'load',
+    'merge_pretrained', 'read_safetensors', 'read_torch', 'save_npz', 'to_torchvision',
+]

@@ -1,0 +1,214 @@
+"""Weights files: .safetensors (timm / Hugging Face hub), .pth/.pt/.bin (torch), .npz (ours) and
+Orbax checkpoints written by the trainer."""
+
+import json
+import os
+import re
+from typing import Mapping, Optional
+
+import jax
+import numpy as np
+
+from jax_resnet.weights.torchvision import from_torchvision, variable_shapes
+from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
+                                      compare, flatten, mismatch_message, unflatten)
+
+TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
+FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz) '
+           'or an Orbax checkpoint directory (a train.py workdir)')
+
+
+def load(model_name: str, path, num_classes: Optional[int] = None,
+         reinit_head: bool = False) -> dict:
+  """Reads weights for `model_name` from `path` as {'params', 'batch_stats'} (numpy arrays).
+
+  Formats: `.safetensors` and `.pth`/`.pt`/`.bin` hold torchvision-layout state dicts
+  (torchvision downloads, timm files such as resnet50.tv_in1k or resnet50.a1_in1k); torch
+  files are read with `torch.load(weights_only=True)`, so a pickle that would run code is
+  refused. `.npz` files are `save_npz` exports, directories are Orbax checkpoints of train.py
+  (a workdir, its checkpoints/ folder or one checkpoints/<step>); those two work for every
+  registered model.
+
+  num_classes: None keeps the checkpoint's head. Another value must match it, unless
+  `reinit_head=True`, which returns the variables without 'head' (initialise a new one, e.g.
+  with `merge_pretrained`); 0 (a backbone without head) always drops it.
+
+  Raises WeightsFileError (absent, unreadable, unsafe or unknown file) or WeightsMismatchError
+  (tensors that do not fit the model, all listed in one message).
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise WeightsFileError(f'weights file {path} not found.')
+  if os.path.isdir(path):
+    variables = _check_native(model_name, read_orbax(path), path)
+  else:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == '.safetensors':
+      variables = from_torchvision(model_name, read_safetensors(path), source=path)
+    elif suffix in TORCH_SUFFIXES:
+      variables = from_torchvision(model_name, read_torch(path), source=path)
+    elif suffix == '.npz':
+      variables = _check_native(model_name, read_npz(path), path)
+    else:
+      raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
+                             f'expected {FORMATS}.')
+  return select_head(variables, num_classes, reinit_head, path)
+
+
+def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, source: str):
+  """Applies load()'s num_classes / reinit_head rule."""
+  params = variables['params']
+  have = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  if num_classes is None or num_classes == have:
+    return variables
+  if num_classes == 0 or reinit_head:
+    return {**variables, 'params': {k: v for k, v in params.items() if k != 'head'}}
+  found = f'a {have}-class head' if have else 'no classifier head'
+  raise HeadMismatchError(
+      f'{source} has {found} but num_classes={num_classes} was requested; pass '
+      'reinit_head=True to drop the pretrained head and train a new one.')
+
+
+def save_npz(path, variables: Mapping) -> str:
+  """Writes {'params', 'batch_stats'} as an .npz of '/'-joined names ('params/head/kernel');
+  bfloat16 leaves are stored as float32. Returns the path written ('.npz' appended if
+  missing, as numpy does)."""
+  path = os.fspath(path)
+  if not path.endswith('.npz'):
+    path += '.npz'
+  flat = {}
+  for name, value in flatten(jax.device_get(variables)).items():
+    array = np.asarray(value)
+    flat[name] = array.astype(np.float32) if array.dtype.name == 'bfloat16' else array
+  np.savez(path, **flat)
+  return path
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0][:300] if text else ""}'
+
+
+def _check_native(model_name: str, flat: dict, source: str) -> dict:
+  head = flat.get('params/head/kernel')
+  num_classes = int(head.shape[-1]) if head is not None else 0
+  expected = flatten(variable_shapes(model_name, num_classes))
+  missing, unexpected, wrong = compare(expected, flat)
+  if missing or unexpected or wrong:
+    raise WeightsMismatchError(mismatch_message(
+        f'{source} does not match {model_name} ({len(expected)} arrays)', missing, unexpected,
+        wrong, 'Check the model name: the checkpoint was written for another model.'))
+  return unflatten(flat)
+
+
+def read_safetensors(path: str) -> dict:
+  """name -> numpy array, through safetensors' numpy API (no torch)."""
+  import safetensors.numpy
+  try:
+    return dict(safetensors.numpy.load_file(path))
+  except TypeError as error:
+    if 'bfloat16' not in str(error):
+      raise WeightsFileError(f'cannot read {path} as safetensors: {_first_line(error)}') from None
+    return _read_safetensors_raw(path)  # numpy has no bfloat16; read through ml_dtypes
+  except Exception as error:  # noqa: BLE001  safetensors raises its own untyped errors
+    raise WeightsFileError(f'cannot read {path} as safetensors ({_first_line(error)}); the '
+                           'file is corrupt or not a safetensors file.') from None
+
+
+def _read_safetensors_raw(path: str) -> dict:
+  import ml_dtypes
+  dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
+            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'U8': np.uint8}
+  with open(path, 'rb') as f:
+    size = int.from_bytes(f.read(8), 'little')
+    header = json.loads(f.read(size))
+    data = f.read()
+  out = {}
+  for name, info in header.items():
+    if name != '__metadata__':
+      start, end = info['data_offsets']
+      array = np.frombuffer(data[start:end], dtypes[info['dtype']]).reshape(info['shape'])
+      out[name] = array.astype(np.float32) if info['dtype'] == 'BF16' else array
+  return out
+
+
+def read_torch(path: str) -> dict:
+  """A torch state dict via torch.load(weights_only=True): tensors and plain containers only."""
+  try:
+    import torch
+  except ImportError:
+    raise WeightsFileError(f'{path} is a torch file and reading it needs torch '
+                           '(pip install torch); or use a .safetensors file.') from None
+  import pickle
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as error:
+    found = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)', str(error))
+    detail = found[1].strip() if found else _first_line(error)
+    raise WeightsFileError(
+        f'refused to load {path}: torch.load(weights_only=True) found content other than '
+        f'tensors and plain containers ({detail}); unpickling it could run arbitrary code, so '
+        'it was not loaded. If the file is corrupt, download it again; if you trust it, '
+        're-save its state dict as .safetensors.') from None
+  except Exception as error:  # noqa: BLE001  torch reports corrupt archives as RuntimeError
+    raise WeightsFileError(f'cannot read {path} as a torch checkpoint ({_first_line(error)}); '
+                           'the file is corrupt or not a torch file.') from None
+  return _state_dict_of(obj, path)
+
+
+def _state_dict_of(obj, path: str) -> dict:
+  """The state dict itself, or the one inside a training checkpoint {'state_dict': ...}."""
+  if isinstance(obj, Mapping):
+    for key in ('state_dict', 'model'):
+      if isinstance(obj.get(key), Mapping):
+        return dict(obj[key])
+    return dict(obj)
+  raise WeightsFileError(f'{path} holds a {type(obj).__name__}, not a state dict (a dict of '
+                         'tensors).')
+
+
+def read_npz(path: str) -> dict:
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {name: data[name] for name in data.files}
+  except Exception as error:  # noqa: BLE001  zipfile, pickle and value errors alike
+    raise WeightsFileError(f'cannot read {path} as .npz ({_first_line(error)}); the file is '
+                           'corrupt or not an .npz archive.') from None
+
+
+def _orbax_state_dir(path: str) -> str:
+  """The 'state' item of the newest step under a workdir, checkpoints/ or checkpoints/<step>."""
+  if os.path.isdir(os.path.join(path, 'state')):
+    return os.path.join(path, 'state')
+  if os.path.exists(os.path.join(path, '_METADATA')):
+    return path
+  base = os.path.join(path, 'checkpoints')
+  base = base if os.path.isdir(base) else path
+  steps = [int(d) for d in os.listdir(base)
+           if d.isdigit() and os.path.isdir(os.path.join(base, d, 'state'))]
+  if not steps:
+    raise WeightsFileError(f'{path} is a directory without an Orbax checkpoint; expected a '
+                           'train.py workdir (with checkpoints/<step>/state) or one '
+                           'checkpoints/<step> folder.')
+  return os.path.join(base, str(max(steps)), 'state')
+
+
+def read_orbax(path: str) -> dict:
+  """params and batch_stats of a saved TrainState, as flat numpy arrays, without a template."""
+  import orbax.checkpoint as ocp
+  state_dir = _orbax_state_dir(path)
+  try:
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(state_dir)
+    tree = getattr(metadata, 'item_metadata', metadata)
+    tree = getattr(tree, 'tree', tree)
+    # numpy restore types: the saved shardings may name devices this machine does not have.
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(state_dir,
+                                 args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  except Exception as error:  # noqa: BLE001  orbax/tensorstore raise many types
+    raise WeightsFileError(f'cannot read the Orbax checkpoint {state_dir} '
+                           f'({_first_line(error)}).') from None
+  if not isinstance(state, Mapping) or 'params' not in state:
+    raise WeightsFileError(f'{state_dir} is not a train.py TrainState (no params).')
+  return flatten(state)
