@@ -1,0 +1,109 @@
+"""The pure train step's optimisation rules, each checked against an independent computation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jax_resnet as jr
+from configs import default
+from jax_resnet.training import optim, steps
+
+IMAGE = (8, 8, 3)
+
+
+def _setup(**overrides):
+  config = default.get_config()
+  config.update(dict(warmup_epochs=0.0, lr_schedule='constant', learning_rate=0.1,
+                     momentum=0.0), **overrides)
+  model = jr.create_model('resnet20', stage_sizes=(1, 1, 1))
+  tx = optim.make_optimizer(config)
+  schedule = optim.make_schedule(config, steps_per_epoch=10, total_steps=100)
+  state = steps.create_train_state(config, model, tx, jax.random.key(0), IMAGE)
+  step = jax.jit(steps.make_train_step(config, model, tx, schedule))
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.normal(size=(8,) + IMAGE), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 10, 8), jnp.int32)}
+  return config, model, state, step, batch
+
+
+def _data_gradient(config, model, state, batch):
+  def loss(params):
+    logits, _ = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                            batch['image'], train=True, mutable=['batch_stats'])
+    return jnp.mean(steps.cross_entropy(logits, batch['label'], 10, config.label_smoothing))
+  return jax.grad(loss)(state.params)
+
+
+def _assert_tree_close(a, b, rtol=1e-5, atol=1e-7):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize('decay_bn_and_bias', [True, False])
+def test_sgd_with_l2_weight_decay(decay_bn_and_bias):
+  config, model, state, step, batch = _setup(weight_decay=0.01,
+                                             decay_bn_and_bias=decay_bn_and_bias)
+  grads = _data_gradient(config, model, state, batch)
+  new_state, metrics = step(state, batch, jax.random.key(1))
+  expected = jax.tree.map(
+      lambda p, g: p - 0.1 * (g + (0.01 if (decay_bn_and_bias or p.ndim > 1) else 0.0) * p),
+      state.params, grads)
+  _assert_tree_close(new_state.params, expected)
+  assert float(metrics['learning_rate']) == pytest.approx(0.1)
+  assert int(new_state.step) == 1
+
+
+def test_label_smoothing_loss():
+  logits = jnp.array([[2.0, 0.0, -1.0]])
+  smoothed = steps.cross_entropy(logits, jnp.array([0]), 3, 0.3)
+  log_p = jax.nn.log_softmax(logits)[0]
+  target = np.array([0.7 + 0.1, 0.1, 0.1])
+  assert float(smoothed[0]) == pytest.approx(float(-(target * log_p).sum()), rel=1e-6)
+
+
+def test_ema_of_weights():
+  config, _, state, step, batch = _setup(ema_decay=0.9)
+  new_state, _ = step(state, batch, jax.random.key(1))
+  expected = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.params, new_state.params)
+  _assert_tree_close(new_state.ema_params, expected)
+
+
+def test_resnet110_warmup_holds_low_lr_until_error_threshold():
+  config, _, state, step, batch = _setup(warmup_lr=0.01, warmup_until_error=0.8)
+  assert bool(state.warming_up)
+  new_state, metrics = step(state, batch, jax.random.key(1))
+  assert float(metrics['learning_rate']) == pytest.approx(0.01)
+  assert bool(new_state.warming_up) == (float(metrics['error']) >= 0.8)
+  done = new_state.replace(warming_up=jnp.asarray(False))
+  _, metrics = step(done, batch, jax.random.key(2))
+  assert float(metrics['learning_rate']) == pytest.approx(0.1)
+
+
+def test_non_finite_gradients_are_flagged():
+  _, _, state, step, batch = _setup()
+  batch = dict(batch, image=batch['image'].at[0, 0, 0, 0].set(jnp.nan))
+  _, metrics = step(state, batch, jax.random.key(1))
+  assert float(metrics['grads_finite']) == 0.0
+
+
+@pytest.mark.parametrize('optimizer', ['adamw', 'lars'])
+def test_other_optimizers_match_optax_directly(optimizer):
+  # A large decay (0.5) keeps its share of the update far above Adam's sign-like sensitivity
+  # to rounding in near-zero gradients, which the tolerance below absorbs.
+  config, model, state, step, batch = _setup(optimizer=optimizer, weight_decay=0.5,
+                                             weight_decay_mode='decoupled', momentum=0.9)
+  grads = _data_gradient(config, model, state, batch)
+  if optimizer == 'adamw':
+    reference = optax.adamw(0.1, b1=0.9, weight_decay=0.5)
+  else:
+    reference = optax.lars(0.1, weight_decay=0.5, momentum=0.9)
+  updates, _ = reference.update(grads, reference.init(state.params), state.params)
+  new_state, _ = step(state, batch, jax.random.key(1))
+  expected = optax.apply_updates(state.params, updates)
+  # Adam's first step is g/(|g| + 1e-8): rounding in tiny |g| moves it; compare the rest.
+  for new, ref, g in zip(*map(jax.tree.leaves, (new_state.params, expected, grads))):
+    robust = np.abs(np.asarray(g)) > 1e-5
+    np.testing.assert_allclose(np.asarray(new)[robust], np.asarray(ref)[robust], rtol=1e-4,
+                               atol=1e-6)
