@@ -27,12 +27,13 @@ def resized_size(width: int, height: int, shorter: int = RESIZE):
   return int(shorter * width / height), shorter
 
 
-def preprocess(image) -> np.ndarray:
-  """PIL image -> (224, 224, 3) float32: Resize(256, bilinear), CenterCrop(224), ToTensor,
-  Normalize(ImageNet mean/std) as torchvision's ImageNet eval transform, channels last."""
+def preprocess(image, resize: int = RESIZE) -> np.ndarray:
+  """PIL image -> (224, 224, 3) float32: Resize(resize, bilinear), CenterCrop(224), ToTensor,
+  Normalize(ImageNet mean/std) as torchvision's ImageNet eval transform, channels last.
+  torchvision's IMAGENET1K_V2 weights were evaluated with resize=232."""
   from PIL import Image
   image = image.convert('RGB')
-  image = image.resize(resized_size(*image.size), Image.BILINEAR)
+  image = image.resize(resized_size(*image.size, shorter=resize), Image.BILINEAR)
   width, height = image.size
   top, left = int(round((height - CROP) / 2.0)), int(round((width - CROP) / 2.0))
   image = image.crop((left, top, left + CROP, top + CROP))
@@ -40,11 +41,11 @@ def preprocess(image) -> np.ndarray:
   return (pixels - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, resize: int = RESIZE) -> np.ndarray:
   from PIL import Image, UnidentifiedImageError
   try:
     with Image.open(path) as image:
-      return preprocess(image)
+      return preprocess(image, resize)
   except (OSError, UnidentifiedImageError, ValueError) as error:
     reason = getattr(error, 'strerror', None) or str(error).splitlines()[0]
     raise ImageError(f'cannot read image {path}: {reason}') from None
@@ -79,6 +80,8 @@ def _parser():
   parser.add_argument('--weights', required=True,
                       help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir')
   parser.add_argument('--top', type=int, default=5, help='classes to print per image')
+  parser.add_argument('--resize', type=int, default=RESIZE,
+                      help='shorter side before the 224 centre crop (232 for torchvision V2)')
   parser.add_argument('images', nargs='+', help='image files (any format PIL reads)')
   return parser
 
@@ -98,7 +101,9 @@ def main(argv=None) -> int:
   try:
     if args.model in weights.VIDEO_MODELS:
       raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
-    images = np.stack([read_image(path) for path in args.images])
+    if args.top < 1 or args.resize < CROP:
+      raise UserError(f'--top must be >= 1 and --resize >= {CROP}.')
+    images = np.stack([read_image(path, args.resize) for path in args.images])
     variables = weights.load(args.model, args.weights)
     if 'head' not in variables['params']:
       raise UserError(f'{args.weights} has no classifier head; it cannot predict classes.')

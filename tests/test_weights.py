@@ -110,6 +110,7 @@ def test_mismatch_lists_are_truncated_with_a_count():
       'state dict does not match resnet34 (182 tensors): missing 80: layer1.2.conv1.weight '
       '(64, 64, 3, 3), layer1.2.bn1.weight (64,), layer1.2.bn1.bias (64,), '
       'layer1.2.bn1.running_mean (64,), layer1.2.bn1.running_var (64,), ... and 75 more. ')
+  assert message.endswith('. The file holds resnet18 weights.')
 
 
 def test_unknown_missing_and_corrupt_files(tmp_path):

@@ -148,15 +148,16 @@ def test_predict_agrees_with_torchvision(tmp_path, capsys):
 
 
 def test_preprocess_is_torchvision_eval_transform_bit_for_bit():
-  transform = torchvision.transforms.Compose([
-      torchvision.transforms.Resize(256), torchvision.transforms.CenterCrop(224),
-      torchvision.transforms.ToTensor(),
-      torchvision.transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
   rng = np.random.RandomState(0)
-  for width, height in ((300, 451), (517, 333), (1000, 257)):
-    image = Image.fromarray(rng.randint(0, 256, (height, width, 3)).astype(np.uint8))
-    np.testing.assert_array_equal(predict.preprocess(image),
-                                  transform(image).numpy().transpose(1, 2, 0))
+  for resize in (256, 232):  # 232: torchvision's IMAGENET1K_V2 eval transform
+    transform = torchvision.transforms.Compose([
+        torchvision.transforms.Resize(resize), torchvision.transforms.CenterCrop(224),
+        torchvision.transforms.ToTensor(),
+        torchvision.transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    for width, height in ((300, 451), (517, 333), (1000, 257)):
+      image = Image.fromarray(rng.randint(0, 256, (height, width, 3)).astype(np.uint8))
+      np.testing.assert_array_equal(predict.preprocess(image, resize),
+                                    transform(image).numpy().transpose(1, 2, 0))
 
 
 def test_to_torchvision_loads_into_torchvision_strictly():

@@ -29,9 +29,9 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   (a workdir, its checkpoints/ folder or one checkpoints/<step>); those two work for every
   registered model.
 
-  num_classes: None keeps the checkpoint's head. Another value must match it, unless
-  `reinit_head=True`, which returns the variables without 'head' (initialise a new one, e.g.
-  with `merge_pretrained`); 0 (a backbone without head) always drops it.
+  num_classes: None, or the checkpoint's own class count, keeps its head. Another value raises
+  HeadMismatchError unless `reinit_head=True`, which returns the variables without 'head'
+  (initialise a new one, e.g. with `merge_pretrained`); 0 (a backbone) always drops it.
 
   Raises WeightsFileError (absent, unreadable, unsafe or unknown file) or WeightsMismatchError
   (tensors that do not fit the model, all listed in one message).

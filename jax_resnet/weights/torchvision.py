@@ -159,6 +159,23 @@ def _strip_wrapper_prefix(arrays: dict) -> dict:
   return arrays
 
 
+def _compare_layout(entries, arrays: dict):
+  """compare() of a state dict against a layout; num_batches_tracked is optional (timm's files
+  leave it out) and never reported (torch bookkeeping, no weights)."""
+  expected = {e.torch_name: np.empty(e.torch_shape, np.float32) for e in entries
+              if e.kind != 'counter'}
+  given = {k: v for k, v in arrays.items() if not k.endswith(f'.{COUNTER}')}
+  return compare(expected, given)
+
+
+def _guess_model(arrays: dict, num_classes: int) -> Optional[str]:
+  """The torchvision model whose layout the state dict matches exactly, if any."""
+  for name in TORCHVISION_MODELS:
+    if not any(_compare_layout(torch_layout(name, num_classes), arrays)):
+      return name
+  return None
+
+
 def from_torchvision(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None,
                      *, source: str = 'state dict') -> dict:
   """A torchvision-layout state dict -> this library's {'params', 'batch_stats'}.
@@ -186,16 +203,15 @@ def from_torchvision(model_name: str, state_dict: Mapping, num_classes: Optional
     has_fc = fc is not None and len(getattr(fc, 'shape', ())) == 2
     num_classes = int(fc.shape[0]) if has_fc else default_num_classes(model_name)
   entries = torch_layout(model_name, num_classes)
-  expected = {e.torch_name: np.empty(e.torch_shape, np.float32) for e in entries
-              if e.kind != 'counter'}
-  known_counters = {e.torch_name for e in entries if e.kind == 'counter'}
-  given = {k: v for k, v in arrays.items() if k not in known_counters}
-  missing, unexpected, wrong = compare(expected, given)
+  missing, unexpected, wrong = _compare_layout(entries, arrays)
   if missing or unexpected or wrong:
+    guess = _guess_model(arrays, num_classes)
+    hint = (f'The file holds {guess} weights.' if guess else 'Check the model name and that '
+            'the file holds a torchvision-layout ResNet state dict.')
+    size = sum(e.kind != 'counter' for e in entries)
     raise WeightsMismatchError(mismatch_message(
-        f'{source} does not match {model_name} ({len(expected)} tensors)', missing,
-        unexpected, wrong, 'Check the model name and that the file holds a torchvision-layout '
-        'ResNet state dict.'))
+        f'{source} does not match {model_name} ({size} tensors)', missing, unexpected, wrong,
+        hint))
   flat = {e.ours: _to_ours(e.kind, to_float32(arrays[e.torch_name])) for e in entries
           if e.kind != 'counter'}
   return unflatten(flat)
