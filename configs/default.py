@@ -60,6 +60,8 @@ def get_config():
   c.decay_bn_and_bias = True          # False: no weight decay on BN parameters and biases
   c.label_smoothing = 0.0             # label smoothing of the cross-entropy
   c.ema_decay = 0.0                   # >0: keep an exponential moving average of the weights
+  c.skip_nonfinite_updates = False    # True: skip steps whose loss/gradients are not finite
+  #                                     (counted in metrics); False: stop with an error
 
   # Parallelism
   c.parallelism = 'pmap'              # 'pmap' | 'shard_map' (jit over a 1-D device mesh)

@@ -7,7 +7,9 @@ favour of the previous one.
 
 import logging
 import os
+import time
 
+import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'data', 'meta'))
+    self.bad_steps = []
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -39,11 +42,25 @@ class Checkpoints:
       try:
         restored = self.manager.restore(step, args=args)
       except Exception as error:  # noqa: BLE001  any unreadable file means: try an older one
-        log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the previous one.',
-                    step, self.directory, type(error).__name__, str(error).splitlines()[0][:200])
+        reason = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
+        moved = self._set_aside(step)
+        log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '
+                    'previous one.', step, self.directory, reason, moved)
+        self.bad_steps.append((step, reason, moved))
         continue
       return step, restored['state'], restored['data'], restored['meta']
     return None
+
+  def _set_aside(self, step: int) -> str:
+    """Moves a bad step out of the manager's view (never deleted: it may hold what a person
+    wants to recover), so a new save of the same step can happen."""
+    target = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable',
+                          f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+    if jax.process_index() == 0:  # one writer on a shared filesystem
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), target)
+    self.manager.reload()
+    return target
 
   def wait(self):
     self.manager.wait_until_finished()

@@ -83,14 +83,18 @@ def _initial_state(config, parts, image_shape, checkpoints):
   return step, host_state, data_state
 
 
-def _flush_metrics(pending, runner, first_step):
-  """Fetches the metrics of steps [first_step, first_step + len(pending)) at once."""
+def _flush_metrics(pending, runner, first_step, skip_nonfinite):
+  """Fetches the metrics of steps [first_step, first_step + len(pending)) at once. Returns
+  (means, first non-finite step or None); skipped steps are left out of the means."""
   history = [runner.to_host(m) for m in pending]
-  for offset, m in enumerate(history):
-    if not (np.isfinite(m['loss']) and m['grads_finite'] > 0):
-      return None, first_step + offset
-  means = {k: float(np.mean([m[k] for m in history])) for k in ('loss', 'error')}
+  finite = [bool(np.isfinite(m['loss']) and m['grads_finite'] > 0) for m in history]
+  good = [m for m, ok in zip(history, finite) if ok]
+  if not all(finite) and not skip_nonfinite:
+    return None, first_step + finite.index(False)
+  means = {k: float(np.mean([m[k] for m in good])) if good else float('nan')
+           for k in ('loss', 'error')}
   means['learning_rate'] = float(history[-1]['learning_rate'])
+  means['skipped_updates'] = float(len(history) - len(good))
   return means, None
 
 
@@ -138,22 +142,26 @@ class _Run:
     self.eval_every = config.eval_every_steps or parts.steps_per_epoch
     self.rng = jax.random.fold_in(jax.random.key(config.seed), 1)  # key(seed) itself inits
     self.throughput = []
+    self.skipped = 0
 
   def _save(self, state, step, prefetcher):
     meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset}
     self.checkpoints.save(step, self.runner.to_host(state), prefetcher.state(), meta)
 
   def _log(self, pending, first_step, step, interval_seconds):
-    means, bad_step = _flush_metrics(pending, self.runner, first_step)
+    means, bad_step = _flush_metrics(pending, self.runner, first_step,
+                                     self.config.skip_nonfinite_updates)
     if bad_step is not None:
       last = self.checkpoints.latest_step()
       where = (f'the last good checkpoint is step {last} in {self.checkpoints.directory}'
                if last is not None else 'no checkpoint was written yet')
       raise TrainingDivergedError(
           f'Loss or gradients became non-finite at step {bad_step + 1}; stopping ({where}). '
-          'Lower the learning rate, add warmup, or check the input data.')
+          'Lower the learning rate, add warmup, check the input data, or set '
+          'skip_nonfinite_updates=True to skip such steps.')
     images_per_second = len(pending) * self.config.batch_size / max(interval_seconds, 1e-9)
     self.throughput.append(images_per_second)
+    self.skipped += int(means['skipped_updates'])
     means['images_per_second'] = images_per_second
     self.writer.write(step, 'train', means)
     self.writer.progress(step, {'loss': means['loss'], 'img/s': images_per_second})
@@ -208,6 +216,7 @@ class _Run:
         'train_images_per_second': float(np.median(rates)) if rates else 0.0,
         'model': self.config.model, 'dataset': self.config.dataset,
         'devices': jax.device_count(), 'parallelism': self.config.parallelism,
+        'skipped_updates': self.skipped,
     }
     if jax.process_index() == 0:
       with open(os.path.join(self.workdir, 'summary.json'), 'w') as f:

@@ -44,8 +44,21 @@ def validate_config(config):
   if config.parallelism not in parallel.PARALLELISMS:
     raise ConfigError(f'Invalid config: parallelism must be one of '
                       f'{", ".join(parallel.PARALLELISMS)}, got {config.parallelism!r}.')
+  _check_image_size(config)
   parallel.check_divisible(config.batch_size)
   parallel.check_divisible(config.eval_batch_size, 'eval_batch_size')
+
+
+def _check_image_size(config):
+  """The stem and stages downsample by a fixed factor; smaller inputs leave no pixels."""
+  cls, defaults = jax_resnet.model_defaults(config.model)
+  stages = len(defaults.get('stage_sizes', (2, 2, 2, 2)))
+  stem = 1 if defaults.get('stem') == 'cifar' else 4
+  factor = stem * 2 ** (stages - 1)
+  if config.image_size < factor:
+    raise ConfigError(
+        f'Invalid config: image_size={config.image_size} is too small for {config.model}: its '
+        f'stem and stages downsample by {factor}; use image_size >= {factor}.')
 
 
 def build_model(config, bn_axis_name=None):

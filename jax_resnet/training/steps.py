@@ -82,6 +82,9 @@ def make_train_step(config, model, tx, schedule, axis_name: Optional[str] = None
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
         ema_params=ema, warming_up=still_warming)
+    if config.skip_nonfinite_updates:  # keep the old weights; only the step count moves on
+      kept = state.replace(step=new_state.step)
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
     metrics.update(learning_rate=lr, grads_finite=finite.astype(jnp.float32))
     return new_state, metrics
 
