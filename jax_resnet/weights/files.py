@@ -140,8 +140,11 @@ def read_torch(path: str) -> dict:
     raise WeightsFileError(f'{path} is a torch file and reading it needs torch '
                            '(pip install torch); or use a .safetensors file.') from None
   import pickle
+  import warnings
   try:
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    with warnings.catch_warnings():  # torch's notes on legacy pickle protocols: noise here
+      warnings.simplefilter('ignore', UserWarning)
+      obj = torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as error:
     found = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)', str(error))
     detail = found[1].strip() if found else _first_line(error)
