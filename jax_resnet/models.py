@@ -36,6 +36,7 @@ class ResNet(nn.Module):
   drop_path_rate: float = 0.0                # stochastic depth rate of the last block
   residual_scale: float = 1.0                # x + h * F(x), the ODE view
   zero_init_residual: bool = False
+  freeze_batch_norm: bool = False            # BN uses running statistics in training too
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
   bn_momentum: float = 0.9                   # torch's momentum=0.1
   bn_epsilon: float = 1e-5
@@ -85,11 +86,12 @@ class ResNet(nn.Module):
 
 
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,
-                bn_epsilon=1e-5, bn_axis_name=None):
+                bn_epsilon=1e-5, bn_axis_name=None, freeze_batch_norm=False):
   """The `conv` and `norm` partials blocks take; public so blocks can be used standalone."""
   conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype)
   norm = functools.partial(
-      BatchNorm, use_running_average=not train, momentum=bn_momentum, epsilon=bn_epsilon,
+      BatchNorm, use_running_average=not train or freeze_batch_norm, momentum=bn_momentum,
+      epsilon=bn_epsilon,
       dtype=dtype, param_dtype=param_dtype, axis_name=bn_axis_name)
   return conv, norm
 
@@ -97,7 +99,7 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
 def conv_and_norm(module, train: bool):
   """The `conv` and `norm` partials every block of `module` uses, built once."""
   return make_layers(train, module.dtype, module.param_dtype, module.bn_momentum,
-                     module.bn_epsilon, module.bn_axis_name)
+                     module.bn_epsilon, module.bn_axis_name, module.freeze_batch_norm)
 
 
 def _Conv(features, kernel_size, strides=None, **kwargs):

@@ -65,6 +65,7 @@ class VideoResNet(nn.Module):
   drop_path_rate: float = 0.0
   residual_scale: float = 1.0
   zero_init_residual: bool = False
+  freeze_batch_norm: bool = False            # BN normalises with running statistics in training
   bn_axis_name: Optional[str] = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5

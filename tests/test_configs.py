@@ -25,7 +25,8 @@ def load(name, *args):
 def test_recipe_list():
   assert RECIPES == ['cifar10_plain20', 'cifar10_plain56', 'cifar10_preact_resnet164',
                      'cifar10_resnet110', 'cifar10_resnet20', 'cifar10_resnet56',
-                     'cifar10_wrn28_10', 'default', 'fake_data_benchmark', 'r50']
+                     'cifar10_wrn28_10', 'default', 'fake_data_benchmark',
+                     'finetune_cifar10_resnet50', 'r50']
 
 
 def test_recipes_only_use_keys_of_the_default_config():

@@ -78,9 +78,23 @@ def _initial_state(config, parts, image_shape, checkpoints):
   host_state = jax.device_get(jax.jit(create)(jax.random.key(config.seed)))
   restored = checkpoints.restore(host_state)
   if restored is None:
-    return 0, host_state, None
+    return 0, _load_pretrained(config, host_state), None
   step, host_state, data_state, _ = restored
   return step, host_state, data_state
+
+
+def _load_pretrained(config, host_state):
+  """config.init_from: start from pretrained weights (a resumed run uses its checkpoint)."""
+  if not config.init_from:
+    return host_state
+  from jax_resnet import weights  # torch-free unless the file is a .pth
+  pretrained = weights.load(config.model, config.init_from, num_classes=config.num_classes,
+                            reinit_head=config.init_reinit_head)
+  fresh = {'params': host_state.params, 'batch_stats': host_state.batch_stats}
+  merged = weights.merge_pretrained(fresh, pretrained, reinit_head=config.init_reinit_head)
+  ema = merged['params'] if host_state.ema_params is not None else None
+  return host_state.replace(params=merged['params'], batch_stats=merged['batch_stats'],
+                            ema_params=ema)
 
 
 def _flush_metrics(pending, runner, first_step, skip_nonfinite):

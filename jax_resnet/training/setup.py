@@ -64,7 +64,8 @@ def _check_image_size(config):
 def build_model(config, bn_axis_name=None):
   overrides = dict(num_classes=config.num_classes, dtype=config.dtype,
                    zero_init_residual=config.zero_init_residual,
-                   drop_path_rate=config.drop_path_rate, bn_axis_name=bn_axis_name)
+                   drop_path_rate=config.drop_path_rate, bn_axis_name=bn_axis_name,
+                   freeze_batch_norm=config.freeze_batch_norm)
   if config.shortcut:
     overrides['shortcut'] = config.shortcut
   if config.dropout_rate:

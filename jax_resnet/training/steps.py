@@ -64,7 +64,9 @@ def make_train_step(config, model, tx, schedule, axis_name: Optional[str] = None
     (loss, (logits, batch_stats)), grads = grad_fn(state.params, state, batch, rng)
     grads = _pmean(grads, axis_name)
     # Without cross-replica BN each replica has its own statistics; average them (Flax example).
-    batch_stats = _pmean(batch_stats, axis_name)
+    # (Synced or frozen statistics are equal on every replica already: left bit-exact.)
+    if not (config.sync_batch_norm or config.freeze_batch_norm):
+      batch_stats = _pmean(batch_stats, axis_name)
     error = jnp.mean(jnp.argmax(logits, -1) != batch['label']).astype(jnp.float32)
     metrics = _pmean({'loss': loss, 'error': error}, axis_name)
     lr = jnp.where(state.warming_up, config.warmup_lr, schedule(state.step))

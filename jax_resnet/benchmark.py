@@ -1,0 +1,172 @@
+"""Throughput of the public train (or eval) step, optionally beside torchvision in one run.
+
+    python -m jax_resnet.benchmark --model resnet50 --batch-size 64 --dtype bfloat16 \
+        [--mode train|eval] [--steps N] [--image-size 224] [--vs torch] [--json FILE]
+
+Images/s is the median over timed steps after warm-up (each step synchronised), with min/max;
+compile_seconds is the first call's time less the median step; FLOPs per image come from XLA's
+cost analysis of the compiled step, and MFU uses a table of published peaks (unknown devices:
+omitted, not guessed).
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_resnet.training import setup, steps
+from jax_resnet.utils import load_recipe
+
+# Dense peak FLOP/s per chip from vendor data sheets, by (device_kind substring, dtype).
+PEAK_FLOPS = {
+    ('H200', 'bfloat16'): 989e12, ('H100', 'bfloat16'): 989e12, ('A100', 'bfloat16'): 312e12,
+    ('H200', 'float32'): 67e12, ('H100', 'float32'): 67e12, ('A100', 'float32'): 19.5e12,
+    ('TPU v4', 'bfloat16'): 275e12, ('TPU v5 lite', 'bfloat16'): 197e12,
+    ('TPU v5e', 'bfloat16'): 197e12, ('TPU v6', 'bfloat16'): 918e12,
+}
+
+
+def peak_flops(device_kind: str, dtype: str):
+  for (kind, peak_dtype), value in PEAK_FLOPS.items():
+    if kind in device_kind and peak_dtype == dtype:
+      return value
+  return None
+
+
+def bench_config(args):
+  config = load_recipe('default')
+  config.update(dict(model=args.model, batch_size=args.batch_size,
+                     eval_batch_size=args.batch_size, image_size=args.image_size,
+                     num_classes=args.num_classes, dtype=args.dtype, warmup_epochs=0.0,
+                     parallelism=args.parallelism, lr_schedule='constant'))
+  return config
+
+
+def _timed(fn, steps_to_run):
+  times = []
+  for _ in range(steps_to_run):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _flops(jitted, *args):
+  try:
+    cost = jitted.lower(*args).compile().cost_analysis()
+  except Exception:  # noqa: BLE001  some backends/versions have no cost analysis
+    return None
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def bench_jax(args):
+  config = bench_config(args)
+  setup.validate_config(config)
+  parts = setup.build_run(config, num_train=args.batch_size * 1000)
+  runner = parts.runner
+  shape = (args.image_size, args.image_size, 3)
+  state = jax.jit(lambda r: steps.create_train_state(config, parts.model, parts.tx, r, shape))(
+      jax.random.key(0))
+  state = runner.place_state(jax.device_get(state))
+  rng = np.random.default_rng(0)
+  batch = runner.place_batch({
+      'image': rng.normal(size=(args.batch_size,) + shape).astype(np.float32),
+      'label': rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
+      'mask': np.ones(args.batch_size, bool)})
+  key = jax.random.key(1)
+  holder = {'state': state}
+  if args.mode == 'train':
+    def run():
+      holder['state'], metrics = runner.train_step(holder['state'], batch, key)
+      return metrics
+    jitted, jit_args = runner._train, (holder['state'], batch, key)
+  else:
+    run = lambda: runner.eval_step(holder['state'], batch)
+    jitted, jit_args = runner._eval, (holder['state'], batch)
+  flops = _flops(jitted, *jit_args) if args.flops else None
+  first = _timed(run, 1)[0]
+  _timed(run, args.warmup)
+  times = _timed(run, args.steps)
+  return summarise(args, times, first, flops)
+
+
+def summarise(args, times, first, flops):
+  step = float(np.median(times))
+  per_device_batch = args.batch_size / jax.device_count()
+  result = {
+      'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
+      'batch_size': args.batch_size, 'image_size': args.image_size,
+      'images_per_second': args.batch_size / step,
+      'images_per_second_min': args.batch_size / max(times),
+      'images_per_second_max': args.batch_size / min(times),
+      'step_ms': 1e3 * step, 'compile_seconds': max(0.0, first - step),
+      'timed_steps': len(times), 'device': jax.devices()[0].device_kind,
+      'devices': jax.device_count(), 'jax': jax.__version__,
+  }
+  stats = getattr(jax.devices()[0], 'memory_stats', lambda: None)()
+  if stats and 'peak_bytes_in_use' in stats:
+    result['peak_memory_bytes'] = int(stats['peak_bytes_in_use'])
+  if flops:
+    result['flops_per_image'] = flops / per_device_batch
+    peak = peak_flops(result['device'], args.dtype)
+    if peak:
+      result['mfu'] = flops / step / peak
+  return result
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(prog='python -m jax_resnet.benchmark', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--model', default='resnet50')
+  p.add_argument('--batch-size', type=int, default=64)
+  p.add_argument('--image-size', type=int, default=224)
+  p.add_argument('--num-classes', type=int, default=1000)
+  p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  p.add_argument('--mode', default='train', choices=['train', 'eval'])
+  p.add_argument('--steps', type=int, default=10, help='timed steps')
+  p.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
+  p.add_argument('--parallelism', default='pmap', choices=['pmap', 'shard_map'])
+  p.add_argument('--no-flops', dest='flops', action='store_false',
+                 help='skip the cost analysis (a second compile)')
+  p.add_argument('--vs', choices=['torch'], help='also time torchvision in this run')
+  p.add_argument('--json', help='write the results to this file')
+  args = p.parse_args(argv)
+  if args.steps < 1 or args.batch_size < 1:
+    p.error('--steps and --batch-size must be positive')
+  return args
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  results = {'jax': bench_jax(args), 'machine': platform.processor() or platform.machine()}
+  print(format_line(results['jax']))
+  if args.vs == 'torch':
+    from jax_resnet import benchmark_torch
+    results['torch'] = benchmark_torch.bench_torch(args)
+    print(format_line(results['torch']))
+    results['ratio_jax_over_torch'] = (results['jax']['images_per_second'] /
+                                       results['torch']['images_per_second'])
+    print(f"jax / torch images per second: {results['ratio_jax_over_torch']:.2f}x")
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def format_line(r):
+  extra = f", compile {r['compile_seconds']:.1f} s" if 'compile_seconds' in r else ''
+  if 'mfu' in r:
+    extra += f", MFU {100 * r['mfu']:.1f}%"
+  return (f"{r['framework']:5s} {r['model']} {r['mode']} {r['dtype']} batch {r['batch_size']}: "
+          f"{r['images_per_second']:.1f} img/s (min {r['images_per_second_min']:.1f}, max "
+          f"{r['images_per_second_max']:.1f}), {r['step_ms']:.1f} ms/step{extra}")
+
+
+if __name__ == '__main__':
+  main()
