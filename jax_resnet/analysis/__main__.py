@@ -1,0 +1,49 @@
+"""`python -m jax_resnet.analysis <command> [options] --out DIR`.
+
+Commands: gradflow, jacobian, lesion, paths, degradation, ode (see docs/analysis.md). Each writes
+DIR/report.md (tables, the exact command, versions, date), DIR/results.json and PNG plots.
+"""
+
+import argparse
+import importlib
+import sys
+import time
+
+COMMANDS = {
+    'gradflow': 'gradient norms per block input and per layer, several models side by side',
+    'jacobian': 'd x_L/d x_l == prod(I + J_i), spectral norms, the bound prod(1 + ||J_i||)',
+    'lesion': 'Veit et al. 2016: delete blocks of a trained net at test time',
+    'paths': 'Veit et al. 2016: path-length distribution and gradient per path length',
+    'degradation': 'train plain and residual nets of several depths with one recipe',
+    'ode': 'residual_scale h = 1/L: outputs converge as depth grows (Euler view)',
+}
+
+
+def parser():
+  top = argparse.ArgumentParser(prog='python -m jax_resnet.analysis', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = top.add_subparsers(dest='command', required=True)
+  for name, help_text in COMMANDS.items():
+    command = sub.add_parser(name, help=help_text, description=help_text)
+    command.add_argument('--out', required=True, help='directory for report.md and plots')
+    importlib.import_module(f'jax_resnet.analysis.{name}').add_arguments(command)
+  return top
+
+
+def main(argv=None):
+  from jax_resnet.analysis import report  # pylint: disable=import-outside-toplevel
+  report.COMMAND_STARTED = time.time()
+  argv = sys.argv[1:] if argv is None else argv
+  args = parser().parse_args(argv)
+  module = importlib.import_module(f'jax_resnet.analysis.{args.command}')
+  try:
+    path, _ = module.main(args, argv)
+  except (ValueError, FileNotFoundError, RuntimeError) as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  print(f'{args.command}: wrote {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

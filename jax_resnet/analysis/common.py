@@ -1,0 +1,274 @@
+"""What every analysis shares: a model with its variables and data (a `Subject`), the blocks
+of a model found at run time, and method interception on those blocks.
+
+Blocks are reached with `flax.linen.intercept_methods`, never by editing the model: an
+interceptor sees each block's `__call__` (its input, its bound variables) and may change the
+input, replace the output, or gate the residual branch through the block's `drop_path` module,
+which every residual branch passes through (jax_resnet.blocks.merge_residual).
+"""
+
+import ast
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import jax_resnet
+from jax_resnet.blocks import PreActBasicBlock, PreActBottleneckBlock, _Block
+from jax_resnet.layers import DropPath
+
+
+@dataclasses.dataclass
+class Subject:
+  """A model, its variables ({'params', 'batch_stats'}) and the config its data comes from."""
+  label: str
+  model: nn.Module
+  variables: Any
+  config: Any
+  step: Optional[int] = None  # None: at initialisation
+
+  @property
+  def residual(self) -> bool:
+    return bool(getattr(self.model, 'residual', True))
+
+
+def data_config(dataset: str = 'digits'):
+  """The trainer's config for `dataset`: configs/default.py (embedded digits) or the paper's
+  CIFAR recipe, from the `configs` package at the repository root."""
+  _default, cifar = _recipes()
+  if dataset == 'digits':
+    return _default.get_config()
+  config = cifar.paper_cifar10('resnet20')
+  config.dataset = dataset
+  return config
+
+
+def _recipes():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(jax_resnet.__file__)))
+  if root not in sys.path and os.path.isdir(os.path.join(root, 'configs')):
+    sys.path.append(root)  # a notebook started elsewhere in the checkout
+  try:
+    from configs import _cifar, default  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise RuntimeError('the analysis commands read the recipes in configs/ at the repository '
+                       'root; run them from a checkout of jax_resnet.') from error
+  return default, _cifar
+
+
+def parse_model_spec(spec: str):
+  """'name' or 'name:key=value;key=value' (values as Python literals) -> (name, overrides)."""
+  name, _, rest = spec.partition(':')
+  overrides = {}
+  for item in filter(None, rest.split(';')):
+    key, _, value = item.partition('=')
+    try:
+      overrides[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      overrides[key.strip()] = value.strip()
+  return name.strip(), overrides
+
+
+def split_specs(text: str):
+  """Splits 'a,b:stage_sizes=(3,3,3),c' on the commas outside brackets."""
+  specs, depth, current = [], 0, ''
+  for char in text or '':
+    depth += (char in '([') - (char in ')]')
+    if char == ',' and depth == 0:
+      specs.append(current)
+      current = ''
+    else:
+      current += char
+  return [s.strip() for s in specs + [current] if s.strip()]
+
+
+def init_subject(spec: str, config=None, seed: int = 0):
+  """A registered model (with overrides, see parse_model_spec) at initialisation."""
+  config = config or data_config()
+  name, overrides = parse_model_spec(spec)
+  overrides.setdefault('num_classes', config.num_classes)
+  model = jax_resnet.create_model(name, **overrides)
+  x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+  variables = jax.jit(lambda key: model.init(key, x, train=False))(jax.random.key(seed))
+  return Subject(spec, model, {'params': variables['params'],
+                               'batch_stats': variables.get('batch_stats', {})}, config)
+
+
+def workdir_subject(workdir: str):
+  """The newest readable checkpoint of a trainer workdir (EMA weights if the run kept them)."""
+  from jax_resnet.training import optim, setup, steps  # pylint: disable=import-outside-toplevel
+  from jax_resnet.training.checkpoints import Checkpoints  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  model = setup.build_model(config)
+  tx = optim.make_optimizer(config)
+  shape = (config.image_size, config.image_size, 3)
+  create = lambda key: steps.create_train_state(config, model, tx, key, shape)
+  template = jax.device_get(jax.jit(create)(jax.random.key(config.seed)))
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'{workdir} has no checkpoints/ directory.')
+  restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1).restore(template)
+  if restored is None:
+    raise FileNotFoundError(f'{workdir}/checkpoints holds no readable checkpoint.')
+  step, state, _, _ = restored
+  params = state.ema_params if state.ema_params is not None else state.params
+  label = f'{config.model}@{step}'
+  return Subject(label, model, {'params': params, 'batch_stats': state.batch_stats}, config, step)
+
+
+def eval_arrays(config, limit: int = 0):
+  """The eval split as (images, labels) numpy arrays, padding removed; `limit` > 0 keeps the
+  first `limit` examples."""
+  from jax_resnet import data  # pylint: disable=import-outside-toplevel
+  images, labels = [], []
+  for batch in data.eval_batches(config):
+    keep = np.asarray(batch['mask'], bool)
+    images.append(np.asarray(batch['image'])[keep])
+    labels.append(np.asarray(batch['label'])[keep])
+    if limit and sum(len(l) for l in labels) >= limit:
+      break
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  return (images[:limit], labels[:limit]) if limit else (images, labels)
+
+
+def cross_entropy(logits, labels):
+  """Per-example softmax cross-entropy."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+
+
+@dataclasses.dataclass
+class BlockInfo:
+  """One block of a model, in forward order."""
+  name: str
+  module: nn.Module      # unbound copy: `module.apply(variables, x, train=...)` runs it alone
+  in_shape: tuple
+  out_shape: tuple
+  residual: bool
+  projection: bool       # a learned shortcut (options B/C)
+  preact: bool
+
+  @property
+  def downsampling(self) -> bool:
+    return tuple(self.in_shape) != tuple(self.out_shape)
+
+
+def is_block(module) -> bool:
+  return isinstance(module, _Block)
+
+
+class BlockInterceptor:
+  """Calls `on_block(info_index, module, x, kwargs, call)` in place of every block's __call__,
+  where `call(x)` runs the block as the model would. Standalone applies made from inside
+  `on_block` (see `apply_block`) are not intercepted again."""
+
+  def __init__(self, on_block: Callable, on_branch: Optional[Callable] = None):
+    self.on_block, self.on_branch = on_block, on_branch
+    self.index, self.passthrough = 0, False
+
+  def __call__(self, next_fun, args, kwargs, context):
+    if self.passthrough or context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    module = context.module
+    if is_block(module):
+      index = self.index
+      self.index += 1
+      return self.on_block(index, module, args[0], kwargs,
+                           lambda x: next_fun(x, *args[1:], **kwargs))
+    if self.on_branch is not None and isinstance(module, DropPath):
+      return self.on_branch(module, next_fun(*args, **kwargs))
+    return next_fun(*args, **kwargs)
+
+  @contextlib.contextmanager
+  def standalone(self):
+    previous, self.passthrough = self.passthrough, True
+    try:
+      yield
+    finally:
+      self.passthrough = previous
+
+
+@contextlib.contextmanager
+def intercept(interceptor):
+  interceptor.index = 0
+  with nn.intercept_methods(interceptor):
+    yield interceptor
+
+
+def find_blocks(subject: Subject, x):
+  """The blocks of `subject.model` in forward order (one eval-mode trace, no compute)."""
+  found = []
+
+  def record(index, module, x_in, kwargs, call):
+    out = call(x_in)
+    params = module.variables.get('params', {})
+    found.append(BlockInfo(
+        name=module.name, module=module.clone(parent=None), in_shape=x_in.shape,
+        out_shape=out.shape, residual=bool(module.residual), projection='proj_conv' in params,
+        preact=isinstance(module, (PreActBasicBlock, PreActBottleneckBlock))))
+    return out
+
+  with intercept(BlockInterceptor(record)):
+    jax.eval_shape(lambda v, x: subject.model.apply(v, x, train=False), subject.variables, x)
+  return found
+
+
+def block_variables(variables, name: str):
+  """The variables of block `name` (a direct child of the model) as an apply-able dict."""
+  return {col: tree[name] for col, tree in variables.items() if name in tree}
+
+
+def block_inputs(subject: Subject, x, train: bool = False):
+  """(logits, [input of each block]) for batch `x`, captured by interception."""
+  inputs = []
+
+  def capture(index, module, x_in, kwargs, call):
+    inputs.append(x_in)
+    return call(x_in)
+
+  with intercept(BlockInterceptor(capture)):
+    if train:
+      logits, _ = subject.model.apply(subject.variables, x, train=True, mutable=['batch_stats'])
+    else:
+      logits = subject.model.apply(subject.variables, x, train=False)
+  return logits, inputs
+
+
+def branch_fn(info: BlockInfo, variables):
+  """x -> the block's residual branch h * F(x) (the value it sows), eval mode."""
+  block_vars = block_variables(variables, info.name)
+
+  def branch(x):
+    _, state = info.module.apply(block_vars, x, train=False, mutable=['intermediates'])
+    return state['intermediates']['residual'][0]
+  return branch
+
+
+def block_fn(info: BlockInfo, variables):
+  """x -> the block's output, eval mode."""
+  block_vars = block_variables(variables, info.name)
+  return lambda x: info.module.apply(block_vars, x, train=False)
+
+
+def fmt(value) -> str:
+  """How every report writes a number (tests compare report text through this too)."""
+  if isinstance(value, (bool, np.bool_)):
+    return str(bool(value))
+  if isinstance(value, (int, np.integer)):
+    return str(int(value))
+  if isinstance(value, (float, np.floating)):
+    value = float(value)
+    if value != value:
+      return 'nan'
+    return f'{value:.4g}'
+  return str(value)
