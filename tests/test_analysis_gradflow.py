@@ -102,3 +102,17 @@ def test_cli_writes_report_with_the_returned_numbers(tmp_path):
     assert os.path.getsize(os.path.join(out, png)) > 1000
   saved = json.load(open(os.path.join(out, 'results.json')))
   assert saved['models'][0]['block_grad_norms'] == results[0]['block_grad_norms']
+
+
+def test_scanned_stages_are_analysed_as_their_unrolled_twin():
+  if 'scan_blocks' not in jr.ResNet.__dataclass_fields__:
+    pytest.skip('this checkout has no scan_blocks option')
+  model = jr.create_model('resnet20', stage_sizes=(3, 1), stage_widths=(4, 8), stem_width=4,
+                          scan_blocks=True)
+  images, labels = _batch()
+  variables = model.init(jax.random.key(0), images[:1], train=False)
+  twin, unrolled = common.unrolled(model, variables)
+  np.testing.assert_array_equal(model.apply(variables, images, train=False),
+                                twin.apply(unrolled, images, train=False))
+  subject = common.Subject('scanned', twin, unrolled, common.data_config())
+  assert len(gradflow.gradient_norms(subject, images, labels)['blocks']) == 4

@@ -97,8 +97,9 @@ def init_subject(spec: str, config=None, seed: int = 0):
   model = jax_resnet.create_model(name, **overrides)
   x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
   variables = jax.jit(lambda key: model.init(key, x, train=False))(jax.random.key(seed))
-  return Subject(spec, model, {'params': variables['params'],
-                               'batch_stats': variables.get('batch_stats', {})}, config)
+  model, variables = unrolled(model, {'params': variables['params'],
+                                      'batch_stats': variables.get('batch_stats', {})})
+  return Subject(spec, model, variables, config)
 
 
 def workdir_subject(workdir: str):
@@ -109,7 +110,8 @@ def workdir_subject(workdir: str):
   if not os.path.exists(path):
     raise FileNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    # Keys added to the trainer after the run was written take their defaults.
+    config = ml_collections.ConfigDict({**_recipes()[0].get_config().to_dict(), **json.load(f)})
   model = setup.build_model(config)
   tx = optim.make_optimizer(config)
   shape = (config.image_size, config.image_size, 3)
@@ -122,8 +124,17 @@ def workdir_subject(workdir: str):
     raise FileNotFoundError(f'{workdir}/checkpoints holds no readable checkpoint.')
   step, state, _, _ = restored
   params = state.ema_params if state.ema_params is not None else state.params
-  label = f'{config.model}@{step}'
-  return Subject(label, model, {'params': params, 'batch_stats': state.batch_stats}, config, step)
+  model, variables = unrolled(model, {'params': params, 'batch_stats': state.batch_stats})
+  return Subject(f'{config.model}@{step}', model, variables, config, step)
+
+
+def unrolled(model, variables):
+  """The analyses intercept blocks one by one: a model whose stages run under nn.scan is
+  turned into its unrolled twin (an exact change of layout, jax_resnet.scan)."""
+  if not getattr(model, 'scan_blocks', False):
+    return model, variables
+  from jax_resnet import scan  # pylint: disable=import-outside-toplevel
+  return model.clone(scan_blocks=False), scan.unstack_blocks(variables)
 
 
 def eval_arrays(config, limit: int = 0):
