@@ -1,0 +1,47 @@
+"""degradation: a tiny run of two nets through the trainer; the table and the curves are the
+workdirs' own summary.json and metrics.jsonl; a finished workdir is reused, not retrained."""
+
+import json
+import os
+
+from jax_resnet.analysis import __main__ as cli
+from jax_resnet.analysis import common, degradation
+
+SETS = ['num_train_steps=4', 'batch_size=32', 'eval_batch_size=120', 'log_every_steps=2',
+        'eval_every_steps=2', 'checkpoint_every_steps=4', 'warmup_epochs=0']
+
+
+def test_tiny_degradation_run_reports_the_workdirs_numbers(tmp_path):
+  out = str(tmp_path / 'deg')
+  argv = ['degradation', '--models', 'plain20,resnet20', '--out', out]
+  for item in SETS:
+    argv += ['--set', item]
+  path, results = degradation.main(cli.parser().parse_args(argv), argv)
+  text = open(path).read()
+  assert [r['model'] for r in results] == ['plain20', 'resnet20']
+  assert [r['residual'] for r in results] == [False, True]
+  for r in results:
+    with open(os.path.join(out, 'runs', r['model'], 'summary.json')) as f:
+      summary = json.load(f)
+    assert r['steps'] == summary['steps'] == 4
+    assert r['final_test_error'] == 1.0 - summary['final_eval_top1']
+    assert r['train_steps'] == [2, 4] and r['test_steps'] == [2, 4]
+    assert r['test_error'][-1] == r['final_test_error']
+    assert common.fmt(r['final_test_error']) in text
+    assert common.fmt(r['final_train_error']) in text
+    assert not r['reused']
+  assert os.path.getsize(os.path.join(out, 'degradation.png')) > 1000
+  # Rerunning reuses the finished workdirs and reads the same numbers back.
+  _, again = degradation.main(cli.parser().parse_args(argv), argv)
+  assert all(r['reused'] for r in again)
+  assert [r['final_test_error'] for r in again] == [r['final_test_error'] for r in results]
+
+
+def test_recipes_and_overrides():
+  config = degradation.recipe('plain56', 'cifar10')
+  assert config.model == 'plain56' and config.num_train_steps == 64_000
+  assert config.lr_boundaries == (32_000, 48_000)
+  config = degradation.recipe('resnet32', 'digits', {'num_train_steps': '7', 'nesterov': 'true',
+                                                      'learning_rate': '0.05'})
+  assert (config.model, config.num_train_steps, config.nesterov) == ('resnet32', 7, True)
+  assert config.learning_rate == 0.05
