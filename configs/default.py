@@ -23,6 +23,7 @@ def get_config():
   c.drop_path_rate = 0.0              # stochastic depth rate of the last block (linear rule)
   c.dropout_rate = 0.0                # Wide ResNet dropout between convolutions
   c.dtype = 'float32'                 # compute dtype: 'float32' | 'bfloat16' (params stay fp32)
+  c.scan_blocks = False               # nn.scan over identical blocks: compile time flat in depth
   c.init_from = ''                    # fine-tune: weights file (.safetensors/.pth/.npz) or workdir
   c.init_reinit_head = False          # fine-tune: fresh head (num_classes differs from the file)
   c.freeze_batch_norm = False         # BN uses its running statistics in training too
@@ -40,6 +41,9 @@ def get_config():
   c.normalize = 'per_pixel_mean'      # 'per_pixel_mean' (He et al. 2015) | 'mean_std' | 'none'
   c.num_workers = 0                   # grain worker processes for decoding/augmentation
   c.prefetch_batches = 2              # batches prefetched to the devices
+  c.device_data = False               # small datasets: keep the train set on the devices and
+  #                                     shuffle/crop/flip inside the jitted step
+  c.steps_per_dispatch = 1            # device_data: train steps per host dispatch (lax.scan)
 
   # Optimisation
   c.batch_size = 128                  # global batch over all devices and hosts

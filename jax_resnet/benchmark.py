@@ -43,7 +43,8 @@ def bench_config(args):
   config.update(dict(model=args.model, batch_size=args.batch_size,
                      eval_batch_size=args.batch_size, image_size=args.image_size,
                      num_classes=args.num_classes, dtype=args.dtype, warmup_epochs=0.0,
-                     parallelism=args.parallelism, lr_schedule='constant'))
+                     parallelism=args.parallelism, lr_schedule='constant',
+                     scan_blocks=args.scan_blocks))
   return config
 
 
@@ -101,6 +102,7 @@ def summarise(args, times, first, flops):
   per_device_batch = args.batch_size / jax.device_count()
   result = {
       'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
+      'scan_blocks': args.scan_blocks,
       'batch_size': args.batch_size, 'image_size': args.image_size,
       'images_per_second': args.batch_size / step,
       'images_per_second_min': args.batch_size / max(times),
@@ -132,6 +134,7 @@ def parse_args(argv):
   p.add_argument('--steps', type=int, default=10, help='timed steps')
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
   p.add_argument('--parallelism', default='pmap', choices=['pmap', 'shard_map'])
+  p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
   p.add_argument('--no-flops', dest='flops', action='store_false',
                  help='skip the cost analysis (a second compile)')
   p.add_argument('--vs', choices=['torch'], help='also time torchvision in this run')

@@ -56,7 +56,8 @@ class DropPath(nn.Module):
 
   @nn.compact
   def __call__(self, branch, deterministic: bool):
-    if deterministic or self.rate == 0.0:
+    # `rate` may be traced (a scanned stage passes each block's rate as data).
+    if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
       return branch
     keep = 1.0 - self.rate
     mask_shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)

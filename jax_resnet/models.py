@@ -35,6 +35,7 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.0                  # Wide ResNet dropout between convs (basic preact)
   drop_path_rate: float = 0.0                # stochastic depth rate of the last block
   residual_scale: float = 1.0                # x + h * F(x), the ODE view
+  scan_blocks: bool = False                  # nn.scan over each stage's identical blocks
   zero_init_residual: bool = False
   freeze_batch_norm: bool = False            # BN uses running statistics in training too
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
@@ -54,13 +55,7 @@ class ResNet(nn.Module):
       return x if self.preact else nn.relu(norm(name='bn_init')(x))
     raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
 
-  @nn.compact
-  def __call__(self, x, train: bool = True, return_features: bool = False):
-    check_input(x, 4, 'ResNet', '(batch, height, width, channels)')
-    conv, norm = conv_and_norm(self, train)
-    features = {}
-    x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
-    block_cls = block_class(self.block, self.preact)
+  def _block_options(self):
     extra = {}
     if self.block == 'bottleneck':
       extra = dict(groups=self.groups, base_width=self.base_width,
@@ -70,19 +65,56 @@ class ResNet(nn.Module):
     if self.dropout_rate and not (self.preact and self.block == 'basic'):
       raise ValueError('dropout_rate applies to pre-activation basic blocks (Wide ResNet) '
                        'only; use drop_path_rate for stochastic depth.')
-    rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
+    return dict(shortcut=self.shortcut, residual=self.residual,
+                residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
+                **extra)
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, return_features: bool = False):
+    check_input(x, 4, 'ResNet', '(batch, height, width, channels)')
+    conv, norm = conv_and_norm(self, train)
+    features = {}
+    x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
+    block_cls = block_class(self.block, self.preact)
+    options = dict(conv=conv, norm=norm, **self._block_options())
+    rates = drop_path_rates(self.drop_path_rate, sum(self.stage_sizes))
+    first = 0
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
-      for j in range(size):
-        strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-        x = block_cls(
-            width, strides, conv=conv, norm=norm, shortcut=self.shortcut,
-            residual=self.residual, drop_path_rate=next(rates),
-            residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
-            name=f'stage{i + 1}_block{j + 1}', **extra)(x, train=train)
+      stage_rates, first = rates[first:first + size], first + size
+      strides = (2, 2) if i > 0 else (1, 1)
+      x = block_cls(width, strides, drop_path_rate=stage_rates[0], name=f'stage{i + 1}_block1',
+                    **options)(x, train=train)
+      if self.scan_blocks and size > 1:
+        x = scan_identity_blocks(block_cls, width, options, stage_rates[1:], train,
+                                 name=f'stage{i + 1}_scan')(x)
+      else:
+        for j in range(1, size):
+          x = block_cls(width, (1, 1), drop_path_rate=stage_rates[j],
+                        name=f'stage{i + 1}_block{j + 1}', **options)(x, train=train)
       features[f'stage{i + 1}'] = x
     if self.preact:
       x = nn.relu(norm(name='final_bn')(x))
     return classifier_head(self, x, features, return_features)
+
+
+def scan_identity_blocks(block_cls, width, options, rates, train, name):
+  """The identical (stride 1, same width) blocks of a stage as one `nn.scan`: XLA compiles
+  the block once instead of once per block, so compile time stops growing with depth.
+  Parameters are stacked on a leading axis (`jax_resnet.stack_blocks` converts)."""
+  static_rate = all(r == rates[0] for r in rates)
+
+  class Body(nn.Module):
+    @nn.compact
+    def __call__(self, x, rate):
+      rate = rates[0] if static_rate else rate
+      y = block_cls(width, (1, 1), drop_path_rate=rate, name='block', **options)(x, train=train)
+      return y, None
+
+  scanned = nn.scan(Body, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0},
+                    split_rngs={'params': True, 'dropout': True}, in_axes=0,
+                    length=len(rates))
+  run = scanned(name=name)
+  return lambda x: run(x, jnp.asarray(rates, jnp.float32))[0]
 
 
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,

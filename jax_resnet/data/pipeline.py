@@ -222,3 +222,18 @@ def _close_when_done(iterator):
   finally:
     if hasattr(iterator, 'close'):
       iterator.close()
+
+
+def train_arrays(config):
+  """The whole training split as arrays (images float32, normalised; labels int32) for the
+  on-device input path. Augmentation is left to the device: only 'none' and 'pad_crop_flip'
+  can run there."""
+  if config.augment not in ('none', 'pad_crop_flip'):
+    raise ConfigError(
+        f"device_data supports augment 'none' or 'pad_crop_flip', not {config.augment!r}; "
+        'use the host pipeline (device_data=False) for ImageNet-style augmentation')
+  r = _resolve(config)
+  examples = [r.preprocess(r.sources.train[i]) for i in range(len(r.sources.train))]
+  images = np.stack([e['image'] for e in examples]).astype(np.float32)
+  labels = np.asarray([e['label'] for e in examples], np.int32)
+  return images, labels

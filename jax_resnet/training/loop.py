@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 
+import jax_resnet
 from jax_resnet import data
 from jax_resnet.errors import UserError
 from jax_resnet.training import setup, steps
@@ -43,6 +44,46 @@ class DevicePrefetcher:
 
   def state(self):
     return self.queue[0][0] if self.queue else data.get_iterator_state(self.iterator)
+
+
+class HostFeeder:
+  """Batches from the host pipeline, one step per dispatch."""
+  advance = 1
+
+  def __init__(self, runner, prefetcher):
+    self.runner, self.prefetcher = runner, prefetcher
+
+  def step(self, state, rng):
+    return self.runner.train_step(state, self.prefetcher.next(), rng)
+
+  def state(self):
+    return self.prefetcher.state()
+
+
+class DeviceFeeder:
+  """config.device_data: the train split on the devices, steps_per_dispatch steps a call."""
+
+  def __init__(self, runner, placed_data, steps_per_dispatch):
+    self.runner, self.data, self.advance = runner, placed_data, steps_per_dispatch
+
+  def step(self, state, rng):
+    return self.runner.multi_step(state, self.data, rng)
+
+  def state(self):
+    return {'device_data': True}  # the batch of step s is a function of (seed, s)
+
+
+def make_feeder(config, runner, data_state, process_index, process_count):
+  if config.device_data:
+    images, labels = data.train_arrays(config)
+    return DeviceFeeder(runner, runner.place_state({'image': images, 'label': labels}),
+                        config.steps_per_dispatch)
+  train_iter = data.train_iterator(config, process_index=process_index,
+                                   process_count=process_count)
+  if data_state is not None:
+    data.set_iterator_state(train_iter, data_state)
+  return HostFeeder(runner, DevicePrefetcher(train_iter, runner.place_batch,
+                                             config.prefetch_batches))
 
 
 class Preemption:
@@ -90,6 +131,9 @@ def _load_pretrained(config, host_state):
   from jax_resnet import weights  # torch-free unless the file is a .pth
   pretrained = weights.load(config.model, config.init_from, num_classes=config.num_classes,
                             reinit_head=config.init_reinit_head)
+  if config.scan_blocks:
+    stages = jax_resnet.model_defaults(config.model)[1]['stage_sizes']
+    pretrained = jax_resnet.stack_blocks(pretrained, stages)
   fresh = {'params': host_state.params, 'batch_stats': host_state.batch_stats}
   merged = weights.merge_pretrained(fresh, pretrained, reinit_head=config.init_reinit_head)
   ema = merged['params'] if host_state.ema_params is not None else None
@@ -100,7 +144,10 @@ def _load_pretrained(config, host_state):
 def _flush_metrics(pending, runner, first_step, skip_nonfinite):
   """Fetches the metrics of steps [first_step, first_step + len(pending)) at once. Returns
   (means, first non-finite step or None); skipped steps are left out of the means."""
-  history = [runner.to_host(m) for m in pending]
+  history = []
+  for m in map(runner.to_host, pending):  # a device_data dispatch stacks several steps
+    count = int(np.size(m['loss']))
+    history.extend({k: np.reshape(v, (count,))[i] for k, v in m.items()} for i in range(count))
   finite = [bool(np.isfinite(m['loss']) and m['grads_finite'] > 0) for m in history]
   good = [m for m, ok in zip(history, finite) if ok]
   if not all(finite) and not skip_nonfinite:
@@ -125,11 +172,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step, host_state, data_state = _initial_state(config, parts, info.image_shape, checkpoints)
   setup.write_config(config, workdir)
   process_index, process_count = jax.process_index(), jax.process_count()
-  train_iter = data.train_iterator(config, process_index=process_index,
-                                   process_count=process_count)
-  if data_state is not None:
-    data.set_iterator_state(train_iter, data_state)
   runner = parts.runner
+  feeder = make_feeder(config, runner, data_state if not config.device_data else None,
+                       process_index, process_count)
   state = runner.place_state(host_state)
   writer = MetricWriter(workdir, process_index == 0, parts.total_steps, step,
                         config.progress_bar)
@@ -139,8 +184,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                + (f', resumed at step {step}' if step else ''))
   run = _Run(config, workdir, parts, runner, checkpoints, writer, info)
   try:
-    summary = run.loop(state, step, DevicePrefetcher(train_iter, runner.place_batch,
-                                                     config.prefetch_batches), start_time)
+    summary = run.loop(state, step, feeder, start_time)
   finally:
     checkpoints.wait()
     writer.close()
@@ -158,13 +202,14 @@ class _Run:
     self.throughput = []
     self.skipped = 0
 
-  def _save(self, state, step, prefetcher):
+  def _save(self, state, step, feeder):
     meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset}
-    self.checkpoints.save(step, self.runner.to_host(state), prefetcher.state(), meta)
+    self.checkpoints.save(step, self.runner.to_host(state), feeder.state(), meta)
 
-  def _log(self, pending, first_step, step, interval_seconds):
+  def _log(self, pending, first_step, step, tick):
     means, bad_step = _flush_metrics(pending, self.runner, first_step,
                                      self.config.skip_nonfinite_updates)
+    interval_seconds = time.time() - tick  # after the fetch: dispatch is asynchronous
     if bad_step is not None:
       last = self.checkpoints.latest_step()
       where = (f'the last good checkpoint is step {last} in {self.checkpoints.directory}'
@@ -173,7 +218,8 @@ class _Run:
           f'Loss or gradients became non-finite at step {bad_step + 1}; stopping ({where}). '
           'Lower the learning rate, add warmup, check the input data, or set '
           'skip_nonfinite_updates=True to skip such steps.')
-    images_per_second = len(pending) * self.config.batch_size / max(interval_seconds, 1e-9)
+    steps_done = step - first_step
+    images_per_second = steps_done * self.config.batch_size / max(interval_seconds, 1e-9)
     self.throughput.append(images_per_second)
     self.skipped += int(means['skipped_updates'])
     means['images_per_second'] = images_per_second
@@ -188,39 +234,40 @@ class _Run:
                       f'({int(result["count"])} examples)')
     return result
 
-  def loop(self, state, step, prefetcher, start_time):
+  def loop(self, state, step, feeder, start_time):
     config, total = self.config, self.parts.total_steps
     preemption = Preemption()
     pending, first, tick = [], step, time.time()
     try:
       while step < total:
-        state, metrics = self.runner.train_step(state, prefetcher.next(), self.rng)
+        state, metrics = feeder.step(state, self.rng)
         pending.append(metrics)
-        step += 1
+        previous, step = step, step + feeder.advance
+        crossed = lambda every: step // every > previous // every
         preempted = preemption.requested  # read once: a signal may land mid-iteration
-        log_due = step % config.log_every_steps == 0 or step == total or preempted
-        eval_due = step % self.eval_every == 0 and step < total
+        log_due = crossed(config.log_every_steps) or step == total or preempted
+        eval_due = crossed(self.eval_every) and step < total
         if log_due or eval_due:  # flush first, so eval time stays out of the throughput
-          self._log(pending, first, step, time.time() - tick)
+          self._log(pending, first, step, tick)
           pending, first = [], step
         if eval_due:
           self._eval(state, step)
-        if step % config.checkpoint_every_steps == 0 or preempted:
-          self._save(state, step, prefetcher)
+        if crossed(config.checkpoint_every_steps) or preempted:
+          self._save(state, step, feeder)
         if preempted:
           self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
                             f'{self.checkpoints.directory}; rerun the same command to resume.')
           return {'preempted_at_step': step}
         if not pending:
           tick = time.time()
-      return self._finish(state, step, prefetcher, start_time)
+      return self._finish(state, step, feeder, start_time)
     finally:
       preemption.restore()
 
-  def _finish(self, state, step, prefetcher, start_time):
+  def _finish(self, state, step, feeder, start_time):
     result = self._eval(state, step)
     if self.checkpoints.latest_step() != step:
-      self._save(state, step, prefetcher)
+      self._save(state, step, feeder)
     # The first interval holds the compilation; leave it out when there are others.
     rates = self.throughput[1:] or self.throughput
     summary = {

@@ -30,6 +30,7 @@ class PmapRunner:
     self._train = jax.pmap(train_step, axis_name=AXIS, in_axes=(0, 0, None),
                            donate_argnums=(0,), devices=devices)
     self._eval = jax.pmap(eval_step, axis_name=AXIS, devices=devices)
+    self._pmap_devices = devices
     self.sharding = NamedSharding(jax.sharding.Mesh(np.array(self.devices), (AXIS,)), P(AXIS))
 
   def _put(self, stacked):
@@ -50,6 +51,14 @@ class PmapRunner:
 
   def eval_step(self, state, batch):
     return self._eval(state, batch)
+
+  def set_multi_step(self, multi_step):
+    """(state, data, rng) -> (state, metrics): data replicated like the state."""
+    self._multi = jax.pmap(multi_step, axis_name=AXIS, in_axes=(0, 0, None),
+                           donate_argnums=(0,), devices=self._pmap_devices)
+
+  def multi_step(self, state, data, rng):
+    return self._multi(state, data, rng)
 
   def to_host(self, tree):
     """One replica's copy, as numpy (replicas are equal after the pmean'd updates)."""
@@ -88,6 +97,14 @@ class ShardMapRunner:
 
   def eval_step(self, state, batch):
     return self._eval(state, batch)
+
+  def set_multi_step(self, multi_step):
+    step = jax.shard_map(multi_step, mesh=self.mesh, in_specs=(P(), P(), P()),
+                         out_specs=(P(), P()), check_vma=False)
+    self._multi = jax.jit(step, donate_argnums=(0,))
+
+  def multi_step(self, state, data, rng):
+    return self._multi(state, data, rng)
 
   def to_host(self, tree):
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)

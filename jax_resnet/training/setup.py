@@ -8,7 +8,7 @@ import jax
 
 import jax_resnet
 from jax_resnet.errors import ConfigError
-from jax_resnet.training import optim, parallel, steps
+from jax_resnet.training import device_data, optim, parallel, steps
 
 
 def validate_config(config):
@@ -70,6 +70,8 @@ def build_model(config, bn_axis_name=None):
     overrides['shortcut'] = config.shortcut
   if config.dropout_rate:
     overrides['dropout_rate'] = config.dropout_rate
+  if config.scan_blocks:
+    overrides['scan_blocks'] = True
   try:
     return jax_resnet.create_model(config.model, **overrides)
   except (TypeError, ValueError) as error:
@@ -97,6 +99,13 @@ def build_run(config, num_train: int, devices=None) -> RunParts:
   train_step = steps.make_train_step(config, model, tx, schedule, axis_name=axis)
   eval_step = steps.make_eval_step(config, model, axis_name=axis)
   runner = parallel.make_runner(config.parallelism, train_step, eval_step, devices)
+  if config.device_data:
+    device_data.check(config, num_train)
+    if total % config.steps_per_dispatch:
+      raise ConfigError(f'Invalid config: {total} training steps are not a multiple of '
+                        f'steps_per_dispatch={config.steps_per_dispatch}; pick a divisor.')
+    runner.set_multi_step(device_data.make_multi_step(
+        config, train_step, axis, len(devices or jax.devices()), num_train))
   return RunParts(model, tx, schedule, runner, steps_per_epoch, total)
 
 
