@@ -17,6 +17,9 @@ flags.DEFINE_string('coordinator_address', None,
                     'Multi-host: host:port of process 0 (omit on TPU pods/Slurm: auto-detected).')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.')
+flags.DEFINE_integer('heartbeat_timeout', 100,
+                     'Multi-host: seconds without a heartbeat before the others stop (a dead '
+                     'peer ends the run instead of hanging it).')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto-detects '
                   'TPU pods and Slurm when no coordinator flags are given).')
 FLAGS = flags.FLAGS
@@ -66,7 +69,8 @@ def main(argv):
   import jax
   if FLAGS.distributed or FLAGS.coordinator_address:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                               heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
   from jax_resnet.errors import UserError
   from jax_resnet.training import train_and_evaluate
   logging.set_verbosity(logging.WARNING)
@@ -74,6 +78,16 @@ def main(argv):
     train_and_evaluate(FLAGS.config, FLAGS.workdir or _default_workdir())
   except UserError as error:
     _fail(str(error))
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1:
+      raise
+    # A peer died mid-collective: say so in one line and leave before JAX's shutdown barrier,
+    # which would otherwise abort with pages of C++ logs.
+    reason = (str(error).splitlines() or [''])[0][:300]
+    print(f'error: a collective with the other {jax.process_count() - 1} process(es) failed '
+          f'({reason}); another process has probably stopped. Rerun every process with the '
+          'same command to resume from the last checkpoint.', file=sys.stderr, flush=True)
+    os._exit(3)
 
 
 if __name__ == '__main__':

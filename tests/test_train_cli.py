@@ -103,3 +103,40 @@ def test_two_processes_on_loopback_match_one_process_with_four_devices(tmp_path)
   np.testing.assert_allclose(two[:2], one[:2], rtol=1e-5)
   with open(tmp_path / 'two' / 'summary.json') as f:
     assert json.load(f)['devices'] == 4
+
+
+def test_a_dead_peer_ends_the_other_process_with_one_error_and_both_resume(tmp_path):
+  workdir = str(tmp_path / 'w')
+  port = _free_port()
+  args = [f'--workdir={workdir}', '--config.num_train_steps=60',
+          '--config.checkpoint_every_steps=4', '--heartbeat_timeout=5', *SHORT]
+
+  def start(i, port):
+    return _train([f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                   f'--process_id={i}', *args], devices=2, start_new_session=True)
+
+  hosts = [start(i, port) for i in (0, 1)]
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 120
+  while time.time() < deadline and not (os.path.isdir(checkpoints) and any(
+      name.isdigit() for name in os.listdir(checkpoints))):
+    time.sleep(0.1)
+  os.killpg(hosts[1].pid, signal.SIGKILL)
+  killed_at = time.time()
+  _, err = hosts[0].communicate(timeout=90)
+  assert time.time() - killed_at < 60  # no hang
+  # Either our line (the peer died during a collective: exit 3) or, when it died while this
+  # process was elsewhere, JAX's heartbeat monitor ends it (SIGABRT) with its own message.
+  ours = 'error: a collective with the other 1 process(es) failed ('
+  jax_own = 'Terminating process because the JAX distributed service detected fatal errors'
+  assert (hosts[0].returncode == 3 and err.strip().splitlines()[-1].startswith(ours)) or (
+      hosts[0].returncode == -signal.SIGABRT and jax_own in err), err[-3000:]
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  port = _free_port()
+  restarted = [start(i, port) for i in (0, 1)]
+  outs = [host.communicate(timeout=300) for host in restarted]
+  assert [host.returncode for host in restarted] == [0, 0], outs[0][1][-2000:]
+  banner = [line for line in outs[0][0].splitlines() if line.startswith('jax_resnet: training')]
+  assert len(banner) == 1 and ', resumed at step ' in banner[0]
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['steps'] == 60
