@@ -50,6 +50,10 @@ def test_wrong_input_rank_is_one_clear_error():
   assert str(err.value) == ('ResNet expects a rank-4 input (batch, height, width, channels), '
                             'got shape (16, 16, 3); add the batch axis or transpose to '
                             'channels-last.')
+  with pytest.raises(ValueError) as err:
+    model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3), bool), train=False)
+  assert str(err.value) == ('ResNet expects real-valued pixels, got dtype bool; convert images '
+                            'to float32 first.')
   with pytest.raises(ValueError, match='VideoResNet expects a rank-5 input'):
     jr.create_model('r3d_18').init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
 

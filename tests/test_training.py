@@ -68,6 +68,7 @@ def test_final_eval_equals_an_independent_count_over_the_split(short_run):
   config, workdir, summary = short_run
   step, state, _, meta = _restore(workdir, config)
   assert step == 12 and meta['step'] == 12
+  assert meta['config']['model'] == 'resnet20' and meta['config']['num_train_steps'] == 12
   model = jr.create_model('resnet20')
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   correct = total = 0

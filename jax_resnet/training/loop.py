@@ -203,7 +203,8 @@ class _Run:
     self.skipped = 0
 
   def _save(self, state, step, feeder):
-    meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset}
+    meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset,
+            'config': json.loads(self.config.to_json())}
     self.checkpoints.save(step, self.runner.to_host(state), feeder.state(), meta)
 
   def _log(self, pending, first_step, step, tick):
