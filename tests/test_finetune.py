@@ -27,11 +27,12 @@ def pretrained_file(tmp_path_factory):
 def _finetune(tmp_path, path, **overrides):
   settings = dict(model='resnet18', dataset='cifar10', image_size=32, normalize='none',
                   num_train_steps=2, batch_size=16, eval_batch_size=32, eval_every_steps=0,
-                  checkpoint_every_steps=100, init_from=path, init_reinit_head=True)
+                  checkpoint_every_steps=100, init_from=path, init_reinit_head=True,
+                  data_dir=str(tmp_path / 'tfds'))  # own cache key (see test_training)
   config = _config(**{**settings, **overrides})
   with tfds.testing.mock_data(num_examples=32):
-    loop.train_and_evaluate(config, str(tmp_path))
-  return weights.load('resnet18', str(tmp_path), num_classes=10)
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  return weights.load('resnet18', str(tmp_path / 'run'), num_classes=10)
 
 
 def _flat(tree):

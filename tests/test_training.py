@@ -123,10 +123,11 @@ def test_workdir_of_another_model_is_refused(short_run):
 
 
 def test_tfds_path_end_to_end_on_mock_data(tmp_path):
+  # A data_dir of its own: dataset metadata is cached per config within a process.
   config = _config(dataset='cifar10', image_size=32, normalize='none', num_train_steps=2,
                    batch_size=16, eval_batch_size=32, eval_every_steps=0,
-                   checkpoint_every_steps=100)
+                   checkpoint_every_steps=100, data_dir=str(tmp_path / 'tfds'))
   with tfds.testing.mock_data(num_examples=48):
-    summary = loop.train_and_evaluate(config, str(tmp_path))
+    summary = loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert (summary['steps'], summary['eval_examples'], summary['dataset']) == (2, 48, 'cifar10')
   assert 0.0 <= summary['final_eval_top1'] <= 1.0 and np.isfinite(summary['final_eval_loss'])
