@@ -105,8 +105,6 @@ def test_cli_writes_report_with_the_returned_numbers(tmp_path):
 
 
 def test_scanned_stages_are_analysed_as_their_unrolled_twin():
-  if 'scan_blocks' not in jr.ResNet.__dataclass_fields__:
-    pytest.skip('this checkout has no scan_blocks option')
   model = jr.create_model('resnet20', stage_sizes=(3, 1), stage_widths=(4, 8), stem_width=4,
                           scan_blocks=True)
   images, labels = _batch()
