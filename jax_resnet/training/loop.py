@@ -161,7 +161,7 @@ def _flush_metrics(pending, runner, first_step, skip_nonfinite):
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the
-  summary written to workdir/summary.json (or {'preempted': step} after SIGTERM)."""
+  summary written to workdir/summary.json ({'preempted_at_step': step} after SIGTERM)."""
   start_time = time.time()
   setup.validate_config(config)
   os.makedirs(workdir, exist_ok=True)
