@@ -57,6 +57,14 @@ def compose(fns):
   return run
 
 
+def trajectory(fns, x):
+  """[x_0, x_1, ..., x_L]: the input of every block and the stack's output."""
+  xs = [x]
+  for f in fns:
+    xs.append(f(xs[-1]))
+  return xs
+
+
 def jacobian(f, x):
   return jax.jacfwd(lambda v: f(v.reshape(SHAPE)).reshape(-1))(x.reshape(-1))
 
@@ -92,9 +100,7 @@ def test_block_jacobian_is_identity_plus_branch_jacobian(block_cls):
 def test_stack_jacobian_is_ordered_product_of_identity_plus_branch():
   applies, branches = make_stack(jr.PreActBasicBlock, 3)
   x = _input()
-  xs = [x]
-  for f in applies:
-    xs.append(f(xs[-1]))
+  xs = trajectory(applies, x)
   product = jnp.eye(DIM)
   for branch, x_i in zip(branches, xs[:-1]):
     product = (jnp.eye(DIM) + jacobian(branch, x_i)) @ product  # later blocks multiply left
@@ -122,9 +128,7 @@ def test_identity_path_carries_gradient_unchanged_when_branches_are_zero():
 def test_gradient_is_upstream_plus_branch_terms():
   applies, branches = make_stack(jr.PreActBasicBlock, 3)
   x = _input()
-  xs = [x]
-  for f in applies:
-    xs.append(f(xs[-1]))
+  xs = trajectory(applies, x)
   upstream = jax.grad(_loss)(xs[-1])
   for i in reversed(range(3)):
     _, branch_vjp = jax.vjp(branches[i], xs[i])
