@@ -1,0 +1,58 @@
+"""`python -m jax_resnet.benchmark`: argument errors, the arithmetic of its report, the FLOP
+count it reads from XLA, and the torch side in its child process (no timings asserted)."""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jax_resnet import benchmark, benchmark_torch
+
+
+def _error(capsys, argv):
+  with pytest.raises(SystemExit) as exit_info:
+    benchmark.parse_args(argv)
+  assert exit_info.value.code == 2
+  return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_argument_errors_are_one_clear_line(capsys):
+  prefix = 'python -m jax_resnet.benchmark: error: '
+  assert _error(capsys, ['--steps', '0']) == (
+      prefix + '--steps, --batch-size and --steps-per-dispatch must be positive')
+  assert _error(capsys, ['--device-data', '8', '--batch-size', '16']) == (
+      prefix + '--device-data N needs --mode train and N >= --batch-size')
+  assert _error(capsys, ['--steps-per-dispatch', '4']) == (
+      prefix + '--steps-per-dispatch > 1 needs --device-data N')
+
+
+def test_a_timed_call_of_several_steps_counts_every_step():
+  args = benchmark.parse_args(['--model', 'resnet20', '--batch-size', '128', '--device-data',
+                               '1024', '--steps-per-dispatch', '20'])
+  result = benchmark.summarise(args, [0.2, 0.25, 0.4], compile_seconds=1.0, flops=1e9)
+  assert result['images_per_second'] == pytest.approx(128 * 20 / 0.25)
+  assert result['step_ms'] == pytest.approx(12.5)
+  assert (result['images_per_second_min'], result['images_per_second_max']) == (
+      pytest.approx(6400.0), pytest.approx(12800.0))
+  assert result['timed_steps'] == 60
+  assert 'flops_per_image' not in result  # XLA counts a loop body once
+
+
+def test_flops_are_read_before_optimisation():
+  """A VALID 3x3 convolution, 1 image of 6x6x4 -> 4x4x8: 2 * 16 * 8 * 36 FLOPs."""
+  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  seconds, flops = benchmark._compile(conv, jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 8)))
+  assert flops == 2 * 16 * 8 * 36
+  assert seconds > 0
+
+
+def test_torch_runs_in_a_child_process_with_the_same_shapes():
+  pytest.importorskip('torchvision')
+  args = argparse.Namespace(model='resnet20', batch_size=4, image_size=16, num_classes=10,
+                            dtype='float32', mode='train', steps=2, warmup=0)
+  result = benchmark_torch.bench_torch_in_child(args)
+  assert (result['framework'], result['model'], result['batch_size'], result['timed_steps']) == (
+      'torch', 'resnet20', 4, 2)
+  assert result['images_per_second'] > 0
