@@ -48,7 +48,8 @@ def bench_config(args):
                      eval_batch_size=args.batch_size, image_size=args.image_size,
                      num_classes=args.num_classes, dtype=args.dtype, warmup_epochs=0.0,
                      parallelism=args.parallelism, lr_schedule='constant',
-                     scan_blocks=args.scan_blocks, device_data=args.device_data > 0,
+                     scan_blocks=args.scan_blocks, conv1x1=args.conv1x1,
+                     device_data=args.device_data > 0,
                      steps_per_dispatch=args.steps_per_dispatch,
                      augment='pad_crop_flip' if args.device_data else 'none'))
   return config
@@ -128,7 +129,8 @@ def summarise(args, times, compile_seconds, flops):
   per_device_batch = args.batch_size / jax.device_count()
   result = {
       'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
-      'scan_blocks': args.scan_blocks, 'device_data': args.device_data,
+      'scan_blocks': args.scan_blocks, 'conv1x1': 'dot' if setup.conv1x1_as_dot(args.conv1x1) else 'conv',
+      'device_data': args.device_data,
       'steps_per_dispatch': steps_per_call,
       'batch_size': args.batch_size, 'image_size': args.image_size,
       'images_per_second': args.batch_size / step,
@@ -162,6 +164,8 @@ def parse_args(argv):
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
   p.add_argument('--parallelism', default='pmap', choices=['pmap', 'shard_map'])
   p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
+  p.add_argument('--conv1x1', default='auto', choices=['auto', 'conv', 'dot'],
+                 help="1x1 convs as convolutions or matrix products (auto: dot on CPU only)")
   p.add_argument('--device-data', type=int, default=0, metavar='N',
                  help='train on N synthetic images held on the device (the device_data path)')
   p.add_argument('--steps-per-dispatch', type=int, default=1,

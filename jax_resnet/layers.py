@@ -46,6 +46,28 @@ def needs_projection(shortcut: str, in_features: int, out_features: int, strides
   return in_features != out_features or any(s != 1 for s in strides)
 
 
+class PointwiseConv(nn.Module):
+  """A 1x1 (or 1x1x1) convolution computed as a matrix product over channels: the same
+  parameter ('kernel', shape (1, ..., 1, in, out)) and the same result as `nn.Conv`. On
+  XLA:CPU the resnet50 train step is 1.4x faster with it (docs/benchmarks.md): XLA runs the
+  product's gradients as matrix products, a 1x1 convolution's weight gradient far slower."""
+  features: int
+  strides: Sequence[int]
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    spatial = x.ndim - 2
+    kernel = self.param('kernel', self.kernel_init, (1,) * spatial + (x.shape[-1], self.features),
+                        self.param_dtype)
+    x = x[(slice(None),) + tuple(slice(None, None, s) for s in self.strides) + (slice(None),)]
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    matrix = kernel.reshape(kernel.shape[-2:])
+    return jax.lax.dot_general(x, matrix, (((x.ndim - 1,), (0,)), ((), ())))
+
+
 class DropPath(nn.Module):
   """Stochastic depth (Huang et al. 2016): drop a whole residual branch per sample.
 

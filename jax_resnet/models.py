@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import block_class
-from jax_resnet.layers import BatchNorm, drop_path_rates, he_normal_fan_out, same_padding
+from jax_resnet.layers import (BatchNorm, PointwiseConv, drop_path_rates, he_normal_fan_out,
+                               same_padding)
 
 Dtype = Any
 
@@ -38,6 +39,7 @@ class ResNet(nn.Module):
   scan_blocks: bool = False                  # nn.scan over each stage's identical blocks
   zero_init_residual: bool = False
   freeze_batch_norm: bool = False            # BN uses running statistics in training too
+  conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
   bn_momentum: float = 0.9                   # torch's momentum=0.1
   bn_epsilon: float = 1e-5
@@ -118,9 +120,11 @@ def scan_identity_blocks(block_cls, width, options, rates, train, name):
 
 
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,
-                bn_epsilon=1e-5, bn_axis_name=None, freeze_batch_norm=False):
+                bn_epsilon=1e-5, bn_axis_name=None, freeze_batch_norm=False,
+                conv1x1_as_dot=False):
   """The `conv` and `norm` partials blocks take; public so blocks can be used standalone."""
-  conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype)
+  conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype,
+                           conv1x1_as_dot=conv1x1_as_dot)
   norm = functools.partial(
       BatchNorm, use_running_average=not train or freeze_batch_norm, momentum=bn_momentum,
       epsilon=bn_epsilon,
@@ -131,12 +135,17 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
 def conv_and_norm(module, train: bool):
   """The `conv` and `norm` partials every block of `module` uses, built once."""
   return make_layers(train, module.dtype, module.param_dtype, module.bn_momentum,
-                     module.bn_epsilon, module.bn_axis_name, module.freeze_batch_norm)
+                     module.bn_epsilon, module.bn_axis_name, module.freeze_batch_norm,
+                     module.conv1x1_as_dot)
 
 
-def _Conv(features, kernel_size, strides=None, **kwargs):
+def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False, **kwargs):
   """Bias-free convolution with He fan_out init and torch-style symmetric padding."""
   kwargs.setdefault('kernel_init', he_normal_fan_out)
+  pointwise = all(k == 1 for k in kernel_size) and kwargs.get('feature_group_count', 1) == 1
+  if conv1x1_as_dot and pointwise:
+    kwargs.pop('feature_group_count', None)
+    return PointwiseConv(features, strides or (1,) * len(kernel_size), **kwargs)
   return nn.Conv(features, kernel_size, strides or (1,) * len(kernel_size),
                  padding=same_padding(kernel_size), use_bias=False, **kwargs)
 

@@ -89,7 +89,8 @@ def create_model(name: str, **overrides):
   """Builds the flax.linen module registered as `name`, with options overridden.
 
   Options every model takes: num_classes, dtype, param_dtype, zero_init_residual,
-  drop_path_rate, bn_axis_name, shortcut (plus residual_scale, and dropout_rate for Wide ResNet).
+  drop_path_rate, bn_axis_name, shortcut, freeze_batch_norm, conv1x1_as_dot (plus
+  residual_scale, and dropout_rate for Wide ResNet).
   Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)

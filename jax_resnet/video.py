@@ -66,6 +66,7 @@ class VideoResNet(nn.Module):
   residual_scale: float = 1.0
   zero_init_residual: bool = False
   freeze_batch_norm: bool = False            # BN normalises with running statistics in training
+  conv1x1_as_dot: bool = False               # 1x1x1 convs as matrix products (faster on XLA:CPU)
   bn_axis_name: Optional[str] = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5

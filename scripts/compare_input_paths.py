@@ -1,5 +1,5 @@
 """Accuracy and speed of the host input pipeline against the on-device path (issue 6): trains
-the same config with seeds 0..N-1 both ways and reports each run's test top-1 and throughput,
+the same config with N seeds (0..N-1 by default) both ways and reports each run's test top-1 and throughput,
 and their mean and standard deviation. A benchmark-style script, not a test.
 
     python scripts/compare_input_paths.py --seeds 5 --out runs/input_paths   # ~7 min, 2 CPUs
@@ -45,6 +45,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--seeds', type=int, default=5)
+  parser.add_argument('--first-seed', type=int, default=0)
   parser.add_argument('--out', default=os.path.join('runs', 'input_paths'))
   parser.add_argument('train_args', nargs='*', help='after --: passed to train.py')
   args = parser.parse_args()
@@ -52,7 +53,8 @@ def main():
     parser.error('--seeds must be at least 1')
   results = {}
   for name, device_data in (('host', False), ('device', True)):
-    runs = [run(args.out, seed, device_data, args.train_args) for seed in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    runs = [run(args.out, seed, device_data, args.train_args) for seed in seeds]
     results[name] = {'runs': runs, **describe(runs)}
     each = ', '.join(f"{r['top1']:.4f}" for r in runs)
     print(f"{name:6s} top-1 {results[name]['top1']['mean']:.4f} +- "

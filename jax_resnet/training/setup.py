@@ -37,6 +37,8 @@ def validate_config(config):
        f'checkpoint_every_steps must be positive, got {config.checkpoint_every_steps}.'),
       (config.dtype in ('float32', 'bfloat16', 'float16'),
        f"dtype must be 'float32', 'bfloat16' or 'float16', got {config.dtype!r}."),
+      (config.conv1x1 in CONV1X1_CHOICES,
+       f"conv1x1 must be 'auto', 'conv' or 'dot', got {config.conv1x1!r}."),
   ]
   for ok, message in checks:
     if not ok:
@@ -61,11 +63,21 @@ def _check_image_size(config):
         f'stem and stages downsample by {factor}; use image_size >= {factor}.')
 
 
+CONV1X1_CHOICES = ('auto', 'conv', 'dot')
+
+
+def conv1x1_as_dot(choice: str) -> bool:
+  """config.conv1x1 -> the model option; 'auto' is 'dot' on the CPU backend only (the GPU
+  numbers in docs/benchmarks.md were measured with convolutions)."""
+  return choice == 'dot' or (choice == 'auto' and jax.default_backend() == 'cpu')
+
+
 def build_model(config, bn_axis_name=None):
   overrides = dict(num_classes=config.num_classes, dtype=config.dtype,
                    zero_init_residual=config.zero_init_residual,
                    drop_path_rate=config.drop_path_rate, bn_axis_name=bn_axis_name,
-                   freeze_batch_norm=config.freeze_batch_norm)
+                   freeze_batch_norm=config.freeze_batch_norm,
+                   conv1x1_as_dot=conv1x1_as_dot(config.conv1x1))
   if config.shortcut:
     overrides['shortcut'] = config.shortcut
   if config.dropout_rate:
