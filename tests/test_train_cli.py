@@ -126,11 +126,12 @@ def test_a_dead_peer_ends_the_other_process_with_one_error_and_both_resume(tmp_p
   _, err = hosts[0].communicate(timeout=90)
   assert time.time() - killed_at < 60  # no hang
   # Either our line (the peer died during a collective: exit 3) or, when it died while this
-  # process was elsewhere, JAX's heartbeat monitor ends it (SIGABRT) with its own message.
+  # process was elsewhere, JAX's heartbeat monitor ends it with its own message (SIGABRT on
+  # jax 0.10.2 and 0.12; exit status 1 seen on jax 0.7.2 in CI).
   ours = 'error: a collective with the other 1 process(es) failed ('
   jax_own = 'Terminating process because the JAX distributed service detected fatal errors'
   assert (hosts[0].returncode == 3 and err.strip().splitlines()[-1].startswith(ours)) or (
-      hosts[0].returncode == -signal.SIGABRT and jax_own in err), err[-3000:]
+      hosts[0].returncode in (1, -signal.SIGABRT) and jax_own in err), err[-3000:]
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
   port = _free_port()
   restarted = [start(i, port) for i in (0, 1)]
