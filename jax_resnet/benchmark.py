@@ -95,10 +95,6 @@ def bench_jax(args):
       jax.random.key(0))
   state = runner.place_state(jax.device_get(state))
   rng = np.random.default_rng(0)
-  batch = runner.place_batch({
-      'image': rng.normal(size=(args.batch_size,) + shape).astype(np.float32),
-      'label': rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
-      'mask': np.ones(args.batch_size, bool)})
   key = jax.random.key(1)
   holder = {'state': state}
   if args.device_data:
@@ -109,7 +105,12 @@ def bench_jax(args):
       holder['state'], metrics = runner.multi_step(holder['state'], data, key)
       return metrics
     jitted, jit_args = runner._multi, (holder['state'], data, key)
-  elif args.mode == 'train':
+    return _measure(args, run, jitted, jit_args)
+  batch = runner.place_batch({
+      'image': rng.normal(size=(args.batch_size,) + shape).astype(np.float32),
+      'label': rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
+      'mask': np.ones(args.batch_size, bool)})
+  if args.mode == 'train':
     def run():
       holder['state'], metrics = runner.train_step(holder['state'], batch, key)
       return metrics
@@ -117,6 +118,10 @@ def bench_jax(args):
   else:
     run = lambda: runner.eval_step(holder['state'], batch)
     jitted, jit_args = runner._eval, (holder['state'], batch)
+  return _measure(args, run, jitted, jit_args)
+
+
+def _measure(args, run, jitted, jit_args):
   compile_seconds, flops = _compile(jitted, *jit_args)
   _timed(run, 1 + args.warmup)
   times = _timed(run, args.steps)
@@ -129,8 +134,8 @@ def summarise(args, times, compile_seconds, flops):
   per_device_batch = args.batch_size / jax.device_count()
   result = {
       'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
-      'scan_blocks': args.scan_blocks, 'conv1x1': 'dot' if setup.conv1x1_as_dot(args.conv1x1) else 'conv',
-      'device_data': args.device_data,
+      'scan_blocks': args.scan_blocks, 'device_data': args.device_data,
+      'conv1x1': 'dot' if setup.conv1x1_as_dot(args.conv1x1) else 'conv',
       'steps_per_dispatch': steps_per_call,
       'batch_size': args.batch_size, 'image_size': args.image_size,
       'images_per_second': args.batch_size / step,
@@ -164,7 +169,7 @@ def parse_args(argv):
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
   p.add_argument('--parallelism', default='pmap', choices=['pmap', 'shard_map'])
   p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
-  p.add_argument('--conv1x1', default='auto', choices=['auto', 'conv', 'dot'],
+  p.add_argument('--conv1x1', default='auto', choices=setup.CONV1X1_CHOICES,
                  help="1x1 convs as convolutions or matrix products (auto: dot on CPU only)")
   p.add_argument('--device-data', type=int, default=0, metavar='N',
                  help='train on N synthetic images held on the device (the device_data path)')

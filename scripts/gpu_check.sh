@@ -42,7 +42,6 @@ if [[ " $sections " == *" bench "* ]]; then
   bench r50_train_bf16 90 --model resnet50 --batch-size 256 --dtype bfloat16 --steps 30 --vs torch
   bench r50_eval_bf16 75 --model resnet50 --batch-size 256 --dtype bfloat16 --mode eval \
     --steps 30 --vs torch
-  python3 scripts/torch_r50_check.py || echo "FAILED: torch_r50_check"  # torch alone, no JAX
   bench r20_train 60 --model resnet20 "${cifar[@]}" --steps 100 --vs torch
   bench r56_train 60 --model resnet56 "${cifar[@]}" --steps 100 --vs torch
   bench r20_device_data_k1 45 --model resnet20 "${cifar[@]}" --steps 100 --device-data 50000

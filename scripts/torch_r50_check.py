@@ -1,5 +1,10 @@
-"""Torch-only ResNet-50 bf16 train/eval step timing, without JAX in the process (a cross-check
-of the --vs torch numbers from jax_resnet.benchmark): channels_last and contiguous."""
+"""Torch-only ResNet-50 bf16 train/eval step timing on a GPU, channels_last and contiguous
+(mean of 20 steps after 5). It showed that torch timed inside a JAX process ran 3.6x slow
+(docs/benchmarks.md); `--vs torch` now runs torch in a child process, so scripts/gpu_check.sh
+no longer calls this. Kept for the contiguous-layout rows of that table.
+
+    python3 scripts/torch_r50_check.py
+"""
 import sys, time
 import torch, torchvision
 torch.backends.cudnn.benchmark = True
