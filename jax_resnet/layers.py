@@ -21,11 +21,16 @@ def same_padding(kernel_size: Sequence[int]):
   return [(k // 2, k // 2) for k in kernel_size]
 
 
+def subsample(x, strides: Sequence[int]):
+  """Every `strides`-th position of (batch, *spatial, channels): what a 1x1 convolution with
+  these strides reads."""
+  return x[(slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),)]
+
+
 def zero_pad_shortcut(x, out_features: int, strides: Sequence[int]):
   """Option A of He et al. 2015 §4.2: parameter-free identity with stride subsampling and
   zero-filled extra channels."""
-  index = (slice(None),) + tuple(slice(None, None, s) for s in strides) + (slice(None),)
-  x = x[index]
+  x = subsample(x, strides)
   extra = out_features - x.shape[-1]
   if extra < 0:
     raise ValueError(f'shortcut A cannot reduce channels ({x.shape[-1]} -> {out_features}); '
@@ -63,11 +68,9 @@ class PointwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    spatial = x.ndim - 2
-    kernel = self.param('kernel', self.kernel_init, (1,) * spatial + (x.shape[-1], self.features),
-                        self.param_dtype)
-    x = x[(slice(None),) + tuple(slice(None, None, s) for s in self.strides) + (slice(None),)]
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    kernel = self.param('kernel', self.kernel_init,
+                        (1,) * (x.ndim - 2) + (x.shape[-1], self.features), self.param_dtype)
+    x, kernel = nn.dtypes.promote_dtype(subsample(x, self.strides), kernel, dtype=self.dtype)
     matrix = kernel.reshape(kernel.shape[-2:])
     rows = x.reshape(-1, x.shape[-1])
     product = jax.lax.dot_general(rows, matrix, (((1,), (0,)), ((), ())))
