@@ -1,5 +1,6 @@
 """Small building pieces shared by every block: He init, shortcuts, stochastic depth."""
 
+import math
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -124,8 +125,16 @@ def cross_replica_mean(axis_name: str):
 
 
 class BatchNorm(nn.Module):
-  """BatchNorm over all axes but the last, torch semantics (eps 1e-5, momentum 0.1 as 0.9
-  here), statistics and normalisation in float32, optional cross-replica statistics."""
+  """BatchNorm over all axes but the last, as torch.nn.BatchNorm2d computes and keeps it.
+
+  eps 1e-5 and momentum 0.1 (written 0.9 here: the weight of the old value). Training
+  normalises by the batch's biased variance and updates `var` with the unbiased one,
+  n / (n - 1) times it, n the elements per channel over every replica (torch's running_var).
+  Statistics and normalisation run in promote(float32, dtype): float32 under bfloat16, float16
+  or float32 compute, float64 under float64; the running statistics are stored in
+  promote(float32, param_dtype). The variance is two-pass, mean((x - mean)^2): the one-pass
+  E[x^2] - E[x]^2 loses every digit when |mean| >> std (docs/benchmarks.md measures both).
+  """
   use_running_average: bool
   momentum: float = 0.9
   epsilon: float = 1e-5
@@ -138,24 +147,37 @@ class BatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     features = x.shape[-1]
-    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
-    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    compute = jnp.promote_types(jnp.float32, self.dtype or x.dtype)
+    stored = jnp.promote_types(jnp.float32, self.param_dtype)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), stored)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), stored)
     scale = self.param('scale', self.scale_init, (features,), self.param_dtype)
     bias = self.param('bias', self.bias_init, (features,), self.param_dtype)
-    x32 = jnp.asarray(x, jnp.float32)
+    x = jnp.asarray(x, compute)
     if self.use_running_average:
-      mean, var = running_mean.value, running_var.value
+      mean, var = (jnp.asarray(v.value, compute) for v in (running_mean, running_var))
     else:
-      axes = tuple(range(x.ndim - 1))
-      stats = (jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes))
-      if self.axis_name is not None:
-        stats = cross_replica_mean(self.axis_name)(stats)
-      mean, mean_of_squares = stats
-      var = jnp.maximum(0.0, mean_of_squares - jnp.square(mean))
+      mean, var, count = batch_statistics(x, self.axis_name)
       if not self.is_initializing():
         m = self.momentum
-        running_mean.value = m * running_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
-        running_var.value = m * running_var.value + (1 - m) * jax.lax.stop_gradient(var)
-    multiplier = jnp.asarray(scale, jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
-    y = (x32 - mean) * multiplier + jnp.asarray(bias, jnp.float32)
+        unbiased = var * (count / max(count - 1, 1))
+        for variable, value in ((running_mean, mean), (running_var, unbiased)):
+          value = jax.lax.stop_gradient(value)
+          variable.value = jnp.asarray(m * variable.value + (1 - m) * value, stored)
+    multiplier = jnp.asarray(scale, compute) * jax.lax.rsqrt(var + self.epsilon)
+    y = (x - mean) * multiplier + jnp.asarray(bias, compute)
     return jnp.asarray(y, self.dtype)
+
+
+def batch_statistics(x, axis_name: Optional[str] = None):
+  """(mean, biased variance, n) per channel over all axes but the last, and over the replicas
+  of `axis_name` when given; n counts the elements per channel on all replicas together."""
+  axes = tuple(range(x.ndim - 1))
+  count = math.prod(x.shape[:-1])
+  reduce = lambda value: value
+  if axis_name is not None:
+    reduce = cross_replica_mean(axis_name)
+    count *= jax.lax.psum(1, axis_name)
+  mean = reduce(jnp.mean(x, axes))
+  var = reduce(jnp.mean(jnp.square(x - mean), axes))
+  return mean, var, count

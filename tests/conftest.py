@@ -12,3 +12,16 @@ if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '
 import jax  # noqa: E402
 
 jax.config.update('jax_disable_most_optimizations', True)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def x64():
+  """The test runs with jax_enable_x64 on (float64 arrays really are float64), restored after:
+  comparisons of two computations of the same maths run in float64, where their tolerances
+  can sit near round-off on any CPU."""
+  previous = bool(jax.config.jax_enable_x64)
+  jax.config.update('jax_enable_x64', True)
+  yield
+  jax.config.update('jax_enable_x64', previous)

@@ -154,7 +154,7 @@ def eval_arrays(config, limit: int = 0):
 
 def cross_entropy(logits, labels):
   """Per-example softmax cross-entropy."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(jnp.float32, logits.dtype)))
   return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 

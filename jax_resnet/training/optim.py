@@ -34,9 +34,11 @@ def make_schedule(config, steps_per_epoch: int, total_steps: int):
   else:
     raise ConfigError(f"lr_schedule must be 'constant', 'step' or 'cosine', got "
                       f'{config.lr_schedule!r}.')
-  if warmup <= 0:
-    return main
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+  if warmup > 0:
+    main = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+  # The step as JAX's default float: optax divides integer counts in float32, which would
+  # round a float64 run's learning rate to float32.
+  return lambda step: main(jnp.asarray(step, float))
 
 
 def decay_mask(config):

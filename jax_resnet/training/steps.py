@@ -38,7 +38,9 @@ def create_train_state(config, model, tx, rng, image_shape):
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing) \
       if label_smoothing else jax.nn.one_hot(labels, num_classes)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+  # The loss in float32 at least (bfloat16 logits), in float64 when the model computes in it.
+  logits = logits.astype(jnp.promote_types(jnp.float32, logits.dtype))
+  return optax.softmax_cross_entropy(logits, targets)
 
 
 def _pmean(tree, axis_name):
