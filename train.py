@@ -67,6 +67,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   import jax
+  if FLAGS.config.dtype == 'float64':
+    jax.config.update('jax_enable_x64', True)  # 64-bit arrays exist only with it on
   if FLAGS.distributed or FLAGS.coordinator_address:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,

@@ -23,6 +23,7 @@ def get_config():
   c.drop_path_rate = 0.0              # stochastic depth rate of the last block (linear rule)
   c.dropout_rate = 0.0                # Wide ResNet dropout between convolutions
   c.dtype = 'float32'                 # compute dtype: 'float32' | 'bfloat16' (params stay fp32)
+  #                                     | 'float64' (params too; checks at round-off)
   c.scan_blocks = False               # nn.scan over identical blocks: compile time flat in depth
   c.init_from = ''                    # fine-tune: weights file (.safetensors/.pth/.npz) or workdir
   c.init_reinit_head = False          # fine-tune: fresh head (num_classes differs from the file)

@@ -1,6 +1,7 @@
 """gradflow: the block-input gradients found by interception equal jax.grad of the tail of the
 network rebuilt by hand from standalone blocks, and the weight-gradient norms equal jax.grad of
-the loss with respect to the parameters; the CLI writes the numbers it returned."""
+the loss with respect to the parameters; the CLI writes the numbers it returned. The
+comparisons are of maths computed two ways, so they run in float64 near round-off."""
 
 import json
 import os
@@ -16,11 +17,11 @@ from jax_resnet.analysis import __main__ as cli
 from jax_resnet.analysis import common, gradflow
 
 TINY = 'stage_sizes=(2,1);stage_widths=(4,8);stem_width=4'
-RTOL = 1e-5
+RTOL = 1e-10
 
 
-def _batch(n=8):
-  images = jax.random.normal(jax.random.key(1), (n, 16, 16, 3))
+def _batch(n=8, dtype=jnp.float64):
+  images = jax.random.normal(jax.random.key(1), (n, 16, 16, 3), dtype)
   return images, jnp.arange(n) % 10
 
 
@@ -32,7 +33,7 @@ def _hand_built_tail_grads(model, variables, images, labels):
   """dL/dx_l for every block input, with the blocks applied one by one as models.ResNet lays
   them out (train mode: batch statistics) and a hand-written head."""
   params, stats = variables['params'], variables['batch_stats']
-  conv, norm = jr.make_layers(train=True)
+  conv, norm = jr.make_layers(train=True, dtype=model.dtype, param_dtype=model.param_dtype)
   blocks = []
   for i, (size, width) in enumerate(zip(model.stage_sizes, model.stage_widths)):
     for j in range(size):
@@ -67,8 +68,8 @@ def run_one(named_block, params, stats, x):
 
 
 @pytest.mark.parametrize('name', ['resnet20', 'plain20'])
-def test_block_and_weight_gradient_norms_equal_direct_jax_grad(name):
-  subject = common.init_subject(f'{name}:{TINY}')
+def test_block_and_weight_gradient_norms_equal_direct_jax_grad(name, x64):
+  subject = common.init_subject(f'{name}:{TINY}', dtype='float64')
   images, labels = _batch()
   result = gradflow.gradient_norms(subject, images, labels, train=True)
   expected = _hand_built_tail_grads(subject.model, subject.variables, images, labels)
@@ -104,13 +105,14 @@ def test_cli_writes_report_with_the_returned_numbers(tmp_path):
   assert saved['models'][0]['block_grad_norms'] == results[0]['block_grad_norms']
 
 
-def test_scanned_stages_are_analysed_as_their_unrolled_twin():
+def test_scanned_stages_are_analysed_as_their_unrolled_twin(x64):
   model = jr.create_model('resnet20', stage_sizes=(3, 1), stage_widths=(4, 8), stem_width=4,
-                          scan_blocks=True)
+                          scan_blocks=True, dtype='float64', param_dtype='float64')
   images, labels = _batch()
   variables = model.init(jax.random.key(0), images[:1], train=False)
   twin, unrolled = common.unrolled(model, variables)
-  np.testing.assert_array_equal(model.apply(variables, images, train=False),
-                                twin.apply(unrolled, images, train=False))
+  expected = model.apply(variables, images, train=False)
+  np.testing.assert_allclose(twin.apply(unrolled, images, train=False), expected, rtol=0,
+                             atol=1e-12 * float(jnp.max(jnp.abs(expected))))
   subject = common.Subject('scanned', twin, unrolled, common.data_config())
   assert len(gradflow.gradient_norms(subject, images, labels)['blocks']) == 4

@@ -52,37 +52,40 @@ def test_nothing_deleted_equals_the_trainers_eval_accuracy_exactly(trained, tmp_
 
 
 def _images():
-  return np.asarray(jax.random.normal(jax.random.key(3), (6, 16, 16, 3)))
+  """float64: the deletion identities below are maths, compared near round-off."""
+  return np.asarray(jax.random.normal(jax.random.key(3), (6, 16, 16, 3), jnp.float64))
 
 
-def test_deleting_a_residual_block_is_zeroing_its_branch():
-  subject = common.init_subject('resnet20:' + TINY)
+def test_deleting_a_residual_block_is_zeroing_its_branch(x64):
+  subject = common.init_subject('resnet20:' + TINY, dtype='float64')
   apply, blocks, deletable = lesion.lesioned_apply(subject, (16, 16, 3))
   images = _images()
   for index, name in enumerate(['stage1_block2', 'stage2_block1']):
     i = [b.name for b in blocks].index(name)
     keep = jnp.asarray([j != i for j in range(len(blocks))])
     zeroed = jax.tree.map(lambda x: x, subject.variables['params'])
-    zeroed[name]['bn2'] = {'scale': jnp.zeros(8 if index else 4),
-                           'bias': jnp.zeros(8 if index else 4)}
+    zeroed[name]['bn2'] = {'scale': jnp.zeros(8 if index else 4, jnp.float64),
+                           'bias': jnp.zeros(8 if index else 4, jnp.float64)}
     expected = subject.model.apply({**subject.variables, 'params': zeroed}, images, train=False)
-    np.testing.assert_allclose(apply(subject.variables, keep, images), expected, atol=1e-6)
+    np.testing.assert_allclose(apply(subject.variables, keep, images), expected, atol=1e-12)
   assert deletable == [True, True, True]
 
 
-def test_deleting_a_plain_block_is_the_shorter_net():
-  subject = common.init_subject('plain20:' + TINY)
+def test_deleting_a_plain_block_is_the_shorter_net(x64):
+  subject = common.init_subject('plain20:' + TINY, dtype='float64')
   apply, blocks, deletable = lesion.lesioned_apply(subject, (16, 16, 3))
   assert deletable == [True, True, False]  # stage2_block1 changes the shape
-  short = jr.create_model('plain20', stage_sizes=(1, 1), stage_widths=(4, 8), stem_width=4)
+  short = jr.create_model('plain20', stage_sizes=(1, 1), stage_widths=(4, 8), stem_width=4,
+                          dtype='float64', param_dtype='float64')
   drop = lambda tree: {k: v for k, v in tree.items() if k != 'stage1_block2'}
   variables = {c: drop(t) for c, t in subject.variables.items()}
   images = _images()
   keep = jnp.asarray([True, False, True])
   np.testing.assert_allclose(apply(subject.variables, keep, images),
-                             short.apply(variables, images, train=False), atol=1e-6)
+                             short.apply(variables, images, train=False), atol=1e-12)
   full = subject.model.apply(subject.variables, images, train=False)
-  np.testing.assert_array_equal(apply(subject.variables, jnp.ones(3, bool), images), full)
+  np.testing.assert_allclose(apply(subject.variables, jnp.ones(3, bool), images), full,
+                             rtol=0, atol=1e-12 * float(np.max(np.abs(full))))
   labels = np.arange(6)
   result = lesion.lesion_study(subject, images, labels, draws=3)
   assert np.isnan(result['single_top1'][2]) and result['k'] == [1, 2]

@@ -17,24 +17,26 @@ def _variables(name, x, **overrides):
     ('resnet20', (2, 16, 16, 3), {}),
     ('preact_resnet164', (2, 8, 8, 3), {'stage_sizes': (4, 4, 4)}),
     ('resnet50', (4, 64, 64, 3), {})])
-def test_scanned_model_equals_unrolled_with_converted_weights(name, shape, overrides):
-  """Eval mode to 1e-6 of the largest logit (measured: equal); train mode to 1e-4 (batch
-  statistics over a few tiny images amplify the scan's different summation order, measured:
-  resnet50 2e-5, 54 pre-activation blocks 2e-4)."""
-  x = jax.random.normal(jax.random.key(1), shape)
+def test_scanned_model_equals_unrolled_with_converted_weights(name, shape, overrides, x64):
+  """The same maths in another order, so compared in float64, to 1e-10 of the largest logit in
+  eval and train mode (float32 would measure the CPU's summation order: batch statistics over
+  a few tiny images amplify it to 1e-4 and more)."""
+  overrides = {**overrides, 'dtype': 'float64', 'param_dtype': 'float64'}
+  x = jax.random.normal(jax.random.key(1), shape, jnp.float64)
   unrolled, variables = _variables(name, x, **overrides)
   scanned = jr.create_model(name, scan_blocks=True, **overrides)
   stacked = jr.stack_blocks(variables, unrolled.stage_sizes)
   expected_tree = jax.eval_shape(lambda: scanned.init(jax.random.key(0), x, train=False))
   assert jax.tree.structure(stacked) == jax.tree.structure(expected_tree)
   assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, expected_tree)
-  for train, tolerance in ((False, 1e-6), (True, 1e-4)):
+  for train, tolerance in ((False, 1e-10), (True, 1e-10)):
     ref = unrolled.apply(variables, x, train=train, mutable=['batch_stats'])
     out = scanned.apply(stacked, x, train=train, mutable=['batch_stats'])
     scale = float(jnp.max(jnp.abs(ref[0])))
     np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=tolerance * scale)
     new_stats = jr.unstack_blocks(out[1])['batch_stats']
     for a, b in zip(jax.tree.leaves(new_stats), jax.tree.leaves(ref[1]['batch_stats'])):
+      assert a.dtype == b.dtype == jnp.float64
       np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
 
 

@@ -26,6 +26,9 @@ def parser():
   for name, help_text in COMMANDS.items():
     command = sub.add_parser(name, help=help_text, description=help_text)
     command.add_argument('--out', required=True, help='directory for report.md and plots')
+    command.add_argument('--float64', action='store_true',
+                         help='compute in float64 (turns on jax_enable_x64): results near '
+                              'round-off instead of float32 summation order')
     importlib.import_module(f'jax_resnet.analysis.{name}').add_arguments(command)
   return top
 
@@ -35,6 +38,9 @@ def main(argv=None):
   report.COMMAND_STARTED = time.time()
   argv = sys.argv[1:] if argv is None else argv
   args = parser().parse_args(argv)
+  if args.float64:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update('jax_enable_x64', True)
   module = importlib.import_module(f'jax_resnet.analysis.{args.command}')
   try:
     path, _ = module.main(args, argv)

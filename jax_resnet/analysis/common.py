@@ -89,8 +89,28 @@ def split_specs(text: str):
   return [s.strip() for s in specs + [current] if s.strip()]
 
 
-def init_subject(spec: str, config=None, seed: int = 0):
-  """A registered model (with overrides, see parse_model_spec) at initialisation."""
+def in_dtype(model, variables, dtype=None):
+  """(model, variables) computing in `dtype`; None leaves both as they are. Parameters and
+  statistics are cast, so a float64 subject is the float32 one's network exactly, evaluated
+  near round-off. float64 needs jax_enable_x64 (the commands' --float64 turns it on)."""
+  if dtype is None:
+    return model, variables
+  dtype = jnp.dtype(dtype)
+  if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+    raise ValueError(f'{dtype} arrays need jax_enable_x64: call '
+                     "jax.config.update('jax_enable_x64', True) first (commands: --float64).")
+  cast = lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+  return model.clone(dtype=dtype, param_dtype=dtype), jax.tree.map(cast, variables)
+
+
+def command_dtype(args):
+  """The dtype an analysis command's --float64 switch asks for (None: the model's own)."""
+  return 'float64' if getattr(args, 'float64', False) else None
+
+
+def init_subject(spec: str, config=None, seed: int = 0, dtype=None):
+  """A registered model (with overrides, see parse_model_spec) at initialisation; `dtype`
+  as in `in_dtype` (the weights are drawn as without it)."""
   config = config or data_config()
   name, overrides = parse_model_spec(spec)
   overrides.setdefault('num_classes', config.num_classes)
@@ -99,11 +119,13 @@ def init_subject(spec: str, config=None, seed: int = 0):
   variables = jax.jit(lambda key: model.init(key, x, train=False))(jax.random.key(seed))
   model, variables = unrolled(model, {'params': variables['params'],
                                       'batch_stats': variables.get('batch_stats', {})})
+  model, variables = in_dtype(model, variables, dtype)
   return Subject(spec, model, variables, config)
 
 
-def workdir_subject(workdir: str):
-  """The newest readable checkpoint of a trainer workdir (EMA weights if the run kept them)."""
+def workdir_subject(workdir: str, dtype=None):
+  """The newest readable checkpoint of a trainer workdir (EMA weights if the run kept them);
+  `dtype` as in `in_dtype`."""
   from jax_resnet.training import optim, setup, steps  # pylint: disable=import-outside-toplevel
   from jax_resnet.training.checkpoints import Checkpoints  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, 'config.json')
@@ -125,6 +147,7 @@ def workdir_subject(workdir: str):
   step, state, _, _ = restored
   params = state.ema_params if state.ema_params is not None else state.params
   model, variables = unrolled(model, {'params': params, 'batch_stats': state.batch_stats})
+  model, variables = in_dtype(model, variables, dtype)
   return Subject(f'{config.model}@{step}', model, variables, config, step)
 
 

@@ -165,6 +165,8 @@ def add_arguments(parser):
 
 def main(args, argv=None):
   overrides = {**(DIGITS_DEFAULTS if args.dataset == 'digits' else {}), **_parse_sets(args.set)}
+  if args.float64:
+    overrides['dtype'] = 'float64'
   runs = args.runs or os.path.join(args.out, 'runs')
   models = common.split_specs(args.models)
   results = train_degradation(models, runs, args.dataset, overrides)

@@ -170,10 +170,10 @@ def add_arguments(parser):
 
 
 def main(args, argv=None):
-  config = common.data_config(args.dataset)
+  config, dtype = common.data_config(args.dataset), common.command_dtype(args)
   specs = common.split_specs(args.models)
-  subjects = [common.init_subject(m, config, args.seed) for m in specs]
-  subjects += [common.workdir_subject(w) for w in args.workdir]
+  subjects = [common.init_subject(m, config, args.seed, dtype) for m in specs]
+  subjects += [common.workdir_subject(w, dtype) for w in args.workdir]
   results = []
   for subject in subjects:
     images, _ = common.eval_arrays(subject.config, 1)

@@ -165,7 +165,7 @@ def main(args, argv=None):
                      'then --workdir runs/resnet20 (add a plain20 workdir to compare).')
   results = []
   for workdir in args.workdir:
-    subject = common.workdir_subject(workdir)
+    subject = common.workdir_subject(workdir, common.command_dtype(args))
     results.append(lesion_study(subject, draws=args.draws, seed=args.seed))
     print(f'lesion: {subject.label}: baseline {results[-1]["baseline_top1"]:.4f}', flush=True)
   return write_report(results, args.out, argv, args.draws), results

@@ -51,8 +51,9 @@ def depth_variables(base_variables, depth: int, knots: int, stages: int):
 
 
 def ode_outputs(spec: str, images, depths=DEFAULT_DEPTHS, knots: int = 3, seed: int = 0,
-                scale_with_depth: bool = True):
-  """{depth: {'stage1': ..., 'logits': ...}} for the nets of the experiment."""
+                scale_with_depth: bool = True, dtype=None):
+  """{depth: {'stage1': ..., 'logits': ...}} for the nets of the experiment; `dtype` as in
+  `common.in_dtype` (the same weights, computed in it)."""
   name, overrides = common.parse_model_spec(spec)
   stages = len(overrides.get('stage_sizes', jax_resnet.model_defaults(name)[1]['stage_sizes']))
   overrides.setdefault('num_classes', 10)
@@ -63,7 +64,8 @@ def ode_outputs(spec: str, images, depths=DEFAULT_DEPTHS, knots: int = 3, seed: 
     h = 1.0 / depth if scale_with_depth else 1.0
     model = jax_resnet.create_model(name, **{**overrides, 'stage_sizes': (depth + 1,) * stages,
                                              'residual_scale': h})
-    variables = depth_variables(base_vars, depth, knots, stages)
+    model, variables = common.in_dtype(model, depth_variables(base_vars, depth, knots, stages),
+                                       dtype)
     features = model.apply(variables, images, train=False, return_features=True)
     outputs[depth] = {'stage1': np.asarray(features['stage1']),
                       'logits': np.asarray(features['logits'])}
@@ -100,13 +102,13 @@ def convergence(outputs) -> dict:
 
 
 def ode_convergence(spec: str = 'preact_resnet110', images=None, depths=DEFAULT_DEPTHS,
-                    knots: int = 3, seed: int = 0) -> dict:
+                    knots: int = 3, seed: int = 0, dtype=None) -> dict:
   """The experiment with h = 1/L and the h = 1 control, on `images` (default: 64 digits)."""
   if images is None:
     images, _ = common.eval_arrays(common.data_config(), 64)
   images = jnp.asarray(images)
-  scaled = convergence(ode_outputs(spec, images, depths, knots, seed, True))
-  control = convergence(ode_outputs(spec, images, depths, knots, seed, False))
+  scaled = convergence(ode_outputs(spec, images, depths, knots, seed, True, dtype))
+  control = convergence(ode_outputs(spec, images, depths, knots, seed, False, dtype))
   return {'model': spec, 'knots': knots, 'seed': seed, 'num_examples': int(len(images)),
           'scaled': scaled, 'unscaled': control}
 
@@ -163,6 +165,7 @@ def add_arguments(parser):
 def main(args, argv=None):
   depths = sorted(int(d) for d in args.depths.split(','))
   images, _ = common.eval_arrays(common.data_config(), args.examples)
-  result = ode_convergence(args.model, images, depths, args.knots, args.seed)
+  result = ode_convergence(args.model, images, depths, args.knots, args.seed,
+                           common.command_dtype(args))
   print(f'ode: fitted order {result["scaled"]["stage1_order"]:.3g}', flush=True)
   return write_report(result, args.out, argv), result

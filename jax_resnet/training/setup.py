@@ -35,8 +35,11 @@ def validate_config(config):
        f'log_every_steps must be positive, got {config.log_every_steps}.'),
       (config.checkpoint_every_steps > 0,
        f'checkpoint_every_steps must be positive, got {config.checkpoint_every_steps}.'),
-      (config.dtype in ('float32', 'bfloat16', 'float16'),
-       f"dtype must be 'float32', 'bfloat16' or 'float16', got {config.dtype!r}."),
+      (config.dtype in ('float32', 'bfloat16', 'float16', 'float64'),
+       f"dtype must be 'float32', 'bfloat16', 'float16' or 'float64', got {config.dtype!r}."),
+      (config.dtype != 'float64' or jax.dtypes.canonicalize_dtype('float64') == 'float64',
+       "dtype='float64' needs 64-bit arrays, which JAX turns off by default: set "
+       'JAX_ENABLE_X64=1 (train.py does it for you).'),
       (config.conv1x1 in CONV1X1_CHOICES,
        f"conv1x1 must be 'auto', 'conv' or 'dot', got {config.conv1x1!r}."),
   ]
@@ -74,6 +77,8 @@ def conv1x1_as_dot(choice: str) -> bool:
 
 def build_model(config, bn_axis_name=None):
   overrides = dict(num_classes=config.num_classes, dtype=config.dtype,
+                   # float64 is for checks at round-off: parameters in it too, not mixed
+                   param_dtype='float64' if config.dtype == 'float64' else 'float32',
                    zero_init_residual=config.zero_init_residual,
                    drop_path_rate=config.drop_path_rate, bn_axis_name=bn_axis_name,
                    freeze_batch_norm=config.freeze_batch_norm,
