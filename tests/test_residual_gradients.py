@@ -18,7 +18,15 @@ import jax_resnet as jr
 
 SHAPE = (1, 4, 4, 3)  # one sample: eval-mode blocks are per-sample functions
 DIM = int(np.prod(SHAPE))
-RTOL = 1e-5
+# Identities of maths, so every test here runs in float64 (blocks, inputs, statistics) and the
+# tolerance sits near its round-off on any CPU.
+RTOL = 1e-12
+F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64(x64):
+  yield
 
 
 def _random_batch_stats(variables, key):
@@ -33,7 +41,7 @@ def _random_batch_stats(variables, key):
 
 def make_stack(block_cls, num_blocks, residual=True, zero_init_residual=False, seed=0):
   """`num_blocks` identity blocks of width 3 in eval mode; returns (apply_fns, branch_fns)."""
-  conv, norm = jr.make_layers(train=False)
+  conv, norm = jr.make_layers(train=False, **F64)
   applies, branches = [], []
   x = jnp.zeros(SHAPE)
   for i in range(num_blocks):
@@ -82,7 +90,7 @@ def test_block_jacobian_is_identity_plus_branch_jacobian(block_cls):
   width = SHAPE[-1] * (4 if block_cls is jr.PreActBottleneckBlock else 1)
   shape = SHAPE[:-1] + (width,)
   x = jax.random.normal(jax.random.key(3), shape)
-  conv, norm = jr.make_layers(train=False)
+  conv, norm = jr.make_layers(train=False, **F64)
   features = SHAPE[-1]
   block = block_cls(features, (1, 1), conv, norm)
   branch = block_cls(features, (1, 1), conv, norm, residual=False)
@@ -156,7 +164,7 @@ def test_post_activation_relu_masks_the_identity_path():
 
 def _stage_capture(residual):
   model = jr.create_model('preact_resnet110', stage_sizes=(3, 1, 1), residual=residual,
-                          num_classes=0)
+                          num_classes=0, **F64)
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
   variables = model.init(jax.random.key(0), x, train=False)
   features, state = model.apply(variables, x, train=False, return_features=True,

@@ -39,6 +39,12 @@ class Subject:
   def residual(self) -> bool:
     return bool(getattr(self.model, 'residual', True))
 
+  @property
+  def gradient_dtype(self):
+    """The dtype of probes whose gradients are measured: the model's compute dtype, at
+    least float32 (a float32 probe would round a float64 model's gradients to float32)."""
+    return jnp.promote_types(jnp.float32, self.model.dtype)
+
 
 def data_config(dataset: str = 'digits'):
   """The trainer's config for `dataset`: configs/default.py (embedded digits) or the paper's

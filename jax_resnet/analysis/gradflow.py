@@ -74,7 +74,8 @@ def gradient_norms(subject, images, labels, train: bool = True) -> dict:
   """
   images, labels = jnp.asarray(images), jnp.asarray(labels)
   blocks = common.find_blocks(subject, images[:1])
-  eps = [jnp.zeros(images.shape[:1] + tuple(b.in_shape[1:]), images.dtype) for b in blocks]
+  eps = [jnp.zeros(images.shape[:1] + tuple(b.in_shape[1:]), subject.gradient_dtype)
+         for b in blocks]
   loss_fn = loss_with_perturbations(subject, images, labels, train)
   params = subject.variables['params']
   loss, (grad_params, grad_eps) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))(

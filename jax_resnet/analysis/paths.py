@@ -72,7 +72,7 @@ def path_gradients(subject, images, labels, draws: int = 32, batch_size: int = 3
   if not all(b.residual for b in blocks):
     raise ValueError(f'{subject.label} is a plain net: it has a single path, nothing to sample.')
   n = len(blocks)
-  eps = jnp.zeros((batch_size,) + tuple(blocks[0].in_shape[1:]), jnp.float32)
+  eps = jnp.zeros((batch_size,) + tuple(blocks[0].in_shape[1:]), subject.gradient_dtype)
   grad = jax.jit(jax.grad(gated_loss(subject)))
   rng = np.random.default_rng(seed)
   means, stds = [], []
