@@ -88,7 +88,7 @@ class ResNet(nn.Module):
                     **options)(x, train=train)
       if self.scan_blocks and size > 1:
         x = scan_identity_blocks(block_cls, width, options, stage_rates[1:], train,
-                                 name=f'stage{i + 1}_scan')(x)
+                                 name=f'stage{i + 1}_scan', dtype=self.dtype)(x)
       else:
         for j in range(1, size):
           x = block_cls(width, (1, 1), drop_path_rate=stage_rates[j],
@@ -99,7 +99,7 @@ class ResNet(nn.Module):
     return classifier_head(self, x, features, return_features)
 
 
-def scan_identity_blocks(block_cls, width, options, rates, train, name):
+def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jnp.float32):
   """The identical (stride 1, same width) blocks of a stage as one `nn.scan`: XLA compiles
   the block once instead of once per block, so compile time stops growing with depth.
   Parameters are stacked on a leading axis (`jax_resnet.stack_blocks` converts)."""
@@ -116,7 +116,8 @@ def scan_identity_blocks(block_cls, width, options, rates, train, name):
                     split_rngs={'params': True, 'dropout': True}, in_axes=0,
                     length=len(rates))
   run = scanned(name=name)
-  return lambda x: run(x, jnp.asarray(rates, jnp.float32))[0]
+  # The per-block rates are data here: at least float32, float64 in a float64 model.
+  return lambda x: run(x, jnp.asarray(rates, jnp.promote_types(jnp.float32, dtype)))[0]
 
 
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,

@@ -1,0 +1,58 @@
+"""Every model computes in float64 when asked (dtype = param_dtype = float64 under
+jax_enable_x64): no operation of the traced train step, forward and backward, produces a float
+narrower than float64, and parameters, statistics, logits and gradients are float64."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jax_resnet as jr
+
+MODELS = [
+    ('resnet18', (2, 32, 32, 3), {}),
+    ('resnet50', (2, 32, 32, 3), {'conv1x1_as_dot': True, 'drop_path_rate': 0.1}),
+    ('resnet20', (2, 8, 8, 3), {'zero_init_residual': True}),
+    ('plain20', (2, 8, 8, 3), {}),
+    ('preact_resnet164', (2, 8, 8, 3), {'stage_sizes': (2, 2, 2), 'scan_blocks': True,
+                                        'drop_path_rate': 0.2}),
+    ('wrn16_4', (2, 8, 8, 3), {'dropout_rate': 0.3}),
+    ('resnext50_32x4d', (2, 32, 32, 3), {'stage_sizes': (1, 1, 1, 1)}),
+    ('r2plus1d_18', (1, 2, 16, 16, 3), {'stage_sizes': (1, 1, 1, 1)}),
+]
+
+
+def _narrow_floats(jaxpr, found):
+  """Names of the primitives in `jaxpr` (and the jaxprs inside it) with a float output
+  narrower than float64."""
+  for eqn in jaxpr.eqns:
+    for var in eqn.outvars:
+      dtype = getattr(var.aval, 'dtype', None)
+      if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 8:
+        found.add(f'{eqn.primitive.name}:{dtype}')
+    for param in eqn.params.values():
+      for inner in param if isinstance(param, (tuple, list)) else [param]:
+        inner = getattr(inner, 'jaxpr', inner)
+        if hasattr(inner, 'eqns'):
+          _narrow_floats(inner, found)
+  return found
+
+
+@pytest.mark.parametrize('name, shape, options', MODELS, ids=[m[0] for m in MODELS])
+def test_train_step_is_float64_throughout(name, shape, options, x64):
+  model = jr.create_model(name, num_classes=5, dtype='float64', param_dtype='float64',
+                          **options)
+  x = jnp.zeros(shape, jnp.float64)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+
+  def loss(params, batch_stats, x):
+    logits, state = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                                mutable=['batch_stats'], rngs={'dropout': jax.random.key(1)})
+    return jnp.sum(logits ** 2), (logits, state)
+
+  step = jax.value_and_grad(loss, has_aux=True)
+  jaxpr = jax.make_jaxpr(step)(variables['params'], variables['batch_stats'], x)
+  assert _narrow_floats(jaxpr.jaxpr, set()) == set()
+  (_, (logits, state)), grads = jax.eval_shape(step, variables['params'],
+                                               variables['batch_stats'], x)
+  leaves = jax.tree.leaves((variables, logits, state, grads))
+  assert {str(leaf.dtype) for leaf in leaves} == {'float64'}
