@@ -1,6 +1,7 @@
 """Every model computes in float64 when asked (dtype = param_dtype = float64 under
-jax_enable_x64): no operation of the traced train step, forward and backward, produces a float
-narrower than float64, and parameters, statistics, logits and gradients are float64."""
+jax_enable_x64): no operation of the traced train step, forward and backward, nor of a
+forward-mode derivative (the research tools use jax.jvp/jacfwd), produces a float narrower than
+float64, and parameters, statistics, logits and gradients are float64."""
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +57,9 @@ def test_train_step_is_float64_throughout(name, shape, options, x64):
                                                variables['batch_stats'], x)
   leaves = jax.tree.leaves((variables, logits, state, grads))
   assert {str(leaf.dtype) for leaf in leaves} == {'float64'}
+
+  def tangent(variables, x):  # d logits / d x along x, batch statistics in the graph
+    forward = lambda v: loss(variables['params'], variables['batch_stats'], v)[1][0]
+    return jax.jvp(forward, (x,), (x,))[1]
+  assert _narrow_floats(jax.make_jaxpr(tangent)(variables, x).jaxpr, set()) == set()
+  assert jax.eval_shape(tangent, variables, x).dtype == jnp.float64
