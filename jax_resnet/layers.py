@@ -132,7 +132,7 @@ class BatchNorm(nn.Module):
   n / (n - 1) times it, n the elements per channel over every replica (torch's running_var).
   Statistics and normalisation run in promote(float32, dtype): float32 under bfloat16, float16
   or float32 compute, float64 under float64; the running statistics are stored in
-  promote(float32, param_dtype). The variance is two-pass, mean((x - mean)^2): the one-pass
+  promote(float32, param_dtype). The variance is two-pass (`batch_statistics`): the one-pass
   E[x^2] - E[x]^2 loses every digit when |mean| >> std (docs/benchmarks.md measures both).
   """
   use_running_average: bool
@@ -178,6 +178,10 @@ def batch_statistics(x, axis_name: Optional[str] = None):
   if axis_name is not None:
     reduce = cross_replica_mean(axis_name)
     count *= jax.lax.psum(1, axis_name)
-  mean = reduce(jnp.mean(x, axes))
-  var = reduce(jnp.mean(jnp.square(x - mean), axes))
-  return mean, var, count
+  # Corrected two-pass (Chan, Golub & LeVeque 1983): a first pass estimates the mean; the
+  # second sums the deviations from it and their squares, which corrects the mean and removes
+  # the estimate's own rounding error from the variance. One collective per pass.
+  shift = reduce(jnp.mean(x, axes))
+  centred = x - shift
+  residual, mean_square = reduce((jnp.mean(centred, axes), jnp.mean(jnp.square(centred), axes)))
+  return shift + residual, jnp.maximum(mean_square - jnp.square(residual), 0.0), count

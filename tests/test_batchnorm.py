@@ -49,7 +49,7 @@ def test_statistics_run_in_promote_float32_dtype(x64, dtype, param_dtype, comput
   x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3, 3, 2)), dtype)
   (y, state), apply = _train_step(x, dtype, param_dtype)
   reductions = [e for e in jax.make_jaxpr(apply)(x).eqns if e.primitive.name == 'reduce_sum']
-  assert len(reductions) == 2  # mean, then the two-pass variance
+  assert len(reductions) == 3  # the mean; then deviations and their squares (two-pass)
   assert {str(e.outvars[0].aval.dtype) for e in reductions} == {compute}
   assert y.dtype == jnp.dtype(dtype)
   assert {str(v.dtype) for v in jax.tree.leaves(state)} == {stored}
@@ -58,9 +58,11 @@ def test_statistics_run_in_promote_float32_dtype(x64, dtype, param_dtype, comput
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_variance_is_accurate_when_the_mean_dwarfs_the_spread(dtype):
   """mean / std = 1000: the one-pass E[x^2] - E[x]^2 would lose about 17% here in float32
-  (scripts/bn_variance.py); the two-pass form keeps float32 accuracy."""
+  (scripts/bn_variance.py); the two-pass form keeps float32 accuracy: what is left is the
+  rounding of a float32 sum of 1,024 terms, at most 1024 * 2^-24 = 6e-5 in whatever order XLA
+  sums (jax 0.7.2's order gave 1.2e-5)."""
   rng = np.random.default_rng(2)
   x = jnp.asarray(1000.0 + rng.normal(size=(16, 8, 8, 4)), dtype)
   exact = np.var(np.asarray(x, np.float64).reshape(-1, 4), axis=0, ddof=1)
   (_, state), _ = _train_step(x, dtype, momentum=0.0)
-  np.testing.assert_allclose(state['batch_stats']['var'], exact, rtol=1e-5)
+  np.testing.assert_allclose(state['batch_stats']['var'], exact, rtol=1e-4)
