@@ -31,6 +31,8 @@ def get_config():
   c.conv1x1 = 'auto'                  # 'conv' | 'dot' (1x1 convs as matrix products, same
                                       # weights) | 'auto': dot on CPU, where resnet50's
                                       # forward+backward measured 1.8x faster; conv elsewhere
+  c.stem_conv = 'auto'                # ImageNet 7x7/2 stem: 'conv' | 'pad_channels' |
+                                      # 'space_to_depth' (same weights) | 'auto': per backend
 
   # Data
   c.dataset = 'digits'                # 'digits' (embedded) | 'cifar10' | 'cifar100' |

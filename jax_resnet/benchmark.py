@@ -1,7 +1,8 @@
 """Throughput of the public train (or eval) step, optionally beside torchvision in one run.
 
     python -m jax_resnet.benchmark --model resnet50 --batch-size 64 --dtype bfloat16 \
-        [--mode train|eval] [--steps N] [--image-size 224] [--vs torch] [--json FILE]
+        [--mode train|eval] [--steps N] [--image-size 224] [--stem-conv auto] [--vs torch] \
+        [--json FILE]
     python -m jax_resnet.benchmark --model resnet20 --image-size 32 --num-classes 10 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
 
@@ -49,6 +50,7 @@ def bench_config(args):
                      num_classes=args.num_classes, dtype=args.dtype, warmup_epochs=0.0,
                      parallelism=args.parallelism, lr_schedule='constant',
                      scan_blocks=args.scan_blocks, conv1x1=args.conv1x1,
+                     stem_conv=args.stem_conv,
                      device_data=args.device_data > 0,
                      steps_per_dispatch=args.steps_per_dispatch,
                      augment='pad_crop_flip' if args.device_data else 'none'))
@@ -136,6 +138,7 @@ def summarise(args, times, compile_seconds, flops):
       'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
       'scan_blocks': args.scan_blocks, 'device_data': args.device_data,
       'conv1x1': 'dot' if setup.conv1x1_as_dot(args.conv1x1) else 'conv',
+      'stem_conv': setup.stem_conv(args.stem_conv, args.model),
       'steps_per_dispatch': steps_per_call,
       'batch_size': args.batch_size, 'image_size': args.image_size,
       'images_per_second': args.batch_size / step,
@@ -171,6 +174,8 @@ def parse_args(argv):
   p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
   p.add_argument('--conv1x1', default='auto', choices=setup.CONV1X1_CHOICES,
                  help="1x1 convs as convolutions or matrix products (auto: dot on CPU only)")
+  p.add_argument('--stem-conv', default='auto', choices=setup.STEM_CONV_CHOICES,
+                 help='how the ImageNet 7x7/2 stem is computed, same weights (auto: per backend)')
   p.add_argument('--device-data', type=int, default=0, metavar='N',
                  help='train on N synthetic images held on the device (the device_data path)')
   p.add_argument('--steps-per-dispatch', type=int, default=1,

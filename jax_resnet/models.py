@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax_resnet.blocks import block_class
 from jax_resnet.layers import (BatchNorm, PointwiseConv, drop_path_rates, he_normal_fan_out,
                                same_padding)
+from jax_resnet.stems import check_stem_conv, stem_conv_layer
 
 Dtype = Any
 
@@ -40,6 +41,8 @@ class ResNet(nn.Module):
   zero_init_residual: bool = False
   freeze_batch_norm: bool = False            # BN uses running statistics in training too
   conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
+  stem_conv: str = 'conv'                    # ImageNet 7x7/2 as 'conv' | 'pad_channels' |
+                                             # 'space_to_depth': same weights (jax_resnet.stems)
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
   bn_momentum: float = 0.9                   # torch's momentum=0.1
   bn_epsilon: float = 1e-5
@@ -47,8 +50,10 @@ class ResNet(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def _stem(self, x, conv, norm):
+    check_stem_conv(self.stem_conv, self.stem)
     if self.stem == 'imagenet':
-      x = conv(self.stem_width, (7, 7), (2, 2), name='conv_init')(x)
+      conv_init = stem_conv_layer(self.stem_conv, conv, self.dtype, self.param_dtype)
+      x = conv_init(self.stem_width, (7, 7), (2, 2), name='conv_init')(x)
       if not self.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
         x = nn.relu(norm(name='bn_init')(x))
       return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))

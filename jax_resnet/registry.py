@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jax_resnet.layers import SHORTCUT_TYPES
 from jax_resnet.models import ResNet
+from jax_resnet.stems import check_stem_conv
 from jax_resnet.video import VideoResNet
 
 _REGISTRY = {}
@@ -90,7 +91,9 @@ def create_model(name: str, **overrides):
 
   Options every model takes: num_classes, dtype, param_dtype, zero_init_residual,
   drop_path_rate, bn_axis_name, shortcut, freeze_batch_norm, conv1x1_as_dot (plus
-  residual_scale, and dropout_rate for Wide ResNet).
+  residual_scale, and dropout_rate for Wide ResNet). Image models with the ImageNet stem
+  also take stem_conv ('conv' | 'pad_channels' | 'space_to_depth': the 7x7/2 convolution
+  computed another way, same weights; `jax_resnet.stems`).
   Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)
@@ -114,6 +117,11 @@ def _validate(name, kwargs):
   rate = kwargs.get('drop_path_rate', 0.0)
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {rate}.')
+  if 'stem_conv' in kwargs:
+    try:
+      check_stem_conv(kwargs['stem_conv'], kwargs.get('stem', 'imagenet'))
+    except ValueError as error:
+      raise ValueError(f'{name}: {error}') from None
   if kwargs.get('num_classes', 0) < 0:
     raise ValueError(f'{name}: num_classes must be >= 0 (0 drops the head), '
                      f'got {kwargs["num_classes"]}.')

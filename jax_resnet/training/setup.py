@@ -8,6 +8,7 @@ import jax
 
 import jax_resnet
 from jax_resnet.errors import ConfigError
+from jax_resnet.stems import STEM_CONVS
 from jax_resnet.training import device_data, optim, parallel, steps
 
 
@@ -42,6 +43,9 @@ def validate_config(config):
        'JAX_ENABLE_X64=1 (train.py does it for you).'),
       (config.conv1x1 in CONV1X1_CHOICES,
        f"conv1x1 must be 'auto', 'conv' or 'dot', got {config.conv1x1!r}."),
+      (config.stem_conv in STEM_CONV_CHOICES,
+       f"stem_conv must be 'auto', 'conv', 'pad_channels' or 'space_to_depth', "
+       f"got {config.stem_conv!r}."),
   ]
   for ok, message in checks:
     if not ok:
@@ -75,6 +79,25 @@ def conv1x1_as_dot(choice: str) -> bool:
   return choice == 'dot' or (choice == 'auto' and jax.default_backend() == 'cpu')
 
 
+STEM_CONV_CHOICES = ('auto',) + STEM_CONVS
+# 'auto' per backend. CPU: the plain convolution, the fastest of the three there
+# (docs/benchmarks.md). GPU and TPU: not yet measured (scripts/gpu_check.sh's `tune` section
+# times all three); GPU pads to 4 channels, the shape XLA:GPU gives this convolution itself in
+# float16 but not in bfloat16 (jax_resnet/stems.py), TPU takes Google's MLPerf space-to-depth.
+_AUTO_STEM_CONV = {'cpu': 'conv', 'gpu': 'pad_channels', 'tpu': 'space_to_depth'}
+
+
+def stem_conv(choice: str, model: str) -> str:
+  """config.stem_conv -> the model option: 'auto' resolves per backend for models with the
+  ImageNet stem, and to 'conv' for the others (CIFAR and video stems have no 7x7/2)."""
+  if choice != 'auto':
+    return choice
+  cls, defaults = jax_resnet.model_defaults(model)
+  if cls is not jax_resnet.ResNet or defaults.get('stem', 'imagenet') != 'imagenet':
+    return 'conv'
+  return _AUTO_STEM_CONV.get(jax.default_backend(), 'conv')
+
+
 def build_model(config, bn_axis_name=None):
   overrides = dict(num_classes=config.num_classes, dtype=config.dtype,
                    # float64 is for checks at round-off: parameters in it too, not mixed
@@ -89,6 +112,8 @@ def build_model(config, bn_axis_name=None):
     overrides['dropout_rate'] = config.dropout_rate
   if config.scan_blocks:
     overrides['scan_blocks'] = True
+  if stem_conv(config.stem_conv, config.model) != 'conv':  # video models have no such field
+    overrides['stem_conv'] = stem_conv(config.stem_conv, config.model)
   try:
     return jax_resnet.create_model(config.model, **overrides)
   except (TypeError, ValueError) as error:
