@@ -98,8 +98,8 @@ if want jpeg; then
 fi
 
 if want tune; then
-  # stem_conv 'auto' is pad_channels on GPU (bench above); the other two beside it.
-  bench r50_train_stem_conv 45 "${r50[@]}" --stem-conv conv
+  # stem_conv 'auto' is conv on GPU (bench above); the other two beside it.
+  bench r50_train_stem_pad_channels 45 "${r50[@]}" --stem-conv pad_channels
   bench r50_train_stem_space_to_depth 45 "${r50[@]}" --stem-conv space_to_depth
   bench r50_train_b384 50 --model resnet50 --batch-size 384 --dtype bfloat16 --steps 15
   bench r50_train_b512 55 --model resnet50 --batch-size 512 --dtype bfloat16 --steps 12

@@ -215,7 +215,7 @@ def test_bad_values_are_one_clear_error():
 
 def test_config_key_resolves_per_backend_and_model_and_rejects_other_values():
   backend = jax.default_backend()
-  auto = {'cpu': 'conv', 'gpu': 'pad_channels', 'tpu': 'space_to_depth'}[backend]
+  auto = {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}[backend]
   assert setup.stem_conv('auto', 'resnet50') == auto
   assert setup.stem_conv('auto', 'resnet20') == 'conv'  # CIFAR stem
   assert setup.stem_conv('auto', 'r3d_18') == 'conv'  # video stem

@@ -81,10 +81,10 @@ def conv1x1_as_dot(choice: str) -> bool:
 
 STEM_CONV_CHOICES = ('auto',) + STEM_CONVS
 # 'auto' per backend. CPU: the plain convolution, the fastest of the three there
-# (docs/benchmarks.md). GPU and TPU: not yet measured (scripts/gpu_check.sh's `tune` section
-# times all three); GPU pads to 4 channels, the shape XLA:GPU gives this convolution itself in
-# float16 but not in bfloat16 (jax_resnet/stems.py), TPU takes Google's MLPerf space-to-depth.
-_AUTO_STEM_CONV = {'cpu': 'conv', 'gpu': 'pad_channels', 'tpu': 'space_to_depth'}
+# (docs/benchmarks.md). GPU: the plain convolution until scripts/gpu_check.sh's `tune` section
+# has timed the three (no GPU run has yet). TPU: space-to-depth, the stem of Google's MLPerf
+# ResNet-50 TPU submissions.
+_AUTO_STEM_CONV = {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}
 
 
 def stem_conv(choice: str, model: str) -> str:
