@@ -4,8 +4,14 @@ workdirs' own summary.json and metrics.jsonl; a finished workdir is reused, not 
 import json
 import os
 
+import pytest
+
 from jax_resnet.analysis import __main__ as cli
 from jax_resnet.analysis import common, degradation
+
+# The research tools' long numerical checks, built on the model code the other tests cover:
+# CI runs them in its newest environment only (pytest -m "not slow" elsewhere).
+pytestmark = pytest.mark.slow
 
 SETS = ['num_train_steps=4', 'batch_size=32', 'eval_batch_size=120', 'log_every_steps=2',
         'eval_every_steps=2', 'checkpoint_every_steps=4', 'warmup_epochs=0']

@@ -13,6 +13,10 @@ import pytest
 from jax_resnet.analysis import __main__ as cli
 from jax_resnet.analysis import common, paths
 
+# The research tools' long numerical checks, built on the model code the other tests cover:
+# CI runs them in its newest environment only (pytest -m "not slow" elsewhere).
+pytestmark = pytest.mark.slow
+
 TINY = 'stage_sizes=(2,1);stage_widths=(4,8);stem_width=4'
 
 
