@@ -9,7 +9,6 @@ mode, batch statistics) with each form, alternated (mean of 4 calls after one, p
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +16,7 @@ import numpy as np
 import optax
 
 import jax_resnet as jr
+from cpu_breakdown import timed_ms  # this folder: python puts the script's directory on sys.path
 from jax_resnet import layers
 
 
@@ -51,14 +51,6 @@ def accuracy_table():
         var = np.asarray(jax.jit(lambda v, f=form: f(jnp.asarray(v, jnp.float32))[1])(x))
         errors.append(float(np.max(np.abs(var - exact) / exact)))
       print(f'| {ratio:g} | {name} | {errors[0]:.2e} | {errors[1]:.2e} |')
-
-
-def timed_ms(fn, *args, calls=4):
-  jax.block_until_ready(fn(*args))
-  start = time.perf_counter()
-  for _ in range(calls):
-    jax.block_until_ready(fn(*args))
-  return (time.perf_counter() - start) / calls * 1e3
 
 
 def speed(model_name, batch_size, image_size, rounds):
