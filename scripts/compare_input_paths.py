@@ -1,4 +1,4 @@
-"""Accuracy and speed of the host input pipeline against the on-device path (issue 6): trains
+"""Accuracy and speed of the host input pipeline against the on-device path: trains
 the same config with N seeds (0..N-1 by default) both ways and reports each run's test top-1 and throughput,
 and their mean and standard deviation. A benchmark-style script, not a test.
 

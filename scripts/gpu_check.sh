@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared run of the GPU checks on a lent NVIDIA machine (issue 16: resnet50 bf16 towards
+# One prepared run of the GPU checks on a lent NVIDIA machine (goals: resnet50 bf16 at
 # >= 7,900 img/s train and >= 25,000 eval per H200, CIFAR resnet20's 64k steps in < 3 min).
 # Sections, most important numbers first; seconds are estimates for one H200 from the H100 run
 # in docs/benchmarks.md (r50 train compile 16-18 s + 48 ms/step, process start about 10 s):

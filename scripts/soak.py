@@ -1,4 +1,4 @@
-"""Long-run stability (issue 7): trains the default config for many steps and records that
+"""Long-run stability: trains the default config for many steps and records that
 host memory (RSS) and step time stay flat. A benchmark-style script, not a test.
 
     python scripts/soak.py --steps 20000 --out runs/soak        # about 40 min on 2 CPU cores

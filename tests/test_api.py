@@ -1,4 +1,4 @@
-"""The public API contract of DESIGN.md: registry, options, errors, features, dtypes."""
+"""The public API contract: registry, options, errors, features, dtypes."""
 
 import re
 

@@ -7,7 +7,7 @@ import pytest
 
 import jax_resnet as jr
 
-# DESIGN.md's table: torchvision's counts, and He et al. 2015 Table 6 for the CIFAR nets.
+# torchvision's counts, and He et al. 2015 Table 6 for the CIFAR nets.
 REFERENCE_COUNTS = {
     'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
     'resnet101': 44_549_160, 'resnet152': 60_192_808, 'resnet200': 64_673_832,

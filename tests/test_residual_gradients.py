@@ -1,4 +1,5 @@
-"""The gradient decomposition of the source document, checked on this library's own blocks:
+"""The gradient decomposition of He et al. 2016 (identity mappings), checked on this library's
+own blocks:
 
   x_{l+1} = x_l + F(x_l)  =>  d x_L / d x_l = prod_i (I + dF_i/dx_i),
   dL/dx_l = dL/dx_L * prod_i (I + dF_i/dx_i),   x_L = x_l + sum_i F_i(x_i).
