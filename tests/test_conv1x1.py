@@ -13,6 +13,10 @@ from jax_resnet.errors import ConfigError
 from jax_resnet.layers import PointwiseConv
 from jax_resnet.training import setup
 
+# Long numerical checks of code that does not differ between JAX versions: CI runs them in its
+# newest environment only (pytest -m "not slow" elsewhere).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize('shape, strides', [((2, 9, 9, 8), (1, 1)), ((2, 9, 9, 8), (2, 2)),
                                             ((2, 4, 6, 6, 8), (1, 2, 2))])

@@ -11,6 +11,10 @@ from jax_resnet import weights
 from jax_resnet.training import loop
 from test_training import _config
 
+# Fine-tuning runs of the trainer, whose parts (weights files, checkpoints, training) the other
+# tests cover in every environment: CI runs these in its newest environment only.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def pretrained_file(tmp_path_factory):

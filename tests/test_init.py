@@ -5,8 +5,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jax_resnet as jr
+
+# Long numerical checks of code that does not differ between JAX versions: CI runs them in its
+# newest environment only (pytest -m "not slow" elsewhere).
+pytestmark = pytest.mark.slow
 
 
 def _init(name, **overrides):

@@ -17,6 +17,10 @@ import pytest
 
 import jax_resnet as jr
 
+# Long numerical checks of code that does not differ between JAX versions: CI runs them in its
+# newest environment only (pytest -m "not slow" elsewhere).
+pytestmark = pytest.mark.slow
+
 SHAPE = (1, 4, 4, 3)  # one sample: eval-mode blocks are per-sample functions
 DIM = int(np.prod(SHAPE))
 # Identities of maths, so every test here runs in float64 (blocks, inputs, statistics) and the

@@ -16,7 +16,7 @@ def _variables(name, x, **overrides):
 @pytest.mark.parametrize('name, shape, overrides', [
     ('resnet20', (2, 16, 16, 3), {}),
     ('preact_resnet164', (2, 8, 8, 3), {'stage_sizes': (4, 4, 4)}),
-    ('resnet50', (4, 64, 64, 3), {})])
+    pytest.param('resnet50', (4, 64, 64, 3), {}, marks=pytest.mark.slow)])
 def test_scanned_model_equals_unrolled_with_converted_weights(name, shape, overrides, x64):
   """The same maths in another order, so compared in float64, to 1e-10 of the largest logit in
   eval and train mode (float32 would measure the CPU's summation order: batch statistics over
