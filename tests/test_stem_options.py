@@ -12,13 +12,13 @@ import pytest
 
 import jax_resnet as jr
 from configs import default
+from jax_resnet import benchmark, stems
+from jax_resnet.errors import ConfigError
+from jax_resnet.training import setup
 
 # Long numerical checks of code that does not differ between JAX versions: CI runs them in its
 # newest environment only (pytest -m "not slow" elsewhere).
 pytestmark = pytest.mark.slow
-from jax_resnet import benchmark, stems
-from jax_resnet.errors import ConfigError
-from jax_resnet.training import setup
 
 OPTIONS = ('pad_channels', 'space_to_depth')
 F64_RTOL = 1e-12
