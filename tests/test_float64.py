@@ -8,6 +8,9 @@ import jax.numpy as jnp
 import pytest
 
 import jax_resnet as jr
+from configs import default
+from jax_resnet.errors import ConfigError
+from jax_resnet.training import setup
 
 MODELS = [
     ('resnet18', (2, 32, 32, 3), {}),
@@ -63,3 +66,21 @@ def test_train_step_is_float64_throughout(name, shape, options, x64):
     return jax.jvp(forward, (x,), (x,))[1]
   assert _narrow_floats(jax.make_jaxpr(tangent)(variables, x).jaxpr, set()) == set()
   assert jax.eval_shape(tangent, variables, x).dtype == jnp.float64
+
+
+def test_trainer_float64_without_x64_is_one_clear_error():
+  config = default.get_config()
+  config.dtype = 'float64'
+  with pytest.raises(ConfigError) as err:
+    setup.validate_config(config)
+  assert str(err.value) == ("Invalid config: dtype='float64' needs 64-bit arrays, which JAX "
+                            'turns off by default: set JAX_ENABLE_X64=1 (train.py does it for '
+                            'you).')
+
+
+def test_trainer_float64_builds_a_float64_model(x64):
+  config = default.get_config()
+  config.dtype = 'float64'
+  setup.validate_config(config)
+  model = setup.build_model(config)
+  assert (model.dtype, model.param_dtype) == (jnp.float64, jnp.float64)
