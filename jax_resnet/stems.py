@@ -121,8 +121,8 @@ class StemConv(nn.Module):
 
 def stem_conv_layer(stem_conv: str, conv, dtype, param_dtype):
   """The layer the ImageNet stem builds its 7x7/2 convolution with: the model's own `conv`
-  for 'conv', else a `StemConv` computing the same convolution another way."""
-  check_stem_conv(stem_conv)
+  for 'conv', else a `StemConv` computing the same convolution another way (the caller has
+  checked `stem_conv`)."""
   if stem_conv == 'conv':
     return conv
   return lambda features, kernel_size, strides, name: StemConv(

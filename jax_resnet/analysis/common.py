@@ -111,7 +111,7 @@ def in_dtype(model, variables, dtype=None):
 
 def command_dtype(args):
   """The dtype an analysis command's --float64 switch asks for (None: the model's own)."""
-  return 'float64' if getattr(args, 'float64', False) else None
+  return 'float64' if args.float64 else None
 
 
 def init_subject(spec: str, config=None, seed: int = 0, dtype=None):

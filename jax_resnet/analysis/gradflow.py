@@ -159,7 +159,8 @@ def add_arguments(parser):
 
 def main(args, argv=None):
   config, dtype = common.data_config(args.dataset), common.command_dtype(args)
-  subjects = [common.init_subject(m, config, args.seed, dtype) for m in common.split_specs(args.models)]
+  subjects = [common.init_subject(m, config, args.seed, dtype)
+              for m in common.split_specs(args.models)]
   subjects += [common.workdir_subject(w, dtype) for w in args.workdir]
   if not subjects:
     raise ValueError('gradflow needs --models or --workdir.')

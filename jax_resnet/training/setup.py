@@ -112,8 +112,9 @@ def build_model(config, bn_axis_name=None):
     overrides['dropout_rate'] = config.dropout_rate
   if config.scan_blocks:
     overrides['scan_blocks'] = True
-  if stem_conv(config.stem_conv, config.model) != 'conv':  # video models have no such field
-    overrides['stem_conv'] = stem_conv(config.stem_conv, config.model)
+  stem = stem_conv(config.stem_conv, config.model)
+  if stem != 'conv':  # video models have no such field
+    overrides['stem_conv'] = stem
   try:
     return jax_resnet.create_model(config.model, **overrides)
   except (TypeError, ValueError) as error:
