@@ -12,6 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jax_resnet.config.boundary import MOVED_TO_MODEL_OPTIONS
+
 flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config file name>).')
 flags.DEFINE_string('coordinator_address', None,
                     'Multi-host: host:port of process 0 (omit on TPU pods/Slurm: auto-detected).')
@@ -38,10 +40,14 @@ def _define_config_flag():
   except (AttributeError, KeyError) as error:
     text = str(error).replace("\\'", "'")
     key = re.search(r"'([^'\\]+)", text)
+    key = key.group(1) if key else text
     hint = re.search(r'Did you mean "([^"]+)"', text)
-    _fail(f'unknown config key {key.group(1) if key else text!r}'
-          + (f' (did you mean {hint.group(1)!r}?)' if hint else '')
-          + '; every key is listed in configs/default.py.')
+    if key.split('.')[-1] in MOVED_TO_MODEL_OPTIONS:
+      hint = f'model_options.{key.split(".")[-1]}'
+    else:
+      hint = hint.group(1) if hint else None
+    _fail(f'unknown config key {key!r}' + (f' (did you mean {hint!r}?)' if hint else '')
+          + '; every key is listed in jax_resnet/config/base.py.')
 
 
 def _config_path_argument():

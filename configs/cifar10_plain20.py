@@ -7,9 +7,9 @@ Expected:  the paper's Figure 6 (left): plain-20 trains to a test error of about
            Time: 64k steps of batch 128; on one modern GPU tens of minutes (not measured here).
 """
 
-from configs import _cifar
+from jax_resnet.config import load_config
 
 
 def get_config():
-  c = _cifar.paper_cifar10('plain20')
+  c = load_config('cifar10.py:plain20', relative_to=__file__)
   return c

@@ -8,11 +8,11 @@ Expected:  test error 5.46% in the paper (Table 2), top-1 about 0.945. Same sche
            deepest nets).
 """
 
-from configs import _cifar
+from jax_resnet.config import load_config
 
 
 def get_config():
-  c = _cifar.paper_cifar10('preact_resnet164')
+  c = load_config('cifar10.py:preact_resnet164', relative_to=__file__)
   c.warmup_lr = 0.01
   c.warmup_until_error = 0.8
   return c

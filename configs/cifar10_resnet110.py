@@ -8,11 +8,11 @@ Expected:  test error 6.43% in the paper (best of 5; mean 6.61%), top-1 about 0.
            Time: 64k steps of batch 128; on one modern GPU tens of minutes (not measured here).
 """
 
-from configs import _cifar
+from jax_resnet.config import load_config
 
 
 def get_config():
-  c = _cifar.paper_cifar10('resnet110')
+  c = load_config('cifar10.py:resnet110', relative_to=__file__)
   c.warmup_lr = 0.01          # He et al. 2015: warm up until training error < 80%
   c.warmup_until_error = 0.8
   return c

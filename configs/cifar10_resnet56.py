@@ -7,9 +7,9 @@ Expected:  test error 6.97% in the paper (Table 6), i.e. top-1 about 0.93.
            Time: 64k steps of batch 128; on one modern GPU tens of minutes (not measured here).
 """
 
-from configs import _cifar
+from jax_resnet.config import load_config
 
 
 def get_config():
-  c = _cifar.paper_cifar10('resnet56')
+  c = load_config('cifar10.py:resnet56', relative_to=__file__)
   return c

@@ -8,12 +8,12 @@ Expected:  test error 3.89% in the paper (Table 4, with dropout), top-1 about 0.
            60/120/160. The paper normalises per channel; per-pixel mean is used here.
 """
 
-from configs import _cifar
+from jax_resnet.config import load_config
 
 
 def get_config():
-  c = _cifar.paper_cifar10('wrn28_10')
-  c.dropout_rate = 0.3
+  c = load_config('cifar10.py:wrn28_10', relative_to=__file__)
+  c.model_options.dropout_rate = 0.3
   c.num_train_steps = -1
   c.num_epochs = 200.0
   c.nesterov = True

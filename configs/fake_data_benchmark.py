@@ -7,11 +7,11 @@ Expected:  summary.json's train_images_per_second is the number to compare; accu
            meaningless. Evaluation is limited to one batch.
 """
 
-from configs import r50
+from jax_resnet.config import load_config
 
 
 def get_config():
-  c = r50.get_config()
+  c = load_config('r50.py', relative_to=__file__)
   c.dataset = 'synthetic'
   c.augment = 'none'
   c.normalize = 'none'

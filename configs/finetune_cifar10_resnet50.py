@@ -11,18 +11,20 @@ Expected:  a pretrained ResNet-50 fine-tuned this way usually reaches 0.96-0.98 
            (init_reinit_head); set freeze_batch_norm=True to keep ImageNet BN statistics.
 """
 
-from configs import default
+from jax_resnet.config import base_config
 
 
 def get_config():
-  c = default.get_config()
+  c = base_config()
   c.model = 'resnet50'
   c.num_classes = 10
   c.init_from = ''                 # required: pass --config.init_from=FILE
   c.init_reinit_head = True
-  c.freeze_batch_norm = False
+  c.model_options.freeze_batch_norm = False
   c.dataset = 'cifar10'
   c.image_size = 160
+  c.train_split = 'train'
+  c.eval_split = 'test'
   c.augment = 'inception'
   c.normalize = 'mean_std'
   c.batch_size = 128

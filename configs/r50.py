@@ -12,15 +12,17 @@ Expected:  top-1 about 0.77 after 90 epochs for resnet50 (torchvision's V1 recip
            Inception crop 224 + flip; eval: resize 256, centre crop 224.
 """
 
-from configs import default
+from jax_resnet.config import base_config
 
 
 def get_config(model: str = 'resnet50'):
-  c = default.get_config()
+  c = base_config()
   c.model = model
   c.dataset = 'imagenet2012'
   c.num_classes = 1000
   c.image_size = 224
+  c.train_split = 'train'
+  c.eval_split = 'validation'
   c.augment = 'inception'
   c.normalize = 'mean_std'
   c.num_workers = 8

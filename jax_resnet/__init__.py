@@ -2,10 +2,13 @@
 
     import jax_resnet as jr
     model = jr.create_model('resnet50', num_classes=1000)
+    config = jr.load_config('configs/r50.py')   # a trainer recipe (jax_resnet.config)
 """
 
+from jax_resnet import config
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
+from jax_resnet.config import base_config, load_config
 from jax_resnet.models import ResNet, make_layers
 from jax_resnet.registry import create_model, list_models, model_defaults
 from jax_resnet.scan import stack_blocks, unstack_blocks
@@ -16,6 +19,7 @@ __version__ = '0.1.0'
 
 __all__ = [
     'BasicBlock', 'BottleneckBlock', 'PreActBasicBlock', 'PreActBottleneckBlock', 'ResNet',
-    'VideoBasicBlock', 'VideoResNet', 'count_params', 'create_model', 'list_models', 'make_layers',
-    'model_defaults', 'stack_blocks', 'unstack_blocks',
+    'VideoBasicBlock', 'VideoResNet', 'base_config', 'config', 'count_params', 'create_model',
+    'list_models', 'load_config', 'make_layers', 'model_defaults', 'stack_blocks',
+    'unstack_blocks',
 ]

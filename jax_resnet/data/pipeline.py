@@ -3,7 +3,7 @@ padded single pass over the eval set.
 
 Layout of the training stream (independent of process_count and num_workers): global position
 t = epoch * N + i holds example shuffle_epoch(i) of the N training examples, augmented with an
-RNG seeded by (config.seed, t). Global batch s is positions [s*B, (s+1)*B); process p reads the
+RNG seeded by (spec.seed, t). Global batch s is positions [s*B, (s+1)*B); process p reads the
 slice [s*B + p*B/P, s*B + (p+1)*B/P). Batches run across epoch boundaries (nothing is dropped),
 so an iterator's whole state is the number of batches it has yielded.
 """
@@ -11,6 +11,7 @@ so an iterator's whole state is the number of batches it has yielded.
 import dataclasses
 import functools
 import math
+import numbers
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from jax_resnet.data import sources as sources_lib
 from jax_resnet.data import stats
 from jax_resnet.data import tfds_source
 from jax_resnet.data import transforms
-from jax_resnet.data.validation import validate_config, validate_process
+from jax_resnet.data.spec import DataSpec
 from jax_resnet.errors import ConfigError
 
 STATE_VERSION = 1
@@ -33,14 +34,14 @@ class _Resolved:
 
 
 def _derived_seed(seed, stream):
-  """A 32-bit seed per (config.seed, stream); hashing keeps seed s's epoch e+1 shuffle from
+  """A 32-bit seed per (spec.seed, stream); hashing keeps seed s's epoch e+1 shuffle from
   equalling seed s+1's epoch e shuffle (grain adds the epoch to the seed)."""
   entropy = int(seed) & 0xFFFF_FFFF_FFFF_FFFF
   return int(np.random.SeedSequence([entropy, stream]).generate_state(1)[0])
 
 
 def _open_sources(c):
-  """Sources for the dataset fields `c` (a dict of config values)."""
+  """Sources for the dataset fields `c` (a dict of DataSpec values)."""
   name, holdout = c['dataset'], c['holdout_size']
   eval_split = None if holdout > 0 else c['eval_split']
   if name == 'digits':
@@ -52,7 +53,7 @@ def _open_sources(c):
   if holdout > 0:
     if holdout >= len(srcs.train):
       raise ConfigError(
-          f'config.holdout_size={holdout} leaves no training examples: the train split has '
+          f'holdout_size={holdout} leaves no training examples: the train split has '
           f'{len(srcs.train)}; use a smaller holdout (e.g. 5000 of CIFAR-10\'s 50000)')
     srcs = sources_lib.with_holdout(srcs, holdout)
   return srcs
@@ -77,10 +78,6 @@ _KEYS = ('dataset', 'data_dir', 'image_size', 'train_split', 'eval_split', 'hold
 def _resolve_cached(items):
   c = dict(items)
   srcs = _open_sources(c)
-  if c['dataset'] != 'synthetic' and srcs.num_classes != c['num_classes']:
-    raise ConfigError(
-        f"config.num_classes={c['num_classes']} but dataset '{c['dataset']}' has "
-        f"{srcs.num_classes} classes; set --config.num_classes={srcs.num_classes}")
   base = transforms.Preprocess(c['image_size'], c['augment'], c['crop_padding'],
                                transforms.Normalizer())
   pre = dataclasses.replace(base, normalizer=_normalizer(c, srcs, base))
@@ -90,31 +87,30 @@ def _resolve_cached(items):
   return _Resolved(srcs, info, pre)
 
 
-def _resolve(config):
-  validate_config(config)
-  return _resolve_cached(tuple((k, getattr(config, k)) for k in _KEYS))
+def _resolve(spec: DataSpec):
+  return _resolve_cached(tuple((k, getattr(spec, k)) for k in _KEYS))
 
 
-def dataset_info(config):
+def dataset_info(spec: DataSpec):
   """DatasetInfo(num_classes, num_train, num_eval, image_shape) after any holdout."""
-  return _resolve(config).info
+  return _resolve(spec).info
 
 
-def _read_options(config):
+def _read_options(spec):
   import grain  # pylint: disable=import-outside-toplevel
-  depth = max(1, int(config.prefetch_batches))
+  depth = max(1, int(spec.prefetch_batches))
   return grain.ReadOptions(num_threads=depth, prefetch_buffer_size=depth)
 
 
-def _to_iterator(map_dataset, config):
-  """grain iterator over a MapDataset, in config.num_workers processes when > 0."""
+def _to_iterator(map_dataset, spec):
+  """grain iterator over a MapDataset, in spec.num_workers processes when > 0."""
   import grain  # pylint: disable=import-outside-toplevel
-  ds = map_dataset.to_iter_dataset(_read_options(config))
-  if config.num_workers > 0:
+  ds = map_dataset.to_iter_dataset(_read_options(spec))
+  if spec.num_workers > 0:
     _ensure_absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=int(config.num_workers),
-        per_worker_buffer_size=max(1, int(config.prefetch_batches))))
+        num_workers=int(spec.num_workers),
+        per_worker_buffer_size=max(1, int(spec.prefetch_batches))))
   return iter(ds)
 
 
@@ -132,9 +128,9 @@ class TrainIterator:
   Its state is the number of batches yielded; set_state restarts the grain pipeline there.
   """
 
-  def __init__(self, batches, config, fingerprint):
+  def __init__(self, batches, spec, fingerprint):
     self._batches = batches
-    self._config = config
+    self._spec = spec
     self._fingerprint = fingerprint
     self._step = 0
     self._it = None
@@ -144,7 +140,7 @@ class TrainIterator:
 
   def __next__(self):
     if self._it is None:  # started lazily, so set_state before the first batch costs nothing
-      self._it = _to_iterator(self._batches[self._step:], self._config)
+      self._it = _to_iterator(self._batches[self._step:], self._spec)
     batch = next(self._it)
     self._step += 1
     return batch
@@ -156,7 +152,7 @@ class TrainIterator:
     for key, value in self._fingerprint.items():
       if state.get(key) != value:
         raise ConfigError(
-            f'the saved data iterator has {key}={state.get(key)!r} but this config has '
+            f'the saved data iterator has {key}={state.get(key)!r} but this run has '
             f'{value!r}: resuming would not continue the same data order; restore the '
             f'original value or start a new workdir')
     self.close()
@@ -169,20 +165,20 @@ class TrainIterator:
     self._it = None
 
 
-def train_iterator(config, process_index=0, process_count=1):
+def train_iterator(spec: DataSpec, process_index=0, process_count=1):
   """Infinite training batches for this process; see the module docstring for the layout."""
   import grain  # pylint: disable=import-outside-toplevel
-  r = _resolve(config)
-  validate_process(config, process_index, process_count)
-  local = config.batch_size // process_count
+  r = _resolve(spec)
+  _check_process(spec, process_index, process_count)
+  local = spec.batch_size // process_count
   ds = grain.MapDataset.source(r.sources.train)
-  ds = ds.shuffle(seed=_derived_seed(config.seed, _SHUFFLE_STREAM)).repeat(None)
+  ds = ds.shuffle(seed=_derived_seed(spec.seed, _SHUFFLE_STREAM)).repeat(None)
   ds = ds.random_map(transforms.TrainMap(r.preprocess),
-                     seed=_derived_seed(config.seed, _AUGMENT_STREAM))
+                     seed=_derived_seed(spec.seed, _AUGMENT_STREAM))
   ds = ds.batch(local)[process_index::process_count]
-  fingerprint = {'dataset': config.dataset, 'seed': int(config.seed),
-                 'batch_size': int(config.batch_size), 'num_train': r.info.num_train}
-  return TrainIterator(ds, config, fingerprint)
+  fingerprint = {'dataset': spec.dataset, 'seed': int(spec.seed),
+                 'batch_size': int(spec.batch_size), 'num_train': r.info.num_train}
+  return TrainIterator(ds, spec, fingerprint)
 
 
 def get_iterator_state(iterator):
@@ -199,21 +195,21 @@ def set_iterator_state(iterator, state):
   iterator.set_state(state)
 
 
-def eval_batches(config, process_index=0, process_count=1):
+def eval_batches(spec: DataSpec, process_index=0, process_count=1):
   """One pass over the eval set: {'image', 'label', 'mask'} batches of eval_batch_size / P.
 
   The last global batch is padded with mask False so every batch has the same shape.
   """
   import grain  # pylint: disable=import-outside-toplevel
-  r = _resolve(config)
-  validate_process(config, process_index, process_count)
+  r = _resolve(spec)
+  _check_process(spec, process_index, process_count)
   num_eval = len(r.sources.eval)
-  global_batch = config.eval_batch_size
+  global_batch = spec.eval_batch_size
   padded_len = math.ceil(num_eval / global_batch) * global_batch
   ds = grain.MapDataset.source(sources_lib.Padded(r.sources.eval, padded_len))
   ds = ds.map(transforms.EvalMap(r.preprocess))
   ds = ds.batch(global_batch // process_count)[process_index::process_count]
-  return _close_when_done(_to_iterator(ds, config))
+  return _close_when_done(_to_iterator(ds, spec))
 
 
 def _close_when_done(iterator):
@@ -224,16 +220,24 @@ def _close_when_done(iterator):
       iterator.close()
 
 
-def train_arrays(config):
+def train_arrays(spec: DataSpec):
   """The whole training split as arrays (images float32, normalised; labels int32) for the
-  on-device input path. Augmentation is left to the device: only 'none' and 'pad_crop_flip'
-  can run there."""
-  if config.augment not in ('none', 'pad_crop_flip'):
-    raise ConfigError(
-        f"device_data supports augment 'none' or 'pad_crop_flip', not {config.augment!r}; "
-        'use the host pipeline (device_data=False) for ImageNet-style augmentation')
-  r = _resolve(config)
+  on-device input path (jax_resnet.training.device_data augments there)."""
+  r = _resolve(spec)
   examples = [r.preprocess(r.sources.train[i]) for i in range(len(r.sources.train))]
   images = np.stack([e['image'] for e in examples]).astype(np.float32)
   labels = np.asarray([e['label'] for e in examples], np.int32)
   return images, labels
+
+
+def _check_process(spec, process_index, process_count):
+  """Multi-host arguments against the batch sizes: each process reads an equal share."""
+  if not (isinstance(process_count, numbers.Integral) and process_count >= 1
+          and isinstance(process_index, numbers.Integral) and 0 <= process_index < process_count):
+    raise ValueError(f'process_index={process_index!r} must be in [0, process_count) and '
+                     f'process_count={process_count!r} a positive integer.')
+  for key in ('batch_size', 'eval_batch_size'):
+    if getattr(spec, key) % process_count:
+      raise ConfigError(f'{key}={getattr(spec, key)} is not divisible by the {process_count} '
+                        'processes: every process reads an equal share of each global batch; '
+                        f'use a multiple of {process_count}')

@@ -11,17 +11,6 @@ epoch, the same augmentations) is the same.
 import jax
 import jax.numpy as jnp
 
-from jax_resnet.errors import ConfigError
-
-
-def check(config, num_train: int):
-  if config.steps_per_dispatch < 1:
-    raise ConfigError(f'Invalid config: steps_per_dispatch must be >= 1, got '
-                      f'{config.steps_per_dispatch}.')
-  if config.batch_size > num_train:
-    raise ConfigError(f'Invalid config: batch_size={config.batch_size} exceeds the '
-                      f'{num_train} training examples that device_data draws from.')
-
 
 def global_indices(seed_key, step, batch_size: int, num_train: int):
   """Example indices of global batch `step`: epoch e = step // (N // B) uses permutation
@@ -44,26 +33,31 @@ def pad_crop_flip(images, key, padding: int):
   return jnp.where(flips, images[:, :, ::-1], images)
 
 
-def make_multi_step(config, train_step, axis_name, num_devices: int, num_train: int):
-  """(state, data, rng) -> (state, metrics stacked over steps_per_dispatch)."""
-  local_batch = config.batch_size // num_devices
-  data_key = jax.random.fold_in(jax.random.key(config.seed), 2)  # 0: init, 1: steps
+def make_multi_step(train_step, num_train: int, batch_size: int, num_devices: int, seed: int,
+                    augment: str = 'none', crop_padding: int = 4, steps_per_dispatch: int = 1,
+                    axis_name=None):
+  """(state, data, rng) -> (state, metrics stacked over steps_per_dispatch), where data is the
+  whole train split {'image': (num_train, ...), 'label': (num_train,)} replicated on the
+  devices. augment is 'none' or 'pad_crop_flip'."""
+  local_batch = batch_size // num_devices
+  data_key = jax.random.fold_in(jax.random.key(seed), 2)  # 0: init, 1: steps
 
   def one_step(state, data, rng):
-    indices = global_indices(data_key, state.step, config.batch_size, num_train)
+    indices = global_indices(data_key, state.step, batch_size, num_train)
     device = jax.lax.axis_index(axis_name) if axis_name else 0
     indices = jax.lax.dynamic_slice(indices, (device * local_batch,), (local_batch,))
-    images = jnp.take(data['image'], indices, axis=0)
-    if config.augment == 'pad_crop_flip':
+    batch_images = jnp.take(data['image'], indices, axis=0)
+    if augment == 'pad_crop_flip':
       key = jax.random.fold_in(jax.random.fold_in(data_key, state.step), device + 1)
-      images = pad_crop_flip(images, key, config.crop_padding)
-    return train_step(state, {'image': images, 'label': jnp.take(data['label'], indices)}, rng)
+      batch_images = pad_crop_flip(batch_images, key, crop_padding)
+    return train_step(state, {'image': batch_images, 'label': jnp.take(data['label'], indices)},
+                      rng)
 
   def multi_step(state, data, rng):
-    if config.steps_per_dispatch == 1:  # no loop: XLA:CPU runs convolutions inside while
-      state, metrics = one_step(state, data, rng)  # loops 10-35x slower (docs/benchmarks.md)
+    if steps_per_dispatch == 1:  # no loop: XLA:CPU runs convolutions inside while loops
+      state, metrics = one_step(state, data, rng)  # much slower (docs/benchmarks.md)
       return state, jax.tree.map(lambda m: m[None], metrics)
     return jax.lax.scan(lambda s, _: one_step(s, data, rng), state, None,
-                        length=config.steps_per_dispatch)
+                        length=steps_per_dispatch)
 
   return multi_step

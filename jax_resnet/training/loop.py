@@ -15,8 +15,9 @@ import numpy as np
 
 import jax_resnet
 from jax_resnet import data
+from jax_resnet.config import boundary
 from jax_resnet.errors import UserError
-from jax_resnet.training import setup, steps
+from jax_resnet.training import setup
 from jax_resnet.training.checkpoints import Checkpoints
 from jax_resnet.training.logs import MetricWriter
 
@@ -61,7 +62,7 @@ class HostFeeder:
 
 
 class DeviceFeeder:
-  """config.device_data: the train split on the devices, steps_per_dispatch steps a call."""
+  """device_data: the train split on the devices, steps_per_dispatch steps a call."""
 
   def __init__(self, runner, placed_data, steps_per_dispatch):
     self.runner, self.data, self.advance = runner, placed_data, steps_per_dispatch
@@ -73,17 +74,17 @@ class DeviceFeeder:
     return {'device_data': True}  # the batch of step s is a function of (seed, s)
 
 
-def make_feeder(config, runner, data_state, process_index, process_count):
-  if config.device_data:
-    images, labels = data.train_arrays(config)
+def make_feeder(spec, runner, data_state, process_index, process_count):
+  if spec.loop.device_data:
+    images, labels = data.train_arrays(spec.data)
     return DeviceFeeder(runner, runner.place_state({'image': images, 'label': labels}),
-                        config.steps_per_dispatch)
-  train_iter = data.train_iterator(config, process_index=process_index,
+                        spec.loop.steps_per_dispatch)
+  train_iter = data.train_iterator(spec.data, process_index=process_index,
                                    process_count=process_count)
   if data_state is not None:
     data.set_iterator_state(train_iter, data_state)
   return HostFeeder(runner, DevicePrefetcher(train_iter, runner.place_batch,
-                                             config.prefetch_batches))
+                                             spec.data.prefetch_batches))
 
 
 class Preemption:
@@ -100,11 +101,13 @@ class Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(runner, state, config, process_index, process_count):
+def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_batches=0):
+  """Top-1, mean loss and example count over the eval split (the first max_batches if > 0)."""
   totals = None
-  batches = data.eval_batches(config, process_index=process_index, process_count=process_count)
+  batches = data.eval_batches(data_spec, process_index=process_index,
+                              process_count=process_count)
   for index, batch in enumerate(batches):
-    if config.eval_max_batches and index == config.eval_max_batches:
+    if max_batches and index == max_batches:
       break
     sums = runner.eval_step(state, runner.place_batch(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
@@ -114,28 +117,27 @@ def evaluate(runner, state, config, process_index, process_count):
           'count': count}
 
 
-def _initial_state(config, parts, image_shape, checkpoints):
-  create = lambda rng: steps.create_train_state(config, parts.model, parts.tx, rng, image_shape)
-  host_state = jax.device_get(jax.jit(create)(jax.random.key(config.seed)))
+def _initial_state(spec, parts, image_shape, checkpoints):
+  host_state = setup.host_state(spec, parts.model, parts.tx, image_shape)
   restored = checkpoints.restore(host_state)
   if restored is None:
-    return 0, _load_pretrained(config, host_state), None
+    return 0, _load_pretrained(spec, parts.model, host_state), None
   step, host_state, data_state, _ = restored
   return step, host_state, data_state
 
 
-def _load_pretrained(config, host_state):
-  """config.init_from: start from pretrained weights (a resumed run uses its checkpoint)."""
-  if not config.init_from:
+def _load_pretrained(spec, model, host_state):
+  """init_from: start from pretrained weights (a resumed run uses its checkpoint)."""
+  loop = spec.loop
+  if not loop.init_from:
     return host_state
   from jax_resnet import weights  # torch-free unless the file is a .pth
-  pretrained = weights.load(config.model, config.init_from, num_classes=config.num_classes,
-                            reinit_head=config.init_reinit_head)
-  if config.scan_blocks:
-    stages = jax_resnet.model_defaults(config.model)[1]['stage_sizes']
-    pretrained = jax_resnet.stack_blocks(pretrained, stages)
+  pretrained = weights.load(spec.model, loop.init_from, num_classes=model.num_classes,
+                            reinit_head=loop.init_reinit_head)
+  if getattr(model, 'scan_blocks', False):
+    pretrained = jax_resnet.stack_blocks(pretrained, model.stage_sizes)
   fresh = {'params': host_state.params, 'batch_stats': host_state.batch_stats}
-  merged = weights.merge_pretrained(fresh, pretrained, reinit_head=config.init_reinit_head)
+  merged = weights.merge_pretrained(fresh, pretrained, reinit_head=loop.init_reinit_head)
   ema = merged['params'] if host_state.ema_params is not None else None
   return host_state.replace(params=merged['params'], batch_stats=merged['batch_stats'],
                             ema_params=ema)
@@ -160,29 +162,35 @@ def _flush_metrics(pending, runner, first_step, skip_nonfinite):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the
-  summary written to workdir/summary.json ({'preempted_at_step': step} after SIGTERM)."""
+  """Trains `config` (a ConfigDict: jax_resnet.base_config() or a recipe) in `workdir`,
+  resuming from its latest checkpoint; returns the summary written to workdir/summary.json
+  ({'preempted_at_step': step} after SIGTERM)."""
+  return train(boundary.resolve(config), workdir)
+
+
+def train(spec: boundary.RunSpec, workdir: str) -> dict:
+  """train_and_evaluate after the config boundary: the run from plain values."""
   start_time = time.time()
-  setup.validate_config(config)
   os.makedirs(workdir, exist_ok=True)
-  setup.check_workdir_config(config, workdir)
-  info = data.dataset_info(config)
-  parts = setup.build_run(config, info.num_train)
-  checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints)
-  step, host_state, data_state = _initial_state(config, parts, info.image_shape, checkpoints)
-  setup.write_config(config, workdir)
+  setup.check_workdir(spec, workdir)
+  info = data.dataset_info(spec.data)
+  boundary.check_against_dataset(spec, info.num_train, info.num_classes)
+  parts = setup.build_run(spec, info.num_train)
+  checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
+  step, host_state, data_state = _initial_state(spec, parts, info.image_shape, checkpoints)
+  setup.write_config(spec, workdir)
   process_index, process_count = jax.process_index(), jax.process_count()
   runner = parts.runner
-  feeder = make_feeder(config, runner, data_state if not config.device_data else None,
+  feeder = make_feeder(spec, runner, data_state if not spec.loop.device_data else None,
                        process_index, process_count)
   state = runner.place_state(host_state)
   writer = MetricWriter(workdir, process_index == 0, parts.total_steps, step,
-                        config.progress_bar)
-  writer.print(f'jax_resnet: training {config.model} on {config.dataset} for '
+                        spec.loop.progress_bar)
+  writer.print(f'jax_resnet: training {spec.model} on {spec.data.dataset} for '
                f'{parts.total_steps} steps on {jax.device_count()} {jax.devices()[0].platform} '
-               f'device(s) ({config.parallelism}); workdir {os.path.abspath(workdir)}'
+               f'device(s) ({spec.loop.parallelism}); workdir {os.path.abspath(workdir)}'
                + (f', resumed at step {step}' if step else ''))
-  run = _Run(config, workdir, parts, runner, checkpoints, writer, info)
+  run = _Run(spec, workdir, parts, checkpoints, writer)
   try:
     summary = run.loop(state, step, feeder, start_time)
   finally:
@@ -194,22 +202,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
 class _Run:
   """The step loop and its interval work: logging, evaluation, checkpoints, preemption."""
 
-  def __init__(self, config, workdir, parts, runner, checkpoints, writer, info):
-    self.config, self.workdir, self.parts, self.runner = config, workdir, parts, runner
-    self.checkpoints, self.writer, self.info = checkpoints, writer, info
-    self.eval_every = config.eval_every_steps or parts.steps_per_epoch
-    self.rng = jax.random.fold_in(jax.random.key(config.seed), 1)  # key(seed) itself inits
+  def __init__(self, spec, workdir, parts, checkpoints, writer):
+    self.spec, self.workdir, self.parts, self.runner = spec, workdir, parts, parts.runner
+    self.checkpoints, self.writer = checkpoints, writer
+    self.eval_every = spec.loop.eval_every_steps or parts.steps_per_epoch
+    self.rng = jax.random.fold_in(jax.random.key(spec.loop.seed), 1)  # key(seed) itself inits
     self.throughput = []
     self.skipped = 0
 
   def _save(self, state, step, feeder):
-    meta = {'step': step, 'model': self.config.model, 'dataset': self.config.dataset,
-            'config': json.loads(self.config.to_json())}
+    meta = {'step': step, 'model': self.spec.model, 'dataset': self.spec.data.dataset,
+            'config': json.loads(self.spec.config_json)}
     self.checkpoints.save(step, self.runner.to_host(state), feeder.state(), meta)
 
   def _log(self, pending, first_step, step, tick):
     means, bad_step = _flush_metrics(pending, self.runner, first_step,
-                                     self.config.skip_nonfinite_updates)
+                                     self.spec.step.skip_nonfinite_updates)
     interval_seconds = time.time() - tick  # after the fetch: dispatch is asynchronous
     if bad_step is not None:
       last = self.checkpoints.latest_step()
@@ -220,7 +228,7 @@ class _Run:
           'Lower the learning rate, add warmup, check the input data, or set '
           'skip_nonfinite_updates=True to skip such steps.')
     steps_done = step - first_step
-    images_per_second = steps_done * self.config.batch_size / max(interval_seconds, 1e-9)
+    images_per_second = steps_done * self.spec.data.batch_size / max(interval_seconds, 1e-9)
     self.throughput.append(images_per_second)
     self.skipped += int(means['skipped_updates'])
     means['images_per_second'] = images_per_second
@@ -228,15 +236,15 @@ class _Run:
     self.writer.progress(step, {'loss': means['loss'], 'img/s': images_per_second})
 
   def _eval(self, state, step):
-    result = evaluate(self.runner, state, self.config, jax.process_index(),
-                      jax.process_count())
+    result = evaluate(self.runner, state, self.spec.data, jax.process_index(),
+                      jax.process_count(), self.spec.loop.eval_max_batches)
     self.writer.write(step, 'eval', result)
     self.writer.print(f'step {step}: eval top1 {result["top1"]:.4f}, loss {result["loss"]:.4f} '
                       f'({int(result["count"])} examples)')
     return result
 
   def loop(self, state, step, feeder, start_time):
-    config, total = self.config, self.parts.total_steps
+    loop, total = self.spec.loop, self.parts.total_steps
     preemption = Preemption()
     pending, first, tick = [], step, time.time()
     try:
@@ -246,14 +254,14 @@ class _Run:
         previous, step = step, step + feeder.advance
         crossed = lambda every: step // every > previous // every
         preempted = preemption.requested  # read once: a signal may land mid-iteration
-        log_due = crossed(config.log_every_steps) or step == total or preempted
+        log_due = crossed(loop.log_every_steps) or step == total or preempted
         eval_due = crossed(self.eval_every) and step < total
         if log_due or eval_due:  # flush first, so eval time stays out of the throughput
           self._log(pending, first, step, tick)
           pending, first = [], step
         if eval_due:
           self._eval(state, step)
-        if crossed(config.checkpoint_every_steps) or preempted:
+        if crossed(loop.checkpoint_every_steps) or preempted:
           self._save(state, step, feeder)
         if preempted:
           self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
@@ -276,8 +284,8 @@ class _Run:
         'eval_examples': int(result['count']), 'steps': step,
         'wall_seconds': time.time() - start_time,
         'train_images_per_second': float(np.median(rates)) if rates else 0.0,
-        'model': self.config.model, 'dataset': self.config.dataset,
-        'devices': jax.device_count(), 'parallelism': self.config.parallelism,
+        'model': self.spec.model, 'dataset': self.spec.data.dataset,
+        'devices': jax.device_count(), 'parallelism': self.spec.loop.parallelism,
         'skipped_updates': self.skipped,
     }
     if jax.process_index() == 0:

@@ -19,43 +19,58 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
-  ema_params: Any           # None unless config.ema_decay > 0
+  ema_params: Any           # None unless the step keeps an EMA of the weights
   warming_up: jax.Array     # He et al. 2015 ResNet-110 rule: hold warmup_lr until error < t
 
 
-def create_train_state(config, model, tx, rng, image_shape):
-  """Initial state; call under jit (or jax.eval_shape to learn shapes without allocating)."""
-  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+def create_train_state(model, tx, rng, input_shape, ema: bool = False,
+                       warming_up: bool = False):
+  """Initial state for inputs of `input_shape` (one example, e.g. (32, 32, 3)); call under jit
+  (or jax.eval_shape to learn shapes without allocating). `ema` keeps a copy of the weights
+  for make_train_step's ema_decay; `warming_up` starts under its warmup_lr rule."""
+  x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   variables = model.init(rng, x, train=False)
   params = variables['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-      ema_params=params if config.ema_decay > 0 else None,
-      warming_up=jnp.asarray(config.warmup_lr > 0))
+      ema_params=params if ema else None, warming_up=jnp.asarray(warming_up))
 
 
-def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing) \
-      if label_smoothing else jax.nn.one_hot(labels, num_classes)
-  # The loss in float32 at least (bfloat16 logits), in float64 when the model computes in it.
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Per-example cross-entropy of integer labels, in float32 at least (bfloat16 logits) and in
+  float64 when the model computes in it."""
   logits = logits.astype(jnp.promote_types(jnp.float32, logits.dtype))
-  return optax.softmax_cross_entropy(logits, targets)
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
 
 
 def _pmean(tree, axis_name):
   return jax.lax.pmean(tree, axis_name) if axis_name else tree
 
 
-def make_train_step(config, model, tx, schedule, axis_name: Optional[str] = None):
-  """Binds model, optimizer, schedule and loss; returns the pure per-replica step."""
+def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay: float = 0.0,
+                    warmup_lr: float = 0.0, warmup_until_error: float = 0.8,
+                    skip_nonfinite_updates: bool = False, axis_name: Optional[str] = None):
+  """Binds model, optimizer (make_optimizer's, whose learning rate the step sets), schedule
+  (step -> rate) and loss; returns the pure per-replica `train_step(state, batch, rng)`.
+
+  ema_decay > 0 needs a state made with ema=True; warmup_lr applies while state.warming_up
+  (He et al. 2015's ResNet-110 warmup); skip_nonfinite_updates keeps the old weights when the
+  loss or a gradient is not finite (else the step applies them and reports grads_finite=0).
+  With `axis_name` the step averages gradients and metrics over that device axis."""
+  # Per-replica BN statistics (no bn_axis_name) differ between replicas: average them, as the
+  # Flax ImageNet example does. Synced or frozen statistics are equal already: left bit-exact.
+  average_batch_stats = (axis_name is not None and getattr(model, 'bn_axis_name', None) is None
+                         and not getattr(model, 'freeze_batch_norm', False))
 
   def loss_fn(params, state, batch, rng):
     logits, updates = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
         mutable=['batch_stats'], rngs={'dropout': rng})
-    loss = jnp.mean(cross_entropy(logits, batch['label'], config.num_classes,
-                                  config.label_smoothing))
+    loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
     return loss, (logits, updates['batch_stats'])
 
   def train_step(state, batch, rng):
@@ -65,13 +80,11 @@ def make_train_step(config, model, tx, schedule, axis_name: Optional[str] = None
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, batch_stats)), grads = grad_fn(state.params, state, batch, rng)
     grads = _pmean(grads, axis_name)
-    # Without cross-replica BN each replica has its own statistics; average them (Flax example).
-    # (Synced or frozen statistics are equal on every replica already: left bit-exact.)
-    if not (config.sync_batch_norm or config.freeze_batch_norm):
+    if average_batch_stats:
       batch_stats = _pmean(batch_stats, axis_name)
     error = jnp.mean(jnp.argmax(logits, -1) != batch['label']).astype(jnp.float32)
     metrics = _pmean({'loss': loss, 'error': error}, axis_name)
-    lr = jnp.where(state.warming_up, config.warmup_lr, schedule(state.step))
+    lr = jnp.where(state.warming_up, warmup_lr, schedule(state.step))
     opt_state = set_learning_rate(state.opt_state, lr)
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -80,13 +93,12 @@ def make_train_step(config, model, tx, schedule, axis_name: Optional[str] = None
       finite &= jnp.all(jnp.isfinite(g))
     ema = state.ema_params
     if ema is not None:
-      ema = jax.tree.map(lambda e, p: config.ema_decay * e + (1 - config.ema_decay) * p,
-                         ema, params)
-    still_warming = state.warming_up & (metrics['error'] >= config.warmup_until_error)
+      ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
+    still_warming = state.warming_up & (metrics['error'] >= warmup_until_error)
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
         ema_params=ema, warming_up=still_warming)
-    if config.skip_nonfinite_updates:  # keep the old weights; only the step count moves on
+    if skip_nonfinite_updates:  # keep the old weights; only the step count moves on
       kept = state.replace(step=new_state.step)
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
     metrics.update(learning_rate=lr, grads_finite=finite.astype(jnp.float32))
@@ -95,19 +107,19 @@ def make_train_step(config, model, tx, schedule, axis_name: Optional[str] = None
   return train_step
 
 
-def make_eval_step(config, model, axis_name: Optional[str] = None):
-  """Masked sums over a padded eval batch: exact counts over the whole split."""
+def make_eval_step(model, axis_name: Optional[str] = None):
+  """`eval_step(state, batch) -> sums`: masked sums over a padded eval batch (exact counts over
+  the whole split), with the EMA weights when the state has them."""
 
   def eval_step(state, batch):
     params = state.ema_params if state.ema_params is not None else state.params
     logits = model.apply({'params': params, 'batch_stats': state.batch_stats},
                          batch['image'], train=False)
     mask = batch['mask'].astype(jnp.float32)
-    loss = cross_entropy(logits, batch['label'], config.num_classes, 0.0)
+    loss = cross_entropy(logits, batch['label'])
     correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
     sums = {'loss_sum': jnp.sum(loss * mask), 'correct': jnp.sum(correct * mask),
             'count': jnp.sum(mask)}
     return jax.lax.psum(sums, axis_name) if axis_name else sums
 
   return eval_step
-

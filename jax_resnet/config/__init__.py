@@ -1,0 +1,13 @@
+"""The trainer's configuration: the schema (`base_config`), recipe loading (`load_config`) and
+the boundary that turns a ConfigDict into plain values (`resolve` -> `RunSpec`).
+
+    import jax_resnet as jr
+    config = jr.load_config('configs/cifar10_resnet20.py')   # a recipe from the checkout
+    config = jr.base_config()                                # or the schema, to fill in
+"""
+
+from jax_resnet.config.base import base_config
+from jax_resnet.config.boundary import RunSpec, from_json, resolve
+from jax_resnet.config.recipes import load_config
+
+__all__ = ['RunSpec', 'base_config', 'from_json', 'load_config', 'resolve']

@@ -1,0 +1,120 @@
+"""The trainer's config schema: every key, its type through its base value, one line on what it
+does. Recipes (the files in the repository's configs/) start from `base_config()` and override
+what they need; `--config.<key>=value` overrides on the command line. The config is locked: a
+misspelt key is an error.
+
+The base values describe no particular experiment (a recipe names its model and dataset); they
+are what a recipe gets for a key it does not set.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def _model_options():
+  """create_model's architecture options. Unset (None): the registered value for the model
+  (resnet20's shortcut is 'A', resnet50's 'B'); set: passed to create_model as given. The
+  trainer sets num_classes, dtype, param_dtype, bn_axis_name, conv1x1_as_dot and stem_conv
+  itself from the keys of the same names below."""
+  o = ml_collections.ConfigDict()
+  o.block = config_dict.placeholder(str)             # 'basic' | 'bottleneck'
+  o.stage_sizes = config_dict.placeholder(tuple)     # blocks per stage, e.g. (3, 4, 6, 3)
+  o.stage_widths = config_dict.placeholder(tuple)    # base width of each stage
+  o.stem = config_dict.placeholder(str)              # 'imagenet' | 'cifar' (video: 'basic' |
+  #                                                    'r2plus1d')
+  o.stem_width = config_dict.placeholder(int)        # stem output channels
+  o.preact = config_dict.placeholder(bool)           # pre-activation blocks (He et al. 2016)
+  o.residual = config_dict.placeholder(bool)         # False: the plain twin, no shortcuts
+  o.shortcut = config_dict.placeholder(str)          # 'A' zero-pad | 'B' projection | 'C' all
+  o.groups = config_dict.placeholder(int)            # ResNeXt cardinality
+  o.base_width = config_dict.placeholder(int)        # bottleneck width per group
+  o.dropout_rate = config_dict.placeholder(float)    # Wide ResNet dropout between convs
+  o.drop_path_rate = config_dict.placeholder(float)  # stochastic depth of the last block
+  o.residual_scale = config_dict.placeholder(float)  # x + h * F(x)
+  o.scan_blocks = config_dict.placeholder(bool)      # nn.scan over identical blocks
+  o.zero_init_residual = config_dict.placeholder(bool)  # zero each branch's last BN scale
+  o.freeze_batch_norm = config_dict.placeholder(bool)   # running statistics in training too
+  o.bn_momentum = config_dict.placeholder(float)     # running-statistics decay (torch: 1 - m)
+  o.bn_epsilon = config_dict.placeholder(float)      # BatchNorm epsilon
+  o.conv_types = config_dict.placeholder(tuple)      # video: '3d' | '2d' | '2+1d' per stage
+  return o
+
+
+def _add_model(c):
+  c.model = 'resnet50'                # a name from jax_resnet.list_models()
+  c.model_options = _model_options()  # create_model options; see _model_options
+  c.num_classes = 1000                # head size; must match the dataset's classes
+  c.dtype = 'float32'                 # compute: 'float32' | 'bfloat16' | 'float16' (params
+  #                                     float32) | 'float64' (params too; needs x64)
+  c.conv1x1 = 'auto'                  # 1x1 convolutions as 'conv' | 'dot' (matrix products,
+  #                                     same weights) | 'auto' (per backend, docs/benchmarks.md)
+  c.stem_conv = 'auto'                # ImageNet 7x7/2 stem as 'conv' | 'pad_channels' |
+  #                                     'space_to_depth' (same weights) | 'auto' (per backend)
+  c.init_from = ''                    # fine-tune from a weights file or a workdir ('' = none)
+  c.init_reinit_head = False          # fine-tune: fresh head (num_classes differs from the file)
+
+
+def _add_data(c):
+  c.dataset = 'imagenet2012'          # 'digits' (embedded) | 'synthetic' | a TFDS name
+  c.data_dir = ''                     # TFDS data directory ('' = TFDS default)
+  c.image_size = 224                  # train/eval resolution fed to the model
+  c.train_split = 'train'             # split trained on
+  c.eval_split = 'validation'         # split evaluated on
+  c.holdout_size = 0                  # >0: hold out this many train examples as the eval set
+  c.augment = 'none'                  # 'none' | 'pad_crop_flip' (CIFAR) | 'inception' (ImageNet)
+  c.crop_padding = 4                  # pad_crop_flip: zero padding before the random crop
+  c.normalize = 'mean_std'            # 'mean_std' (ImageNet statistics) | 'per_pixel_mean'
+  #                                     (He et al. 2015) | 'none'
+  c.num_workers = 0                   # grain worker processes for decoding/augmentation
+  c.prefetch_batches = 2              # batches prefetched to the devices
+  c.device_data = False               # small datasets: the train set on the devices, batches
+  #                                     drawn and augmented inside the jitted step
+  c.steps_per_dispatch = 1            # device_data: train steps per host dispatch (lax.scan)
+
+
+def _add_optimisation(c):
+  c.batch_size = 256                  # global batch over all devices and hosts
+  c.eval_batch_size = 256             # global eval batch (the last one is padded and masked)
+  c.num_epochs = 90.0                 # training length in epochs, used when num_train_steps < 0
+  c.num_train_steps = -1              # training length in steps (overrides num_epochs if >= 0)
+  c.optimizer = 'sgd'                 # 'sgd' | 'adamw' | 'lars'
+  c.momentum = 0.9                    # SGD/LARS momentum (AdamW b1)
+  c.nesterov = False                  # Nesterov momentum for SGD and LARS
+  c.learning_rate = 0.1               # peak learning rate (times batch_size/lr_batch_base if set)
+  c.lr_batch_base = 0                 # >0: scale learning_rate by batch_size / lr_batch_base
+  c.lr_schedule = 'cosine'            # 'constant' | 'step' | 'cosine'
+  c.lr_boundaries = (0.5, 0.75)       # 'step': decay points, fractions of training if < 1,
+  #                                     else step numbers
+  c.lr_decay_factor = 0.1             # 'step': multiply the lr by this at each boundary
+  c.warmup_epochs = 0.0               # linear warmup from 0 to the peak lr
+  c.warmup_lr = 0.0                   # >0: hold this lr until train error < warmup_until_error
+  c.warmup_until_error = 0.8          # (He et al. 2015, ResNet-110 on CIFAR-10)
+  c.weight_decay = 1e-4               # weight decay coefficient
+  c.weight_decay_mode = 'l2'          # 'l2' (joins the gradient) | 'decoupled' (AdamW)
+  c.decay_bn_and_bias = True          # False: no weight decay on BN parameters and biases
+  c.label_smoothing = 0.0             # label smoothing of the cross-entropy
+  c.ema_decay = 0.0                   # >0: keep an exponential moving average of the weights
+  c.skip_nonfinite_updates = False    # True: skip steps with non-finite loss/gradients
+  #                                     (counted); False: stop with an error
+
+
+def _add_run(c):
+  c.parallelism = 'shard_map'         # 'shard_map' (jit over a 1-D device mesh) | 'pmap'
+  c.sync_batch_norm = True            # BN statistics over the global batch (cross-replica)
+  c.seed = 0                          # seeds init, data order, augmentation and dropout
+  c.log_every_steps = 100             # train metrics, progress bar and TensorBoard interval
+  c.eval_every_steps = 0              # 0: evaluate once per epoch
+  c.eval_max_batches = 0              # >0: evaluate only this many batches (benchmarks)
+  c.checkpoint_every_steps = 1_000    # checkpoint interval (and always at the end)
+  c.keep_checkpoints = 3              # checkpoints kept in the workdir
+  c.progress_bar = True               # tqdm bar on process 0
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key the trainer reads, at its base value."""
+  c = ml_collections.ConfigDict()
+  _add_model(c)
+  _add_data(c)
+  _add_optimisation(c)
+  _add_run(c)
+  return c
