@@ -25,8 +25,24 @@ def test_code_cells_are_python_apart_from_shell_lines():
 def test_notebook_never_installs_jax_or_flax_over_the_runtime():
   shell = [line for cell in _code_cells() for line in cell.splitlines() if line.startswith('!')]
   installs = [line for line in shell if 'pip install' in line]
-  assert installs == ['!pip install -q -e ./jax_resnet']
+  assert installs == ['!pip install -q -e {PROJECT}', '!pip install -q tensorflow-cpu']
   assert not any(word in line for line in installs for word in ('jax==', 'flax', '-U', 'upgrade'))
+
+
+def test_prepare_runs_after_installing_tensorflow_in_the_same_cell():
+  """The TPU runtime's image ships no TensorFlow, which TFDS's prepare needs."""
+  cell = next(c for c in _code_cells() if 'jax_resnet.data prepare' in c)
+  lines = cell.splitlines()
+  install = lines.index('!pip install -q tensorflow-cpu')
+  prepare = next(i for i, line in enumerate(lines) if 'jax_resnet.data prepare' in line)
+  assert install < prepare
+
+
+def test_recipes_load_by_path_without_sys_path():
+  cells = _code_cells()
+  assert not any('sys.path' in cell or 'from configs' in cell for cell in cells)
+  assert sum('jr.load_config(' in cell for cell in cells) == 2
+  assert not any('OWNER' in cell for cell in cells)  # no placeholder clone URL
 
 
 def test_notebook_trains_through_the_importable_entry_point():

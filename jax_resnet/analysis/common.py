@@ -10,29 +10,29 @@ which every residual branch passes through (jax_resnet.blocks.merge_residual).
 import ast
 import contextlib
 import dataclasses
-import json
 import os
-import sys
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 import jax_resnet
+from jax_resnet.config import from_json, load_config, resolve
+from jax_resnet.data.spec import DataSpec
 from jax_resnet.blocks import PreActBasicBlock, PreActBottleneckBlock, _Block
 from jax_resnet.layers import DropPath
+from jax_resnet.training.steps import cross_entropy  # noqa: F401  (the analyses' loss)
 
 
 @dataclasses.dataclass
 class Subject:
-  """A model, its variables ({'params', 'batch_stats'}) and the config its data comes from."""
+  """A model, its variables ({'params', 'batch_stats'}) and the data it is measured on."""
   label: str
   model: nn.Module
   variables: Any
-  config: Any
+  data: DataSpec           # the input the model was trained on (eval_arrays reads it)
   step: Optional[int] = None  # None: at initialisation
 
   @property
@@ -46,27 +46,13 @@ class Subject:
     return jnp.promote_types(jnp.float32, self.model.dtype)
 
 
-def data_config(dataset: str = 'digits'):
-  """The trainer's config for `dataset`: configs/default.py (embedded digits) or the paper's
-  CIFAR recipe, from the `configs` package at the repository root."""
-  _default, cifar = _recipes()
-  if dataset == 'digits':
-    return _default.get_config()
-  config = cifar.paper_cifar10('resnet20')
+def data_spec(dataset: str = 'digits'):
+  """The trainer's input for `dataset`: the embedded digits recipe (configs/default.py) or the
+  paper's CIFAR recipe (configs/cifar10.py), from the configs/ folder of the checkout."""
+  recipe = 'default' if dataset == 'digits' else 'cifar10'
+  config = load_config(recipe)
   config.dataset = dataset
-  return config
-
-
-def _recipes():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(jax_resnet.__file__)))
-  if root not in sys.path and os.path.isdir(os.path.join(root, 'configs')):
-    sys.path.append(root)  # a notebook started elsewhere in the checkout
-  try:
-    from configs import _cifar, default  # pylint: disable=import-outside-toplevel
-  except ImportError as error:
-    raise RuntimeError('the analysis commands read the recipes in configs/ at the repository '
-                       'root; run them from a checkout of jax_resnet.') from error
-  return default, _cifar
+  return resolve(config).data
 
 
 def parse_model_spec(spec: str):
@@ -114,37 +100,35 @@ def command_dtype(args):
   return 'float64' if args.float64 else None
 
 
-def init_subject(spec: str, config=None, seed: int = 0, dtype=None):
+def init_subject(spec: str, data: Optional[DataSpec] = None, seed: int = 0, dtype=None):
   """A registered model (with overrides, see parse_model_spec) at initialisation; `dtype`
   as in `in_dtype` (the weights are drawn as without it)."""
-  config = config or data_config()
+  data = data or data_spec()
   name, overrides = parse_model_spec(spec)
-  overrides.setdefault('num_classes', config.num_classes)
+  overrides.setdefault('num_classes', data.num_classes)
   model = jax_resnet.create_model(name, **overrides)
-  x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+  x = jnp.zeros((1, data.image_size, data.image_size, 3), jnp.float32)
   variables = jax.jit(lambda key: model.init(key, x, train=False))(jax.random.key(seed))
   model, variables = unrolled(model, {'params': variables['params'],
                                       'batch_stats': variables.get('batch_stats', {})})
   model, variables = in_dtype(model, variables, dtype)
-  return Subject(spec, model, variables, config)
+  return Subject(spec, model, variables, data)
 
 
 def workdir_subject(workdir: str, dtype=None):
   """The newest readable checkpoint of a trainer workdir (EMA weights if the run kept them);
   `dtype` as in `in_dtype`."""
-  from jax_resnet.training import optim, setup, steps  # pylint: disable=import-outside-toplevel
+  from jax_resnet.training import optim, setup  # pylint: disable=import-outside-toplevel
   from jax_resnet.training.checkpoints import Checkpoints  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise FileNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
   with open(path) as f:
-    # Keys added to the trainer after the run was written take their defaults.
-    config = ml_collections.ConfigDict({**_recipes()[0].get_config().to_dict(), **json.load(f)})
-  model = setup.build_model(config)
-  tx = optim.make_optimizer(config)
-  shape = (config.image_size, config.image_size, 3)
-  create = lambda key: steps.create_train_state(config, model, tx, key, shape)
-  template = jax.device_get(jax.jit(create)(jax.random.key(config.seed)))
+    run = resolve(from_json(f.read()))
+  model = setup.build_model(run)
+  tx = optim.make_optimizer(**dataclasses.asdict(run.optimizer))
+  shape = (run.data.image_size, run.data.image_size, 3)
+  template = setup.host_state(run, model, tx, shape)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'{workdir} has no checkpoints/ directory.')
   restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1).restore(template)
@@ -154,7 +138,7 @@ def workdir_subject(workdir: str, dtype=None):
   params = state.ema_params if state.ema_params is not None else state.params
   model, variables = unrolled(model, {'params': params, 'batch_stats': state.batch_stats})
   model, variables = in_dtype(model, variables, dtype)
-  return Subject(f'{config.model}@{step}', model, variables, config, step)
+  return Subject(f'{run.model}@{step}', model, variables, run.data, step)
 
 
 def unrolled(model, variables):
@@ -166,12 +150,12 @@ def unrolled(model, variables):
   return model.clone(scan_blocks=False), scan.unstack_blocks(variables)
 
 
-def eval_arrays(config, limit: int = 0):
+def eval_arrays(data_spec: DataSpec, limit: int = 0):
   """The eval split as (images, labels) numpy arrays, padding removed; `limit` > 0 keeps the
   first `limit` examples."""
   from jax_resnet import data  # pylint: disable=import-outside-toplevel
   images, labels = [], []
-  for batch in data.eval_batches(config):
+  for batch in data.eval_batches(data_spec):
     keep = np.asarray(batch['mask'], bool)
     images.append(np.asarray(batch['image'])[keep])
     labels.append(np.asarray(batch['label'])[keep])
@@ -179,12 +163,6 @@ def eval_arrays(config, limit: int = 0):
       break
   images, labels = np.concatenate(images), np.concatenate(labels)
   return (images[:limit], labels[:limit]) if limit else (images, labels)
-
-
-def cross_entropy(logits, labels):
-  """Per-example softmax cross-entropy."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(jnp.float32, logits.dtype)))
-  return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 
 @dataclasses.dataclass

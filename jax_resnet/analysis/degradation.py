@@ -9,13 +9,13 @@ of the same length is reused.
 """
 
 import ast
-import importlib
 import json
 import os
 
 import numpy as np
 
 from jax_resnet.analysis import common, report
+from jax_resnet.config import load_config
 
 DEFAULT_MODELS = ('plain20', 'resnet20', 'plain56', 'resnet56')
 # The digits default halves configs/default.py's 30 epochs so that the four runs fit in about
@@ -25,23 +25,24 @@ DIGITS_DEFAULTS = {'num_epochs': '15'}
 
 def recipe(model: str, dataset: str = 'digits', overrides=None):
   """The config for `model`: configs/default.py for the embedded digits, or the paper's CIFAR-10
-  recipe (configs/cifar10_<model>.py when it exists)."""
-  default, cifar = common._recipes()  # pylint: disable=protected-access
+  recipe (configs/cifar10_<model>.py when it exists, else configs/cifar10.py)."""
   if dataset == 'digits':
-    config = default.get_config()
+    config = load_config('default')
   elif dataset == 'cifar10':
     try:
-      config = importlib.import_module(f'configs.cifar10_{model}').get_config()
-    except ModuleNotFoundError:
-      config = cifar.paper_cifar10(model)
+      config = load_config(f'cifar10_{model}')
+    except FileNotFoundError:
+      config = load_config(f'cifar10.py:{model}')
   else:
     raise ValueError(f"degradation runs on 'digits' or 'cifar10', got {dataset!r}.")
   config.model = model
   config.progress_bar = False
   for key, value in (overrides or {}).items():
-    if key not in config:
-      raise ValueError(f'unknown config key {key!r} in --set; see configs/default.py.')
-    config[key] = _convert(config[key], value)
+    section, _, leaf = key.rpartition('.')
+    target = config[section] if section in config else config
+    if leaf not in target or (section and section not in config):
+      raise ValueError(f'unknown config key {key!r} in --set; see jax_resnet/config/base.py.')
+    target[leaf] = _convert(target[leaf], value)
   return config
 
 
@@ -49,6 +50,11 @@ def _convert(current, value):
   """A --set string as the type the config key already has."""
   if not isinstance(value, str):
     return value
+  if current is None:  # an unset model option: the value as a Python literal
+    try:
+      return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      return value
   if isinstance(current, bool):
     return value.lower() in ('1', 'true', 'yes')
   if isinstance(current, (int, float)):

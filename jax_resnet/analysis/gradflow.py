@@ -158,15 +158,15 @@ def add_arguments(parser):
 
 
 def main(args, argv=None):
-  config, dtype = common.data_config(args.dataset), common.command_dtype(args)
-  subjects = [common.init_subject(m, config, args.seed, dtype)
+  data, dtype = common.data_spec(args.dataset), common.command_dtype(args)
+  subjects = [common.init_subject(m, data, args.seed, dtype)
               for m in common.split_specs(args.models)]
   subjects += [common.workdir_subject(w, dtype) for w in args.workdir]
   if not subjects:
     raise ValueError('gradflow needs --models or --workdir.')
   results = []
   for subject in subjects:
-    images, labels = common.eval_arrays(subject.config, args.batch_size)
+    images, labels = common.eval_arrays(subject.data, args.batch_size)
     results.append(gradient_norms(subject, images, labels, train=not args.eval_mode))
     print(f'gradflow: {subject.label}: first/last {results[-1]["block_ratio_first_last"]:.4g}',
           flush=True)

@@ -170,13 +170,13 @@ def add_arguments(parser):
 
 
 def main(args, argv=None):
-  config, dtype = common.data_config(args.dataset), common.command_dtype(args)
+  data, dtype = common.data_spec(args.dataset), common.command_dtype(args)
   specs = common.split_specs(args.models)
-  subjects = [common.init_subject(m, config, args.seed, dtype) for m in specs]
+  subjects = [common.init_subject(m, data, args.seed, dtype) for m in specs]
   subjects += [common.workdir_subject(w, dtype) for w in args.workdir]
   results = []
   for subject in subjects:
-    images, _ = common.eval_arrays(subject.config, 1)
+    images, _ = common.eval_arrays(subject.data, 1)
     results.append(jacobian_analysis(subject, images, args.check_size, args.iters))
     print(f'jacobian: {subject.label}: {results[-1]["check"]}', flush=True)
   return write_report(results, args.out, argv, args.check_size), results

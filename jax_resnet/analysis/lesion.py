@@ -79,8 +79,8 @@ def lesion_study(subject, images=None, labels=None, draws: int = 20, seed: int =
   """Accuracy with nothing deleted, with each block deleted, and with k random blocks deleted
   (k = 1 .. number of shape-keeping blocks; mean and std over the draws)."""
   if images is None:
-    images, labels = common.eval_arrays(subject.config)
-  batch_size = batch_size or min(len(images), int(subject.config.eval_batch_size))
+    images, labels = common.eval_arrays(subject.data)
+  batch_size = batch_size or min(len(images), int(subject.data.eval_batch_size))
   apply, blocks, deletable = lesioned_apply(subject, images.shape[1:])
   n = len(blocks)
   run = lambda deleted: accuracy(apply, subject.variables,

@@ -105,7 +105,7 @@ def ode_convergence(spec: str = 'preact_resnet110', images=None, depths=DEFAULT_
                     knots: int = 3, seed: int = 0, dtype=None) -> dict:
   """The experiment with h = 1/L and the h = 1 control, on `images` (default: 64 digits)."""
   if images is None:
-    images, _ = common.eval_arrays(common.data_config(), 64)
+    images, _ = common.eval_arrays(common.data_spec(), 64)
   images = jnp.asarray(images)
   scaled = convergence(ode_outputs(spec, images, depths, knots, seed, True, dtype))
   control = convergence(ode_outputs(spec, images, depths, knots, seed, False, dtype))
@@ -164,7 +164,7 @@ def add_arguments(parser):
 
 def main(args, argv=None):
   depths = sorted(int(d) for d in args.depths.split(','))
-  images, _ = common.eval_arrays(common.data_config(), args.examples)
+  images, _ = common.eval_arrays(common.data_spec(), args.examples)
   result = ode_convergence(args.model, images, depths, args.knots, args.seed,
                            common.command_dtype(args))
   print(f'ode: fitted order {result["scaled"]["stage1_order"]:.3g}', flush=True)

@@ -151,9 +151,9 @@ def main(args, argv=None):
   if args.workdir:
     subject = common.workdir_subject(args.workdir, common.command_dtype(args))
   else:
-    subject = common.init_subject(args.model, common.data_config(args.dataset), args.seed,
+    subject = common.init_subject(args.model, common.data_spec(args.dataset), args.seed,
                                   common.command_dtype(args))
-  images, labels = common.eval_arrays(subject.config)
+  images, labels = common.eval_arrays(subject.data)
   result = path_gradients(subject, images, labels, args.draws, args.batch_size, args.seed)
   print(f'paths: {subject.label}: peak length {result["peak_length"]} of {result["n"]}',
         flush=True)

@@ -1,5 +1,10 @@
-"""Training: pure steps, data-parallel wrappers, the loop, checkpoints and logs."""
+"""Training: pure steps, data-parallel runners, the loop, checkpoints and logs.
 
+The steps take plain values (no config); `train_and_evaluate(config, workdir)` is the trainer:
+it resolves the config once (jax_resnet.config.resolve) and runs.
+"""
+
+from jax_resnet.training.optim import make_optimizer, make_schedule
 from jax_resnet.training.steps import (TrainState, create_train_state, make_eval_step,
                                        make_train_step)
 
@@ -11,5 +16,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return run(config, workdir)
 
 
-__all__ = ['TrainState', 'create_train_state', 'make_eval_step', 'make_train_step',
-           'train_and_evaluate']
+__all__ = ['TrainState', 'create_train_state', 'make_eval_step', 'make_optimizer',
+           'make_schedule', 'make_train_step', 'train_and_evaluate']

@@ -244,7 +244,7 @@ class _Run:
     return result
 
   def loop(self, state, step, feeder, start_time):
-    loop, total = self.spec.loop, self.parts.total_steps
+    every, total = self.spec.loop, self.parts.total_steps
     preemption = Preemption()
     pending, first, tick = [], step, time.time()
     try:
@@ -254,14 +254,14 @@ class _Run:
         previous, step = step, step + feeder.advance
         crossed = lambda every: step // every > previous // every
         preempted = preemption.requested  # read once: a signal may land mid-iteration
-        log_due = crossed(loop.log_every_steps) or step == total or preempted
+        log_due = crossed(every.log_every_steps) or step == total or preempted
         eval_due = crossed(self.eval_every) and step < total
         if log_due or eval_due:  # flush first, so eval time stays out of the throughput
           self._log(pending, first, step, tick)
           pending, first = [], step
         if eval_due:
           self._eval(state, step)
-        if crossed(loop.checkpoint_every_steps) or preempted:
+        if crossed(every.checkpoint_every_steps) or preempted:
           self._save(state, step, feeder)
         if preempted:
           self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
