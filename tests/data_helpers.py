@@ -1,23 +1,38 @@
-"""Helpers for tests/test_data.py: small configs and independently computed expectations."""
+"""Helpers for tests/test_data.py: small data specs and configs, and independently computed
+expectations."""
 
+import dataclasses
+import functools
 import itertools
 
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from configs import default
+import jax_resnet as jr
+from jax_resnet.config import resolve
+
+SMALL = dict(batch_size=32, eval_batch_size=100, normalize='none')
 
 
 def config(**overrides):
-  """configs/default.py (digits) with small batches and the given overrides."""
-  c = default.get_config()
-  c.batch_size = 32
-  c.eval_batch_size = 100
-  c.normalize = 'none'
-  for key, value in overrides.items():
+  """configs/default.py (digits) as a ConfigDict with small batches and the given overrides
+  (for the rules the config boundary checks)."""
+  c = jr.load_config('default')
+  for key, value in {**SMALL, **overrides}.items():
     setattr(c, key, value)
   return c
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_spec():
+  return resolve(jr.load_config('default')).data
+
+
+def spec(**overrides):
+  """The input configs/default.py resolves to (digits), with small batches and the given
+  overrides: the DataSpec the pipeline functions take."""
+  return dataclasses.replace(_digits_spec(), **{**SMALL, **overrides})
 
 
 def take(iterator, n):

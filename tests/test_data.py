@@ -12,8 +12,10 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_helpers import (as_rows, concat_batches, config, crops_and_flips, digits_split, take)
+from data_helpers import (as_rows, concat_batches, config, crops_and_flips, digits_split, spec,
+                          take)
 from jax_resnet import data
+from jax_resnet.config import boundary, resolve
 from jax_resnet.data import transforms
 from jax_resnet.errors import ConfigError, DataNotFoundError
 
@@ -24,7 +26,7 @@ def digits():
 
 
 def test_digits_info_and_train_batch():
-  c = config()
+  c = spec()
   assert data.dataset_info(c) == data.DatasetInfo(10, 1437, 360, (16, 16, 3))
   batch = next(data.train_iterator(c))
   assert set(batch) == {'image', 'label'}
@@ -36,7 +38,7 @@ def test_digits_info_and_train_batch():
 
 
 def test_digits_image_size_24_nearest_upsampling():
-  c = config(image_size=24, eval_batch_size=360)
+  c = spec(image_size=24, eval_batch_size=360)
   assert data.dataset_info(c).image_shape == (24, 24, 3)
   (batch,) = list(data.eval_batches(c))
   assert batch['image'].shape == (360, 24, 24, 3)
@@ -46,7 +48,7 @@ def test_digits_image_size_24_nearest_upsampling():
 
 def test_eval_covers_split_once_with_padding(digits):
   _, _, test_images, test_labels = digits
-  batches = list(data.eval_batches(config(eval_batch_size=100)))
+  batches = list(data.eval_batches(spec(eval_batch_size=100)))
   assert len(batches) == 4
   for b in batches:
     assert b['image'].shape == (100, 16, 16, 3) and b['mask'].shape == (100,)
@@ -62,7 +64,7 @@ def test_eval_covers_split_once_with_padding(digits):
 
 
 def test_per_pixel_mean_centres_the_training_set():
-  c = config(normalize='per_pixel_mean', eval_split='train', eval_batch_size=500)
+  c = spec(normalize='per_pixel_mean', eval_split='train', eval_batch_size=500)
   merged = concat_batches(list(data.eval_batches(c)))
   images = merged['image'][merged['mask']]
   assert images.shape == (1437, 16, 16, 3)
@@ -71,7 +73,7 @@ def test_per_pixel_mean_centres_the_training_set():
 
 
 def test_mean_std_normalisation(digits):
-  c = config(normalize='mean_std', eval_batch_size=360)
+  c = spec(normalize='mean_std', eval_batch_size=360)
   (batch,) = list(data.eval_batches(c))
   _, _, test_images, _ = digits
   expected = (test_images - np.float32(transforms.IMAGENET_MEAN)) / np.float32(
@@ -81,7 +83,7 @@ def test_mean_std_normalisation(digits):
 
 def test_one_epoch_covers_train_set_then_reshuffles(digits):
   train_images, train_labels, _, _ = digits
-  merged = concat_batches(take(data.train_iterator(config()), 90))  # 2880 = 2 epochs + 6
+  merged = concat_batches(take(data.train_iterator(spec()), 90))  # 2880 = 2 epochs + 6
   epoch0, epoch1 = merged['image'][:1437], merged['image'][1437:2874]
   assert collections.Counter(merged['label'][:1437]) == collections.Counter(train_labels)
   assert as_rows(epoch0) == as_rows(train_images) == as_rows(epoch1)
@@ -89,17 +91,17 @@ def test_one_epoch_covers_train_set_then_reshuffles(digits):
 
 
 def test_same_seed_same_batches_other_seed_other_order():
-  c = config(augment='pad_crop_flip')
+  c = spec(augment='pad_crop_flip')
   a, b = take(data.train_iterator(c), 3), take(data.train_iterator(c), 3)
   for x, y in zip(a, b):
     assert np.array_equal(x['image'], y['image']) and np.array_equal(x['label'], y['label'])
-  other = take(data.train_iterator(config(augment='pad_crop_flip', seed=1)), 3)
+  other = take(data.train_iterator(spec(augment='pad_crop_flip', seed=1)), 3)
   assert not np.array_equal(concat_batches(a)['label'], concat_batches(other)['label'])
 
 
 @pytest.mark.parametrize('k', [0, 3, 50])  # 50 batches crosses the epoch boundary (44.9)
 def test_resume_from_state_continues_exactly(k):
-  c = config(augment='pad_crop_flip')
+  c = spec(augment='pad_crop_flip')
   original = data.train_iterator(c)
   take(original, k)
   state = json.loads(json.dumps(data.get_iterator_state(original)))
@@ -111,18 +113,18 @@ def test_resume_from_state_continues_exactly(k):
 
 
 def test_resume_with_other_seed_is_refused():
-  it = data.train_iterator(config())
+  it = data.train_iterator(spec())
   next(it)
   state = data.get_iterator_state(it)
   with pytest.raises(ConfigError, match='seed'):
-    data.set_iterator_state(data.train_iterator(config(seed=7)), state)
+    data.set_iterator_state(data.train_iterator(spec(seed=7)), state)
 
 
 @pytest.mark.parametrize('augment', ['none', 'pad_crop_flip'])
 def test_process_shards_partition_the_global_batch(augment):
   step = 2
-  single = take(data.train_iterator(config(augment=augment)), step + 1)[step]
-  shards = [take(data.train_iterator(config(augment=augment), process_index=p,
+  single = take(data.train_iterator(spec(augment=augment)), step + 1)[step]
+  shards = [take(data.train_iterator(spec(augment=augment), process_index=p,
                                      process_count=2), step + 1)[step] for p in range(2)]
   assert all(s['image'].shape == (16, 16, 16, 3) for s in shards)
   assert not set(as_rows(shards[0]['image'])) & set(as_rows(shards[1]['image']))
@@ -132,7 +134,7 @@ def test_process_shards_partition_the_global_batch(augment):
 
 
 def test_eval_shards_partition_the_eval_set(digits):
-  shards = [list(data.eval_batches(config(eval_batch_size=100), p, 2)) for p in range(2)]
+  shards = [list(data.eval_batches(spec(eval_batch_size=100), p, 2)) for p in range(2)]
   assert [len(s) for s in shards] == [4, 4]
   assert all(b['image'].shape == (50, 16, 16, 3) for s in shards for b in s)
   merged = concat_batches(shards[0] + shards[1])
@@ -166,8 +168,8 @@ def test_pad_crop_flip_support_and_flip_rate():
 
 
 def test_pipeline_augments_each_example_within_its_support():
-  plain = next(data.train_iterator(config()))
-  augmented = next(data.train_iterator(config(augment='pad_crop_flip')))
+  plain = next(data.train_iterator(spec()))
+  augmented = next(data.train_iterator(spec(augment='pad_crop_flip')))
   assert np.array_equal(plain['label'], augmented['label'])  # same order, same examples
   changed = 0
   for src, out in zip(plain['image'], augmented['image']):
@@ -191,7 +193,7 @@ def test_inception_crops_and_eval_center_crop():
 
 @pytest.mark.parametrize('augment', ['none', 'pad_crop_flip', 'inception'])
 def test_every_augment_keeps_shapes_and_eval_is_deterministic(augment):
-  c = config(augment=augment, image_size=12, normalize='mean_std')
+  c = spec(augment=augment, image_size=12, normalize='mean_std')
   batch = next(data.train_iterator(c))
   assert batch['image'].shape == (32, 12, 12, 3) and batch['image'].dtype == np.float32
   assert np.isfinite(batch['image']).all()
@@ -211,7 +213,7 @@ def test_jpeg_and_png_bytes_decode():
 
 
 def test_holdout_replaces_the_eval_split(digits):
-  c = config(holdout_size=100, eval_split='does-not-matter')
+  c = spec(holdout_size=100, eval_split='does-not-matter')
   info = data.dataset_info(c)
   assert (info.num_train, info.num_eval) == (1337, 100)
   merged = concat_batches(list(data.eval_batches(c)))
@@ -223,7 +225,7 @@ def test_holdout_replaces_the_eval_split(digits):
 
 
 def test_synthetic_is_deterministic():
-  c = config(dataset='synthetic', image_size=8, num_classes=7, batch_size=4)
+  c = spec(dataset='synthetic', image_size=8, num_classes=7, batch_size=4)
   info = data.dataset_info(c)
   assert info.num_classes == 7 and info.image_shape == (8, 8, 3) and info.num_train > 50_000
   a, b = next(data.train_iterator(c)), next(data.train_iterator(c))
@@ -232,13 +234,13 @@ def test_synthetic_is_deterministic():
 
 
 def test_tfds_cifar10_end_to_end_with_mock_data(tmp_path):
-  c = config(dataset='cifar10', image_size=32, data_dir=str(tmp_path), batch_size=8,
+  c = spec(dataset='cifar10', image_size=32, data_dir=str(tmp_path), batch_size=8,
              eval_batch_size=6, augment='pad_crop_flip', normalize='per_pixel_mean')
   with tfds.testing.mock_data(num_examples=20):
     assert data.dataset_info(c) == data.DatasetInfo(10, 20, 20, (32, 32, 3))
     batches = take(data.train_iterator(c), 3)  # crosses the 20-example epoch boundary
     evals = list(data.eval_batches(c))
-    plain = list(data.eval_batches(config(dataset='cifar10', image_size=32,
+    plain = list(data.eval_batches(spec(dataset='cifar10', image_size=32,
                                           data_dir=str(tmp_path), eval_batch_size=20)))
   for b in batches:
     assert b['image'].shape == (8, 32, 32, 3) and b['image'].dtype == np.float32
@@ -253,10 +255,10 @@ def test_tfds_cifar10_end_to_end_with_mock_data(tmp_path):
 
 
 def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
-  c = config(dataset='cifar10', image_size=32, data_dir=str(tmp_path))
+  c = spec(dataset='cifar10', image_size=32, data_dir=str(tmp_path))
   with pytest.raises(DataNotFoundError, match='python -m jax_resnet.data prepare cifar10'):
     data.train_iterator(c)
-  c = config(dataset='imagenet2012', num_classes=1000, image_size=32, normalize='mean_std',
+  c = spec(dataset='imagenet2012', num_classes=1000, image_size=32, normalize='mean_std',
              data_dir=str(tmp_path))
   with pytest.raises(DataNotFoundError) as info:
     data.dataset_info(c)
@@ -266,21 +268,58 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
   assert os.listdir(tmp_path) == []  # looking never writes or downloads
 
 
-@pytest.mark.parametrize('overrides, process_count, match', [
-    (dict(dataset='no_such_dataset_xyz'), 1, 'not a known dataset'),
-    (dict(batch_size=30), 4, 'batch_size=30 is not divisible'),
-    (dict(batch_size=33, eval_batch_size=100), 3, 'eval_batch_size=100 is not divisible'),
-    (dict(image_size=4), 1, 'image_size=4'),
-    (dict(augment='mixup'), 1, 'augment'),
-    (dict(normalize='zca'), 1, 'normalize'),
-    (dict(dataset='imagenet2012', normalize='per_pixel_mean'), 1, 'mean_std'),
-    (dict(num_classes=100), 1, 'num_classes=100'),
-    (dict(holdout_size=1437), 1, 'holdout_size'),
-    (dict(eval_split='validation'), 1, "'validation'"),
+@pytest.mark.parametrize('overrides, message', [
+    (dict(dataset='no_such_dataset_xyz'),
+     "config.dataset='no_such_dataset_xyz' is not a known dataset: it is neither built in "
+     "('digits', 'synthetic') nor a TFDS dataset name; use one of those, e.g. 'cifar10', "
+     "'cifar100', 'imagenet2012'"),
+    (dict(batch_size=30, process_count=4),
+     'batch_size=30 is not divisible by the 4 processes: every process reads an equal share of '
+     'each global batch; use a multiple of 4'),
+    (dict(batch_size=33, eval_batch_size=100, process_count=3),
+     'eval_batch_size=100 is not divisible by the 3 processes: every process reads an equal '
+     'share of each global batch; use a multiple of 3'),
+    (dict(holdout_size=1437),
+     "holdout_size=1437 leaves no training examples: the train split has 1437; use a smaller "
+     "holdout (e.g. 5000 of CIFAR-10's 50000)"),
 ])
-def test_config_errors(overrides, process_count, match):
-  with pytest.raises(ConfigError, match=match):
-    data.train_iterator(config(**overrides), process_count=process_count)
+def test_pipeline_errors(overrides, message):
+  """What only opening the data can tell: the pipeline's own errors."""
+  process_count = overrides.pop('process_count', 1)
+  with pytest.raises(ConfigError) as err:
+    data.train_iterator(spec(**overrides), process_count=process_count)
+  assert str(err.value) == message
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(image_size=4),
+     'image_size=4 must be an integer >= 8 (the digits are 8x8, CIFAR 32, ImageNet 224).'),
+    (dict(augment='mixup'),
+     "augment must be one of 'none', 'pad_crop_flip', 'inception', got 'mixup'."),
+    (dict(normalize='zca'),
+     "normalize must be one of 'per_pixel_mean', 'mean_std', 'none', got 'zca'."),
+    (dict(dataset='imagenet2012', normalize='per_pixel_mean'),
+     "normalize='per_pixel_mean' is not supported for imagenet2012: a mean image over 1.28M "
+     'JPEGs is too slow to compute; use --config.normalize=mean_std.'),
+    (dict(eval_split='validation'),
+     "split 'validation' does not exist in the embedded 'digits' dataset: use "
+     "train_split='train' and eval_split='test'."),
+])
+def test_config_errors(overrides, message):
+  """The data keys' rules, checked at the config boundary before any data is opened."""
+  with pytest.raises(ConfigError) as err:
+    resolve(config(**overrides))
+  assert str(err.value) == f'Invalid config: {message}'
+
+
+def test_num_classes_is_checked_against_the_opened_dataset():
+  run = resolve(config(num_classes=100, eval_batch_size=128))
+  info = data.dataset_info(run.data)  # the pipeline itself reads the dataset's own classes
+  assert (info.num_classes, info.num_train) == (10, 1437)
+  with pytest.raises(ConfigError) as err:
+    boundary.check_against_dataset(run, info.num_train, info.num_classes)
+  assert str(err.value) == ("Invalid config: num_classes=100 but dataset 'digits' has 10 "
+                            'classes; set --config.num_classes=10.')
 
 
 def test_prepare_cli_without_tensorflow(tmp_path, capsys):
@@ -293,9 +332,9 @@ def test_prepare_cli_without_tensorflow(tmp_path, capsys):
 
 def test_worker_processes_give_the_same_batches():
   # Two workers: batches come round-robin from both, so their order is checked too.
-  c = config(augment='pad_crop_flip')
+  c = spec(augment='pad_crop_flip')
   expected = take(data.train_iterator(c), 3)
-  it = data.train_iterator(config(augment='pad_crop_flip', num_workers=2))
+  it = data.train_iterator(spec(augment='pad_crop_flip', num_workers=2))
   data.set_iterator_state(it, {**data.get_iterator_state(it), 'step': 1})
   got = take(it, 2)
   it.close()
