@@ -1,6 +1,7 @@
 """train_and_evaluate end to end on the embedded digits (8 simulated devices): the workdir
 contract, exact evaluation, preemption + resume equal to an uninterrupted run, TFDS mock data."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,14 +12,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 import jax_resnet as jr
-from configs import default
 from jax_resnet import data
-from jax_resnet.training import loop, steps
+from jax_resnet.config import resolve
+from jax_resnet.training import loop, optim, setup
 from jax_resnet.training.checkpoints import Checkpoints
 
 
 def _config(**overrides):
-  config = default.get_config()
+  config = jr.load_config('default')
   config.update(dict(num_train_steps=12, log_every_steps=4, eval_every_steps=6,
                      checkpoint_every_steps=6, progress_bar=False, batch_size=64,
                      eval_batch_size=128, warmup_epochs=0.0), **overrides)
@@ -27,10 +28,10 @@ def _config(**overrides):
 
 def _restore(workdir, config, step=None):
   """The params/batch_stats of a workdir's checkpoint, read back through Orbax."""
-  model = jr.create_model(config.model, num_classes=config.num_classes)
-  template = jax.device_get(jax.jit(lambda r: steps.create_train_state(
-      config, model, loop.setup.build_run(config, 1437).tx, r, (16, 16, 3)))(
-          jax.random.key(0)))
+  spec = resolve(config)
+  model = setup.build_model(spec)
+  tx = optim.make_optimizer(**dataclasses.asdict(spec.optimizer))
+  template = setup.host_state(spec, model, tx, (16, 16, 3))
   restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 3).restore(template)
   assert restored is not None
   return restored
@@ -61,7 +62,11 @@ def test_workdir_contract(short_run):
   assert any(f.startswith('events.out.tfevents')
              for f in os.listdir(os.path.join(workdir, 'tensorboard')))
   with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f)['model'] == 'resnet20'
+    saved = json.load(f)
+  assert (saved['model'], saved['parallelism'], saved['num_train_steps']) == (
+      'resnet20', 'shard_map', 12)
+  assert saved['model_options']['shortcut'] is None and 'shortcut' not in saved
+  assert summary['parallelism'] == 'shard_map'
 
 
 def test_final_eval_equals_an_independent_count_over_the_split(short_run):
@@ -72,7 +77,7 @@ def test_final_eval_equals_an_independent_count_over_the_split(short_run):
   model = jr.create_model('resnet20')
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   correct = total = 0
-  for batch in data.eval_batches(config):
+  for batch in data.eval_batches(resolve(config).data):
     logits = model.apply(variables, batch['image'], train=False)
     hits = (np.argmax(logits, -1) == batch['label']) & batch['mask']
     correct += int(hits.sum())
