@@ -3,8 +3,7 @@ step (forward, cross-entropy, backward, SGD momentum with weight decay), channel
 bfloat16 where asked, timed the same way (median of synchronised steps).
 
 It runs in a child process without JAX: beside a JAX client in one process, torch on an H100
-measured 1,101 img/s for the resnet50 bf16 train step that it ran at 3,983 img/s alone
-(docs/benchmarks.md).
+ran the resnet50 bf16 train step far slower than alone (docs/benchmarks.md).
 """
 
 import argparse

@@ -54,13 +54,13 @@ def needs_projection(shortcut: str, in_features: int, out_features: int, strides
 
 class PointwiseConv(nn.Module):
   """A 1x1 (or 1x1x1) convolution computed as a matrix product over channels: the same
-  parameter ('kernel', shape (1, ..., 1, in, out)) and the same result as `nn.Conv`. On
-  XLA:CPU resnet50's forward+backward is 1.8x faster with it (docs/benchmarks.md): XLA runs the
-  product's gradients as matrix products, a 1x1 convolution's weight gradient far slower.
+  parameter ('kernel', shape (1, ..., 1, in, out)) and the same result as `nn.Conv`. Faster on
+  XLA:CPU (docs/benchmarks.md): XLA runs the product's gradients as matrix products, a 1x1
+  convolution's weight gradient far slower.
 
   The product is taken on (positions, channels) matrices, not on the image-shaped array: with
   the image shape XLA:CPU copies each weight gradient's cotangent into a transposed layout
-  first (36 copies, 290 ms of resnet50's batch-8 train step, measured with jax.profiler)."""
+  first (a profile of resnet50's train step in docs/benchmarks.md)."""
   features: int
   strides: Sequence[int]
   kernel_init: Callable = nn.initializers.lecun_normal()

@@ -8,10 +8,14 @@ prints, per image, the top-5 classes with their softmax probabilities.
 import argparse
 import sys
 
+import jax
 import numpy as np
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from jax_resnet.data import transforms
+
+# float32 as torchvision's Normalize computes: preprocess matches it bit for bit.
+IMAGENET_MEAN = np.float32(transforms.IMAGENET_MEAN)
+IMAGENET_STD = np.float32(transforms.IMAGENET_STD)
 RESIZE, CROP = 256, 224
 
 
@@ -51,12 +55,6 @@ def read_image(path: str, resize: int = RESIZE) -> np.ndarray:
     raise ImageError(f'cannot read image {path}: {reason}') from None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-  z = logits - logits.max(axis=-1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=-1, keepdims=True)
-
-
 def top_k(probabilities: np.ndarray, k: int):
   """[(class index, probability)] in decreasing probability (ties: lower index first)."""
   order = np.argsort(-probabilities, kind='stable')[:k]
@@ -70,7 +68,7 @@ def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
   model = jax_resnet.create_model(model_name, num_classes=num_classes)
   logits = model.apply(variables, images, train=False)
-  return softmax(np.asarray(logits, np.float64))
+  return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def _parser():

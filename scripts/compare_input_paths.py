@@ -2,7 +2,7 @@
 the same config with N seeds (0..N-1 by default) both ways and reports each run's test top-1 and throughput,
 and their mean and standard deviation. A benchmark-style script, not a test.
 
-    python scripts/compare_input_paths.py --seeds 5 --out runs/input_paths   # ~7 min, 2 CPUs
+    python scripts/compare_input_paths.py --seeds 5 --out runs/input_paths   # see docs/benchmarks.md
     python scripts/compare_input_paths.py --seeds 5 -- --config configs/cifar10_resnet20.py
 
 Arguments after `--` go to train.py unchanged. Writes OUT/input_paths.json.

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # One prepared run of the GPU checks on a lent NVIDIA machine (goals: resnet50 bf16 at
 # >= 7,900 img/s train and >= 25,000 eval per H200, CIFAR resnet20's 64k steps in < 3 min).
-# Sections, most important numbers first; seconds are estimates for one H200 from the H100 run
-# in docs/benchmarks.md (r50 train compile 16-18 s + 48 ms/step, process start about 10 s):
-#   bench    resnet50 bf16 batch 256 train and eval beside torchvision (--vs torch), MFU  (~150 s)
-#   cifar    resnet20/56/110 on-device input, 20 steps per dispatch: time per 1k steps     (~90 s)
-#   profile  jax.profiler trace of 5 resnet50 bf16 train steps, time by op category       (~60 s)
-#   trainer  train.py --config configs/fake_data_benchmark.py (host input pipeline)        (~80 s)
-#   jpeg     host pipeline on 2,000 generated 500x375 JPEGs: per core and 16 workers       (~60 s)
+# Sections, most important numbers first (each one's estimated seconds, and what the estimates
+# rest on, are in docs/benchmarks.md):
+#   bench    resnet50 bf16 batch 256 train and eval beside torchvision (--vs torch), MFU
+#   cifar    resnet20/56/110 on-device input, 20 steps per dispatch: time per 1k steps
+#   profile  jax.profiler trace of 5 resnet50 bf16 train steps, time by op category
+#   trainer  train.py --config configs/fake_data_benchmark.py (host input pipeline)
+#   jpeg     host pipeline on 2,000 generated 500x375 JPEGs: per core and 16 workers
 #   tune     resnet50 bf16 train: the other two stem_conv, batch 384/512, 10 steps per
-#            dispatch, XLA's latency-hiding scheduler (what the deadline leaves: ~2 runs)  (~240 s)
-#   tests    tests/test_stem_options.py on the GPU (exactness under cuDNN)                 (~60 s)
+#            dispatch, XLA's latency-hiding scheduler (as many runs as the deadline leaves)
+#   tests    tests/test_stem_options.py on the GPU (exactness under cuDNN)
 # The whole stops at a deadline (GPU_CHECK_SECONDS, default 530 s, for a 600 s call): every
 # command's timeout is cut to the time left, and a section with under 30 s left is skipped,
 # so the first sections always report. Results: $OUT (or ./gpu_results) gets gpu_check.log,
@@ -21,7 +21,8 @@
 #   GPU_CHECK_SECONDS=530 bash scripts/gpu_check.sh tune tests    # a second call: the rest
 #
 # The lent machines reach no network and already hold jax (CUDA), flax, optax, orbax, torch and
-# torchvision; the few pure-Python needs missing there travel as wheels in .whl/ (device README).
+# torchvision; the few pure-Python needs missing there travel as wheels in .whl/ (git-ignored),
+# installed below when present.
 set -uo pipefail
 out=${OUT:-gpu_results}
 mkdir -p "$out"

@@ -1,7 +1,7 @@
 """Long-run stability: trains the default config for many steps and records that
 host memory (RSS) and step time stay flat. A benchmark-style script, not a test.
 
-    python scripts/soak.py --steps 20000 --out runs/soak        # about 40 min on 2 CPU cores
+    python scripts/soak.py --steps 20000 --out runs/soak        # wall time: docs/training.md
 
 Writes OUT/soak.json: RSS samples over time, throughput per log interval, and the ratios of
 the last tenth to the first tenth (after the first interval, which holds the compile).

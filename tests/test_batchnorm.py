@@ -57,10 +57,10 @@ def test_statistics_run_in_promote_float32_dtype(x64, dtype, param_dtype, comput
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_variance_is_accurate_when_the_mean_dwarfs_the_spread(dtype):
-  """mean / std = 1000: the one-pass E[x^2] - E[x]^2 would lose about 17% here in float32
-  (scripts/bn_variance.py); the two-pass form keeps float32 accuracy: what is left is the
-  rounding of a float32 sum of 1,024 terms, at most 1024 * 2^-24 = 6e-5 in whatever order XLA
-  sums (jax 0.7.2's order gave 1.2e-5)."""
+  """mean / std = 1000: the one-pass E[x^2] - E[x]^2 would miss a large part of the variance
+  here in float32 (docs/benchmarks.md); the two-pass form keeps float32 accuracy: what is left
+  is the rounding of a float32 sum of 1,024 terms, at most 1024 * 2^-24 = 6e-5 in whatever
+  order XLA sums (measured: docs/testing.md)."""
   rng = np.random.default_rng(2)
   x = jnp.asarray(1000.0 + rng.normal(size=(16, 8, 8, 4)), dtype)
   exact = np.var(np.asarray(x, np.float64).reshape(-1, 4), axis=0, ddof=1)

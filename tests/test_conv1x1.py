@@ -35,8 +35,8 @@ def test_pointwise_conv_equals_a_1x1_convolution(shape, strides):
 
 
 def _loss_and_grads(model, variables, x):
-  """Eval-mode BatchNorm: batch statistics over resnet50's last 1x1 maps of two images amplify
-  summation-order differences enormously (18% of the loss in float32 on jax 0.7.2)."""
+  """Eval-mode BatchNorm: batch statistics over resnet50's last 1x1 maps of two images would
+  amplify summation-order differences far past round-off (docs/testing.md)."""
   def loss(params):
     return jnp.sum(model.apply({**variables, 'params': params}, x, train=False) ** 2)
   return jax.jit(jax.value_and_grad(loss))(variables['params'])

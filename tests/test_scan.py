@@ -19,8 +19,8 @@ def _variables(name, x, **overrides):
     pytest.param('resnet50', (4, 64, 64, 3), {}, marks=pytest.mark.slow)])
 def test_scanned_model_equals_unrolled_with_converted_weights(name, shape, overrides, x64):
   """The same maths in another order, so compared in float64, to 1e-10 of the largest logit in
-  eval and train mode (float32 would measure the CPU's summation order: batch statistics over
-  a few tiny images amplify it to 1e-4 and more)."""
+  eval and train mode (float32 would measure the CPU's summation order, which batch statistics
+  over a few tiny images amplify far past round-off)."""
   overrides = {**overrides, 'dtype': 'float64', 'param_dtype': 'float64'}
   x = jax.random.normal(jax.random.key(1), shape, jnp.float64)
   unrolled, variables = _variables(name, x, **overrides)

@@ -10,9 +10,9 @@ import torchvision
 import jax_resnet as jr
 from jax_resnet import weights
 
-# float64: both sides compute the same maths near round-off, on any CPU (measured 2e-15).
-# float32: 33x the largest error measured over seeds 0-3 of resnet18, resnet50 and r2plus1d_18
-# (3.0e-6), a margin for other CPUs' summation order.
+# float64: both sides compute the same maths, so they agree near round-off on any CPU. float32:
+# a wide margin over the largest error measured (docs/weights.md), for other CPUs' summation
+# order.
 TOLERANCE = {'float64': 1e-10, 'float32': 1e-4}
 
 

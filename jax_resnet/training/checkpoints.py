@@ -22,7 +22,6 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'data', 'meta'))
-    self.bad_steps = []
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -46,7 +45,6 @@ class Checkpoints:
         moved = self._set_aside(step)
         log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '
                     'previous one.', step, self.directory, reason, moved)
-        self.bad_steps.append((step, reason, moved))
         continue
       return step, restored['state'], restored['data'], restored['meta']
     return None
@@ -64,6 +62,3 @@ class Checkpoints:
 
   def wait(self):
     self.manager.wait_until_finished()
-
-  def close(self):
-    self.manager.close()

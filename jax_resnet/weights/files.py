@@ -109,7 +109,7 @@ def read_safetensors(path: str) -> dict:
   except TypeError as error:
     if 'bfloat16' not in str(error):
       raise WeightsFileError(f'cannot read {path} as safetensors: {_first_line(error)}') from None
-    return _read_safetensors_raw(path)  # numpy has no bfloat16; read through ml_dtypes
+    return _read_safetensors_raw(path)  # older safetensors' numpy API has no bfloat16
   except Exception as error:  # noqa: BLE001  safetensors raises its own untyped errors
     raise WeightsFileError(f'cannot read {path} as safetensors ({_first_line(error)}); the '
                            'file is corrupt or not a safetensors file.') from None
@@ -185,10 +185,11 @@ def _orbax_state_dir(path: str) -> str:
     return os.path.join(path, 'state')
   if os.path.exists(os.path.join(path, '_METADATA')):
     return path
+  import orbax.checkpoint as ocp
   base = os.path.join(path, 'checkpoints')
   base = base if os.path.isdir(base) else path
-  steps = [int(d) for d in os.listdir(base)
-           if d.isdigit() and os.path.isdir(os.path.join(base, d, 'state'))]
+  steps = [step for step in ocp.utils.checkpoint_steps(base)
+           if os.path.isdir(os.path.join(base, str(step), 'state'))]
   if not steps:
     raise WeightsFileError(f'{path} is a directory without an Orbax checkpoint; expected a '
                            'train.py workdir (with checkpoints/<step>/state) or one '

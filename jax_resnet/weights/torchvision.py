@@ -14,6 +14,7 @@ from typing import Mapping, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jax_resnet.registry import create_model, model_defaults
 from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare,
@@ -98,14 +99,12 @@ def _torch_module(model_name: str, path: tuple) -> str:
   return f'{layer}.{table.get(path[1], path[1])}'
 
 
-def _modules(tree, path=()):
-  """(module path, {leaf name: leaf}) for every module that holds variables, in order."""
-  leaves = {k: v for k, v in tree.items() if not isinstance(v, Mapping)}
-  if leaves:
-    yield path, leaves
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from _modules(value, path + (key,))
+def _modules(tree) -> dict:
+  """{module path: {leaf name: leaf}} for every module that holds variables, in tree order."""
+  modules = {}
+  for (*path, name), leaf in traverse_util.flatten_dict(tree).items():
+    modules.setdefault(tuple(path), {})[name] = leaf
+  return modules
 
 
 @functools.lru_cache(maxsize=64)
@@ -113,7 +112,7 @@ def torch_layout(model_name: str, num_classes: int) -> tuple:
   """Entries in torchvision's state_dict order (module by module, BN buffers after params)."""
   shapes = variable_shapes(model_name, num_classes)
   entries = []
-  for path, leaves in _modules(shapes['params']):
+  for path, leaves in _modules(shapes['params']).items():
     prefix, ours = _torch_module(model_name, path), 'params/' + '/'.join(path)
     if 'scale' in leaves:
       for name, theirs in _BN_PARAMS:
@@ -228,8 +227,8 @@ def to_torchvision(model_name: str, variables: Mapping) -> dict:
   check_supported(model_name)
   params = variables['params']
   num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
-  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)),
-                                       flatten(variables))
+  flat = flatten(variables)
+  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
   if missing or unexpected or wrong:
     raise WeightsMismatchError(mismatch_message(
         f'variables do not match {model_name}', missing, unexpected, wrong,
@@ -239,9 +238,5 @@ def to_torchvision(model_name: str, variables: Mapping) -> dict:
     if entry.kind == 'counter':
       out[entry.torch_name] = np.zeros((), np.int64)
       continue
-    collection, *path = entry.ours.split('/')
-    node = variables[collection]
-    for key in path:
-      node = node[key]
-    out[entry.torch_name] = _to_torch(entry.kind, np.asarray(node))
+    out[entry.torch_name] = _to_torch(entry.kind, np.asarray(flat[entry.ours]))
   return out

@@ -4,10 +4,12 @@ from typing import Mapping
 
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jax_resnet.errors import UserError
 
 COLLECTIONS = ('params', 'batch_stats')
+SEP = '/'  # our flat names ('params/head/kernel'), as in .npz files and error messages
 _LIST_LIMIT = 5
 
 
@@ -28,32 +30,15 @@ class WeightsFileError(WeightsError, OSError):
 
 
 def flatten(variables: Mapping, collections=COLLECTIONS) -> dict:
-  """{'params': {'a': {'b': x}}} -> {'params/a/b': x}, for the given top-level collections."""
-  flat = {}
-
-  def walk(prefix, node):
-    if isinstance(node, Mapping):
-      for key, value in node.items():
-        walk(f'{prefix}/{key}' if prefix else str(key), value)
-    elif node is not None:
-      flat[prefix] = node
-
-  for collection in collections:
-    if collection in variables:
-      walk(collection, variables[collection])
-  return flat
+  """{'params': {'a': {'b': x}}} -> {'params/a/b': x}, for the given top-level collections only
+  (an Orbax TrainState also holds step and opt_state; model.init may add other collections)."""
+  return traverse_util.flatten_dict({c: variables[c] for c in collections if c in variables},
+                                    sep=SEP)
 
 
 def unflatten(flat: Mapping) -> dict:
-  """Inverse of `flatten`: {'params/a/b': x} -> {'params': {'a': {'b': x}}}."""
-  tree = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split('/')
-    node = tree
-    for key in parents:
-      node = node.setdefault(key, {})
-    node[leaf] = value
-  return tree
+  """Inverse of `flatten`: {'params/a/b': x} -> {'params': {'a': {'b': x}}} (plain dicts)."""
+  return traverse_util.unflatten_dict(dict(flat), sep=SEP)
 
 
 def shape_text(value) -> str:
