@@ -18,8 +18,8 @@ from jax_resnet.analysis import common, report
 from jax_resnet.config import load_config
 
 DEFAULT_MODELS = ('plain20', 'resnet20', 'plain56', 'resnet56')
-# The digits default halves configs/default.py's 30 epochs so that the four runs fit in about
-# five minutes of a 2-core CPU; pass --set num_epochs=30 for the full default recipe.
+# The digits default halves configs/default.py's 30 epochs so that the four runs stay short on a
+# CPU (docs/analysis.md has the time); pass --set num_epochs=30 for the full default recipe.
 DIGITS_DEFAULTS = {'num_epochs': '15'}
 
 
