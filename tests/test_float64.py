@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 import jax_resnet as jr
-from configs import default
+from jax_resnet.config import resolve
 from jax_resnet.errors import ConfigError
 from jax_resnet.training import setup
 
@@ -69,18 +69,20 @@ def test_train_step_is_float64_throughout(name, shape, options, x64):
 
 
 def test_trainer_float64_without_x64_is_one_clear_error():
-  config = default.get_config()
+  config = jr.load_config('default')
   config.dtype = 'float64'
   with pytest.raises(ConfigError) as err:
-    setup.validate_config(config)
+    resolve(config)
   assert str(err.value) == ("Invalid config: dtype='float64' needs 64-bit arrays, which JAX "
                             'turns off by default: set JAX_ENABLE_X64=1 (train.py does it for '
                             'you).')
 
 
 def test_trainer_float64_builds_a_float64_model(x64):
-  config = default.get_config()
+  config = jr.load_config('default')
   config.dtype = 'float64'
-  setup.validate_config(config)
-  model = setup.build_model(config)
+  spec = resolve(config)
+  assert (spec.model_kwargs['dtype'], spec.model_kwargs['param_dtype']) == ('float64',
+                                                                            'float64')
+  model = setup.build_model(spec)
   assert (model.dtype, model.param_dtype) == (jnp.float64, jnp.float64)
