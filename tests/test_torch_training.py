@@ -8,6 +8,7 @@ come from the trainer's schedules on our side and from the formulas written out 
 torch's, so the schedules are checked too.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 
 import jax_resnet as jr
-from configs import default
 from jax_resnet import weights
+from jax_resnet.config import resolve
 from jax_resnet.training import optim, steps
 
 torch = pytest.importorskip('torch')
@@ -75,18 +76,21 @@ def _torch_train(net, batches, optimizer, lr_at, label_smoothing):
 
 
 def _our_train(name, state_dict, batches, config, steps_per_epoch, total_steps, **model_options):
-  """The trainer's own pieces: make_optimizer, make_schedule, make_train_step."""
+  """The trainer's own pieces: make_optimizer, make_schedule, make_train_step, with the values
+  the config boundary resolves from `config`."""
   model = jr.create_model(name, num_classes=CLASSES, dtype='float64', param_dtype='float64',
                           **model_options)
   variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
                            weights.from_torchvision(name, state_dict))
-  tx = optim.make_optimizer(config)
-  schedule = optim.make_schedule(config, steps_per_epoch, total_steps)
+  spec = resolve(config)
+  tx = optim.make_optimizer(**dataclasses.asdict(spec.optimizer))
+  schedule = optim.make_schedule(**spec.schedule.schedule_kwargs(steps_per_epoch, total_steps))
   state = steps.TrainState(
       step=jnp.zeros((), jnp.int32), params=variables['params'],
       batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']),
       ema_params=None, warming_up=jnp.asarray(False))
-  train_step = jax.jit(steps.make_train_step(config, model, tx, schedule))
+  train_step = jax.jit(steps.make_train_step(model, tx, schedule,
+                                             **dataclasses.asdict(spec.step)))
   losses, rates = [], []
   for images, labels in batches:
     state, metrics = train_step(state, {'image': jnp.asarray(images),
@@ -113,7 +117,7 @@ def _worst_relative_error(ours, net):
 
 
 def _config(**overrides):
-  config = default.get_config()
+  config = jr.load_config('default')
   config.update(dict(sync_batch_norm=False, label_smoothing=0.1, momentum=0.9,
                      lr_batch_base=0), **overrides)
   return config
