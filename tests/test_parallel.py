@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
+import jax_resnet as jr
+from jax_resnet.config import resolve
 from jax_resnet.errors import ConfigError
 from jax_resnet.training import setup, steps
 
@@ -17,7 +18,7 @@ eight_devices = pytest.mark.skipif(jax.device_count() < 8,
 
 
 def _config(**overrides):
-  config = default.get_config()
+  config = jr.load_config('default')
   config.update(dict(model='resnet20', image_size=8, batch_size=GLOBAL_BATCH,
                      eval_batch_size=GLOBAL_BATCH, num_train_steps=3, warmup_epochs=0.0,
                      lr_schedule='constant', learning_rate=0.01), **overrides)
@@ -32,9 +33,9 @@ def _batches(n):
 
 def _train(parallelism, devices, sync_batch_norm=True, dtype='float64'):
   config = _config(parallelism=parallelism, sync_batch_norm=sync_batch_norm, dtype=dtype)
-  parts = setup.build_run(config, num_train=1000, devices=devices)
+  parts = setup.build_run(resolve(config), num_train=1000, devices=devices)
   state = jax.jit(lambda r: steps.create_train_state(
-      config, parts.model, parts.tx, r, (8, 8, 3)))(jax.random.key(0))
+      parts.model, parts.tx, r, (8, 8, 3)))(jax.random.key(0))
   runner = parts.runner
   state = runner.place_state(jax.device_get(state))
   losses = []
@@ -80,6 +81,6 @@ def test_without_sync_batch_norm_replicas_differ_from_global_statistics():
 @eight_devices
 def test_batch_not_divisible_by_devices_is_a_clear_error():
   with pytest.raises(ConfigError) as err:
-    setup.validate_config(_config(batch_size=12))
-  assert str(err.value) == ('batch_size=12 is not divisible by the 8 devices (cpu); each device '
-                            'needs an equal share: use a multiple of 8.')
+    resolve(_config(batch_size=12))
+  assert str(err.value) == ('Invalid config: batch_size=12 is not divisible by the 8 devices '
+                            '(cpu); each device needs an equal share: use a multiple of 8.')
