@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jax_resnet as jr
-from configs import default
+from jax_resnet.config import boundary, resolve
 from jax_resnet.errors import ConfigError
 from jax_resnet.layers import PointwiseConv
 from jax_resnet.training import setup
@@ -68,11 +68,16 @@ def test_model_with_dot_equals_model_with_conv(name, shape, x64):
 
 def test_config_key_resolves_by_backend_and_rejects_other_values():
   on_cpu = jax.default_backend() == 'cpu'
-  assert (setup.conv1x1_as_dot('auto'), setup.conv1x1_as_dot('conv'),
-          setup.conv1x1_as_dot('dot')) == (on_cpu, False, True)
-  config = default.get_config()
-  assert setup.build_model(config).conv1x1_as_dot is on_cpu
+  for backend in ('cpu', 'gpu', 'tpu'):
+    assert (boundary.conv1x1_as_dot('auto', backend), boundary.conv1x1_as_dot('conv', backend),
+            boundary.conv1x1_as_dot('dot', backend)) == (backend == 'cpu', False, True)
+  config = jr.load_config('default')
+  assert config.conv1x1 == 'auto'
+  assert setup.build_model(resolve(config)).conv1x1_as_dot is on_cpu
+  assert resolve(config, backend='gpu').model_kwargs['conv1x1_as_dot'] is False
+  assert resolve(config, backend='cpu').model_kwargs['conv1x1_as_dot'] is True
   config.conv1x1 = 'fast'
   with pytest.raises(ConfigError) as err:
-    setup.validate_config(config)
-  assert str(err.value) == "Invalid config: conv1x1 must be 'auto', 'conv' or 'dot', got 'fast'."
+    resolve(config)
+  assert str(err.value) == ("Invalid config: conv1x1 must be one of 'auto', 'conv', 'dot', got "
+                            "'fast'.")
