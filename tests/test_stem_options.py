@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jax_resnet as jr
-from configs import default
 from jax_resnet import benchmark, stems
+from jax_resnet.config import boundary, resolve
 from jax_resnet.errors import ConfigError
 from jax_resnet.training import setup
 
@@ -219,28 +219,33 @@ def test_bad_values_are_one_clear_error():
 
 def test_config_key_resolves_per_backend_and_model_and_rejects_other_values():
   backend = jax.default_backend()
-  auto = {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}[backend]
-  assert setup.stem_conv('auto', 'resnet50') == auto
-  assert setup.stem_conv('auto', 'resnet20') == 'conv'  # CIFAR stem
-  assert setup.stem_conv('auto', 'r3d_18') == 'conv'  # video stem
-  assert setup.stem_conv('space_to_depth', 'resnet50') == 'space_to_depth'
-  config = default.get_config()
+  for on, auto in {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}.items():
+    assert boundary.stem_conv('auto', 'resnet50', on) == auto
+    assert boundary.stem_conv('auto', 'resnet20', on) == 'conv'  # CIFAR stem
+    assert boundary.stem_conv('auto', 'r3d_18', on) == 'conv'  # video stem
+    assert boundary.stem_conv('space_to_depth', 'resnet50', on) == 'space_to_depth'
+  config = jr.load_config('default')
   assert config.stem_conv == 'auto'
-  config.model, config.stem_conv = 'resnet50', 'space_to_depth'
-  assert setup.build_model(config).stem_conv == 'space_to_depth'
-  config.model, config.stem_conv = 'r3d_18', 'auto'
-  assert not hasattr(setup.build_model(config), 'stem_conv')
-  config.model, config.stem_conv = 'resnet20', 'pad_channels'
+  config.model, config.image_size, config.stem_conv = 'resnet50', 32, 'space_to_depth'
+  assert setup.build_model(resolve(config)).stem_conv == 'space_to_depth'
+  config.stem_conv = 'auto'
+  assert resolve(config, backend='tpu').model_kwargs['stem_conv'] == 'space_to_depth'
+  assert 'stem_conv' not in resolve(config, backend='cpu').model_kwargs  # 'conv': the default
+  assert setup.build_model(resolve(config)).stem_conv == boundary.stem_conv('auto', 'resnet50',
+                                                                            backend)
+  config.model = 'r3d_18'
+  assert not hasattr(setup.build_model(resolve(config)), 'stem_conv')
+  config.model, config.image_size, config.stem_conv = 'resnet20', 16, 'pad_channels'
   with pytest.raises(ConfigError) as err:
-    setup.build_model(config)
+    resolve(config)
   assert str(err.value) == ("Invalid config for model 'resnet20': resnet20: "
                             "stem_conv='pad_channels' applies to the ImageNet stem only; this "
                             "model's stem is 'cifar' (leave stem_conv='conv').")
   config.stem_conv = 'fast'
   with pytest.raises(ConfigError) as err:
-    setup.validate_config(config)
-  assert str(err.value) == ("Invalid config: stem_conv must be 'auto', 'conv', 'pad_channels' "
-                            "or 'space_to_depth', got 'fast'.")
+    resolve(config)
+  assert str(err.value) == ("Invalid config: stem_conv must be one of 'auto', 'conv', "
+                            "'pad_channels', 'space_to_depth', got 'fast'.")
 
 
 def test_benchmark_flag_is_recorded_in_its_json():
