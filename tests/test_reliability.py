@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from configs import default
+import jax_resnet as jr
+from jax_resnet.config import resolve
 from jax_resnet.errors import ConfigError
-from jax_resnet.training import loop, setup
+from jax_resnet.training import loop
 from test_training import _config, _restore
 
 
@@ -84,7 +85,7 @@ def test_skip_nonfinite_updates_counts_and_keeps_weights_finite(tmp_path):
 
 
 def _valid():
-  c = default.get_config()
+  c = jr.load_config('default')
   c.batch_size, c.eval_batch_size = 64, 128
   return c
 
@@ -98,8 +99,10 @@ FAST = settings(max_examples=25, deadline=None,
 def test_negative_learning_rates_are_refused(lr):
   config = _valid()
   config.learning_rate = lr
-  with pytest.raises(ConfigError, match=r'^Invalid config: learning_rate must be >= 0, got '):
-    setup.validate_config(config)
+  with pytest.raises(ConfigError) as err:
+    resolve(config)
+  assert str(err.value) == (f'Invalid config: learning_rate must be >= 0, got {lr}; a negative '
+                            'rate ascends the loss.')
 
 
 @FAST
@@ -108,10 +111,13 @@ def test_batch_sizes_are_accepted_exactly_when_divisible_by_the_devices(batch):
   config = _valid()
   config.batch_size = batch
   if batch % jax.device_count() == 0:
-    setup.validate_config(config)
+    assert resolve(config).data.batch_size == batch
   else:
-    with pytest.raises(ConfigError, match=rf'^batch_size={batch} is not divisible by the 8 '):
-      setup.validate_config(config)
+    with pytest.raises(ConfigError) as err:
+      resolve(config)
+    assert str(err.value) == (f'Invalid config: batch_size={batch} is not divisible by the 8 '
+                              'devices (cpu); each device needs an equal share: use a multiple '
+                              'of 8.')
 
 
 @FAST
@@ -121,11 +127,16 @@ def test_image_size_must_survive_the_downsampling(model, size):
   config = _valid()
   config.model, config.image_size = model, size
   factor = 4 if model in ('resnet20', 'preact_resnet164', 'wrn16_4') else 32
-  if size >= factor:
-    setup.validate_config(config)
-  else:
+  if size >= max(factor, 8):
+    assert resolve(config).data.image_size == size
+  elif size < factor:
     with pytest.raises(ConfigError) as err:
-      setup.validate_config(config)
+      resolve(config)
     assert str(err.value) == (
         f'Invalid config: image_size={size} is too small for {model}: its stem and stages '
         f'downsample by {factor}; use image_size >= {factor}.')
+  else:  # survives the model, not the input pipeline's smallest size
+    with pytest.raises(ConfigError) as err:
+      resolve(config)
+    assert str(err.value) == (f'Invalid config: image_size={size} must be an integer >= 8 (the '
+                              'digits are 8x8, CIFAR 32, ImageNet 224).')
