@@ -28,12 +28,13 @@ def pretrained_file(tmp_path_factory):
   return path, jax.device_get(variables)
 
 
-def _finetune(tmp_path, path, **overrides):
+def _finetune(tmp_path, path, freeze_batch_norm=None, **overrides):
   settings = dict(model='resnet18', dataset='cifar10', image_size=32, normalize='none',
                   num_train_steps=2, batch_size=16, eval_batch_size=32, eval_every_steps=0,
                   checkpoint_every_steps=100, init_from=path, init_reinit_head=True,
                   data_dir=str(tmp_path / 'tfds'))  # own cache key (see test_training)
   config = _config(**{**settings, **overrides})
+  config.model_options.freeze_batch_norm = freeze_batch_norm  # None: the model's default
   with tfds.testing.mock_data(num_examples=32):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   return weights.load('resnet18', str(tmp_path / 'run'), num_classes=10)
