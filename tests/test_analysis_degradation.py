@@ -8,6 +8,7 @@ import pytest
 
 from jax_resnet.analysis import __main__ as cli
 from jax_resnet.analysis import common, degradation
+from jax_resnet.config import resolve
 
 # The research tools' long numerical checks, built on the model code the other tests cover:
 # CI runs them in its newest environment only (pytest -m "not slow" elsewhere).
@@ -51,3 +52,21 @@ def test_recipes_and_overrides():
                                                       'learning_rate': '0.05'})
   assert (config.model, config.num_train_steps, config.nesterov) == ('resnet32', 7, True)
   assert config.learning_rate == 0.05
+  config = degradation.recipe('resnet32', 'cifar10')  # no cifar10_resnet32.py: cifar10.py
+  assert (config.model, config.dataset, config.lr_boundaries) == ('resnet32', 'cifar10',
+                                                                  (32_000, 48_000))
+  # Model options by their dotted keys: the value as a Python literal (the option is unset).
+  config = degradation.recipe('resnet20', 'digits', {'model_options.shortcut': 'B',
+                                                     'model_options.drop_path_rate': '0.1',
+                                                     'model_options.stage_sizes': '(1, 1, 1)'})
+  options = config.model_options
+  assert (options.shortcut, options.drop_path_rate, options.stage_sizes) == ('B', 0.1,
+                                                                             (1, 1, 1))
+  kwargs = resolve(config).model_kwargs
+  assert (kwargs['shortcut'], kwargs['drop_path_rate'], kwargs['stage_sizes']) == (
+      'B', 0.1, (1, 1, 1))
+  for key in ('shortcut', 'model_options.nonsense', 'nonsense.shortcut'):
+    with pytest.raises(ValueError) as err:
+      degradation.recipe('resnet20', 'digits', {key: 'B'})
+    assert str(err.value) == (f'unknown config key {key!r} in --set; see '
+                              'jax_resnet/config/base.py.')
