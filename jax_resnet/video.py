@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jax_resnet.blocks import _Block, merge_residual
+from jax_resnet.blocks import _Block
 from jax_resnet.layers import drop_path_rates
 from jax_resnet.models import check_input, classifier_head, conv_and_norm
 
@@ -50,7 +50,7 @@ class VideoBasicBlock(_Block):
     y = self.act(self.norm(name='bn1')(y))
     y = self._conv(y, self.features, mid, (1, 1, 1), 'conv2')
     y = self.last_norm('bn2')(y)
-    return self.act(merge_residual(self, x, x, y, self.strides, train, project_with_norm=True))
+    return self.act(self.merge_residual(x, x, y, train, project_with_norm=True))
 
 
 class VideoResNet(nn.Module):
