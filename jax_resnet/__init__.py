@@ -6,7 +6,7 @@
 
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
-from jax_resnet.models import ResNet, make_layers
+from jax_resnet.models import ResNet, ResNetBase, make_layers
 from jax_resnet.registry import create_model, list_models, model_defaults
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.utils import count_params
@@ -16,6 +16,6 @@ __version__ = '0.1.0'
 
 __all__ = [
     'BasicBlock', 'BottleneckBlock', 'PreActBasicBlock', 'PreActBottleneckBlock', 'ResNet',
-    'VideoBasicBlock', 'VideoResNet', 'count_params', 'create_model', 'list_models', 'make_layers',
-    'model_defaults', 'stack_blocks', 'unstack_blocks',
+    'ResNetBase', 'VideoBasicBlock', 'VideoResNet', 'count_params', 'create_model', 'list_models',
+    'make_layers', 'model_defaults', 'stack_blocks', 'unstack_blocks',
 ]
