@@ -7,7 +7,8 @@
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
 from jax_resnet.models import ResNet, ResNetBase, make_layers
-from jax_resnet.registry import create_model, list_models, model_defaults
+from jax_resnet.registry import (ModelInfo, create_model, list_models, model_defaults,
+                                 model_info)
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
@@ -15,7 +16,8 @@ from jax_resnet.video import VideoBasicBlock, VideoResNet
 __version__ = '0.1.0'
 
 __all__ = [
-    'BasicBlock', 'BottleneckBlock', 'PreActBasicBlock', 'PreActBottleneckBlock', 'ResNet',
-    'ResNetBase', 'VideoBasicBlock', 'VideoResNet', 'count_params', 'create_model', 'list_models',
-    'make_layers', 'model_defaults', 'stack_blocks', 'unstack_blocks',
+    'BasicBlock', 'BottleneckBlock', 'ModelInfo', 'PreActBasicBlock', 'PreActBottleneckBlock',
+    'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet', 'count_params', 'create_model',
+    'list_models', 'make_layers', 'model_defaults', 'model_info', 'stack_blocks',
+    'unstack_blocks',
 ]
