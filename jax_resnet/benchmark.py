@@ -3,8 +3,11 @@
     python -m jax_resnet.benchmark --model resnet50 --batch-size 64 --dtype bfloat16 \
         [--mode train|eval] [--steps N] [--image-size 224] [--stem-conv auto] [--vs torch] \
         [--json FILE]
-    python -m jax_resnet.benchmark --model resnet20 --image-size 32 --num-classes 10 \
+    python -m jax_resnet.benchmark --model resnet20 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
+
+--image-size and --num-classes default to the model's own (`jax_resnet.model_info`): 224 and
+1000 for ImageNet models, 32 and 10 for the CIFAR ones. Image models only.
 
 Images/s is the median over timed steps after warm-up (each step synchronised), with min/max;
 with --device-data N the train step runs on N synthetic images kept on the device (random
@@ -24,6 +27,7 @@ import time
 import jax
 import numpy as np
 
+import jax_resnet
 from jax_resnet.training import setup, steps
 from jax_resnet.utils import load_recipe
 
@@ -164,8 +168,9 @@ def parse_args(argv):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--model', default='resnet50')
   p.add_argument('--batch-size', type=int, default=64)
-  p.add_argument('--image-size', type=int, default=224)
-  p.add_argument('--num-classes', type=int, default=1000)
+  p.add_argument('--image-size', type=int,
+                 help="default: the model's native input_size (jax_resnet.model_info)")
+  p.add_argument('--num-classes', type=int, help="default: the model's registered num_classes")
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   p.add_argument('--mode', default='train', choices=['train', 'eval'])
   p.add_argument('--steps', type=int, default=10, help='timed steps')
@@ -189,6 +194,16 @@ def parse_args(argv):
     p.error('--device-data N needs --mode train and N >= --batch-size')
   if args.steps_per_dispatch > 1 and not args.device_data:
     p.error('--steps-per-dispatch > 1 needs --device-data N')
+  try:
+    info = jax_resnet.model_info(args.model)
+  except ValueError as error:
+    p.error(str(error))
+  if info.input_kind != 'image':
+    p.error(f"{args.model} takes {info.input_kind} clips (model_info input_kind "
+            f"{info.input_kind!r}); the benchmark times image models only: pick one of "
+            "jax_resnet.list_models() whose model_info input_kind is 'image'.")
+  args.image_size = info.input_size if args.image_size is None else args.image_size
+  args.num_classes = info.num_classes if args.num_classes is None else args.num_classes
   return args
 
 
