@@ -110,7 +110,7 @@ def bench_jax(args):
     def run():
       holder['state'], metrics = runner.multi_step(holder['state'], data, key)
       return metrics
-    jitted, jit_args = runner._multi, (holder['state'], data, key)
+    jitted, jit_args = runner.jitted('multi'), (holder['state'], data, key)
     return _measure(args, run, jitted, jit_args)
   batch = runner.place_batch({
       'image': rng.normal(size=(args.batch_size,) + shape).astype(np.float32),
@@ -120,10 +120,10 @@ def bench_jax(args):
     def run():
       holder['state'], metrics = runner.train_step(holder['state'], batch, key)
       return metrics
-    jitted, jit_args = runner._train, (holder['state'], batch, key)
+    jitted, jit_args = runner.jitted('train'), (holder['state'], batch, key)
   else:
     run = lambda: runner.eval_step(holder['state'], batch)
-    jitted, jit_args = runner._eval, (holder['state'], batch)
+    jitted, jit_args = runner.jitted('eval'), (holder['state'], batch)
   return _measure(args, run, jitted, jit_args)
 
 
