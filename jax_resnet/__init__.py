@@ -9,8 +9,9 @@ from jax_resnet import config
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
 from jax_resnet.config import base_config, load_config
-from jax_resnet.models import ResNet, make_layers
-from jax_resnet.registry import create_model, list_models, model_defaults
+from jax_resnet.models import ResNet, ResNetBase, make_layers
+from jax_resnet.registry import (ModelInfo, create_model, list_models, model_defaults,
+                                 model_info)
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
@@ -18,8 +19,9 @@ from jax_resnet.video import VideoBasicBlock, VideoResNet
 __version__ = '0.1.0'
 
 __all__ = [
-    'BasicBlock', 'BottleneckBlock', 'PreActBasicBlock', 'PreActBottleneckBlock', 'ResNet',
-    'VideoBasicBlock', 'VideoResNet', 'base_config', 'config', 'count_params', 'create_model',
-    'list_models', 'load_config', 'make_layers', 'model_defaults', 'stack_blocks',
+    'BasicBlock', 'BottleneckBlock', 'ModelInfo', 'PreActBasicBlock', 'PreActBottleneckBlock',
+    'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet', 'base_config', 'config',
+    'count_params', 'create_model', 'list_models', 'load_config', 'make_layers',
+    'model_defaults', 'model_info', 'stack_blocks',
     'unstack_blocks',
 ]

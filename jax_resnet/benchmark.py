@@ -3,8 +3,11 @@
     python -m jax_resnet.benchmark --model resnet50 --batch-size 64 --dtype bfloat16 \
         [--mode train|eval] [--steps N] [--image-size 224] [--stem-conv auto] [--vs torch] \
         [--json FILE]
-    python -m jax_resnet.benchmark --model resnet20 --image-size 32 --num-classes 10 \
+    python -m jax_resnet.benchmark --model resnet20 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
+
+--image-size and --num-classes default to the model's own (`jax_resnet.model_info`): 224 and
+1000 for ImageNet models, 32 and 10 for the CIFAR ones. Image models only.
 
 Images/s is the median over timed steps after warm-up (each step synchronised), with min/max;
 with --device-data N the train step runs on N synthetic images kept on the device (random
@@ -24,8 +27,9 @@ import time
 import jax
 import numpy as np
 
-from jax_resnet.training import setup, steps
-from jax_resnet.utils import load_recipe
+import jax_resnet
+from jax_resnet.config import boundary
+from jax_resnet.training import setup
 
 # Dense peak FLOP/s per chip from vendor data sheets, by (device_kind substring, dtype).
 PEAK_FLOPS = {
@@ -44,17 +48,29 @@ def peak_flops(device_kind: str, dtype: str):
 
 
 def bench_config(args):
-  config = load_recipe('default')
-  config.update(dict(model=args.model, batch_size=args.batch_size,
-                     eval_batch_size=args.batch_size, image_size=args.image_size,
-                     num_classes=args.num_classes, dtype=args.dtype, warmup_epochs=0.0,
-                     parallelism=args.parallelism, lr_schedule='constant',
-                     scan_blocks=args.scan_blocks, conv1x1=args.conv1x1,
-                     stem_conv=args.stem_conv,
-                     device_data=args.device_data > 0,
+  """The trainer's config for the benchmarked run: synthetic data, a constant learning rate."""
+  config = jax_resnet.base_config()
+  config.update(dict(model=args.model, num_classes=args.num_classes, dataset='synthetic',
+                     image_size=args.image_size, batch_size=args.batch_size,
+                     eval_batch_size=args.batch_size, dtype=args.dtype, normalize='none',
+                     num_train_steps=1, warmup_epochs=0.0, lr_schedule='constant',
+                     parallelism=args.parallelism, conv1x1=args.conv1x1,
+                     stem_conv=args.stem_conv, device_data=args.device_data > 0,
                      steps_per_dispatch=args.steps_per_dispatch,
                      augment='pad_crop_flip' if args.device_data else 'none'))
+  if args.scan_blocks:
+    config.model_options.scan_blocks = True
   return config
+
+
+def prepare(args):
+  """(runner, placed initial state) of the run the benchmark times, through the trainer's own
+  boundary and setup."""
+  spec = boundary.resolve(bench_config(args))
+  parts = setup.build_run(spec, num_train=args.device_data or args.batch_size * 1000)
+  shape = (args.image_size, args.image_size, 3)
+  state = setup.host_state(spec, parts.model, parts.tx, shape)
+  return parts.runner, parts.runner.place_state(state)
 
 
 def _timed(fn, steps_to_run):
@@ -78,8 +94,8 @@ def _flops(staged):
 
 def _compile(jitted, *args):
   """(seconds to lower and compile, FLOPs of the step or None). FLOPs come from the HLO before
-  optimisation: after it, XLA:GPU's convolutions are cuDNN custom calls that count 0 (measured
-  on an H100: 0.40 GFLOP per resnet50 train image instead of 24)."""
+  optimisation: after it, XLA:GPU's convolutions are cuDNN custom calls that count 0
+  (docs/benchmarks.md)."""
   start = time.perf_counter()
   lowered = jitted.lower(*args)
   compiled = lowered.compile()
@@ -88,14 +104,8 @@ def _compile(jitted, *args):
 
 
 def bench_jax(args):
-  config = bench_config(args)
-  setup.validate_config(config)
-  parts = setup.build_run(config, num_train=args.device_data or args.batch_size * 1000)
-  runner = parts.runner
+  runner, state = prepare(args)
   shape = (args.image_size, args.image_size, 3)
-  state = jax.jit(lambda r: steps.create_train_state(config, parts.model, parts.tx, r, shape))(
-      jax.random.key(0))
-  state = runner.place_state(jax.device_get(state))
   rng = np.random.default_rng(0)
   key = jax.random.key(1)
   holder = {'state': state}
@@ -106,7 +116,7 @@ def bench_jax(args):
     def run():
       holder['state'], metrics = runner.multi_step(holder['state'], data, key)
       return metrics
-    jitted, jit_args = runner._multi, (holder['state'], data, key)
+    jitted, jit_args = runner.jitted('multi'), (holder['state'], data, key)
     return _measure(args, run, jitted, jit_args)
   batch = runner.place_batch({
       'image': rng.normal(size=(args.batch_size,) + shape).astype(np.float32),
@@ -116,10 +126,10 @@ def bench_jax(args):
     def run():
       holder['state'], metrics = runner.train_step(holder['state'], batch, key)
       return metrics
-    jitted, jit_args = runner._train, (holder['state'], batch, key)
+    jitted, jit_args = runner.jitted('train'), (holder['state'], batch, key)
   else:
     run = lambda: runner.eval_step(holder['state'], batch)
-    jitted, jit_args = runner._eval, (holder['state'], batch)
+    jitted, jit_args = runner.jitted('eval'), (holder['state'], batch)
   return _measure(args, run, jitted, jit_args)
 
 
@@ -137,8 +147,9 @@ def summarise(args, times, compile_seconds, flops):
   result = {
       'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
       'scan_blocks': args.scan_blocks, 'device_data': args.device_data,
-      'conv1x1': 'dot' if setup.conv1x1_as_dot(args.conv1x1) else 'conv',
-      'stem_conv': setup.stem_conv(args.stem_conv, args.model),
+      'conv1x1': ('dot' if boundary.conv1x1_as_dot(args.conv1x1, jax.default_backend())
+                  else 'conv'),
+      'stem_conv': boundary.stem_conv(args.stem_conv, args.model, jax.default_backend()),
       'steps_per_dispatch': steps_per_call,
       'batch_size': args.batch_size, 'image_size': args.image_size,
       'images_per_second': args.batch_size / step,
@@ -164,17 +175,18 @@ def parse_args(argv):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--model', default='resnet50')
   p.add_argument('--batch-size', type=int, default=64)
-  p.add_argument('--image-size', type=int, default=224)
-  p.add_argument('--num-classes', type=int, default=1000)
+  p.add_argument('--image-size', type=int,
+                 help="default: the model's native input_size (jax_resnet.model_info)")
+  p.add_argument('--num-classes', type=int, help="default: the model's registered num_classes")
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   p.add_argument('--mode', default='train', choices=['train', 'eval'])
   p.add_argument('--steps', type=int, default=10, help='timed steps')
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
   p.add_argument('--parallelism', default='pmap', choices=['pmap', 'shard_map'])
   p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
-  p.add_argument('--conv1x1', default='auto', choices=setup.CONV1X1_CHOICES,
+  p.add_argument('--conv1x1', default='auto', choices=boundary.CONV1X1_CHOICES,
                  help="1x1 convs as convolutions or matrix products (auto: dot on CPU only)")
-  p.add_argument('--stem-conv', default='auto', choices=setup.STEM_CONV_CHOICES,
+  p.add_argument('--stem-conv', default='auto', choices=boundary.STEM_CONV_CHOICES,
                  help='how the ImageNet 7x7/2 stem is computed, same weights (auto: per backend)')
   p.add_argument('--device-data', type=int, default=0, metavar='N',
                  help='train on N synthetic images held on the device (the device_data path)')
@@ -189,6 +201,16 @@ def parse_args(argv):
     p.error('--device-data N needs --mode train and N >= --batch-size')
   if args.steps_per_dispatch > 1 and not args.device_data:
     p.error('--steps-per-dispatch > 1 needs --device-data N')
+  try:
+    info = jax_resnet.model_info(args.model)
+  except ValueError as error:
+    p.error(str(error))
+  if info.input_kind != 'image':
+    p.error(f"{args.model} takes {info.input_kind} clips (model_info input_kind "
+            f"{info.input_kind!r}); the benchmark times image models only: pick one of "
+            "jax_resnet.list_models() whose model_info input_kind is 'image'.")
+  args.image_size = info.input_size if args.image_size is None else args.image_size
+  args.num_classes = info.num_classes if args.num_classes is None else args.num_classes
   return args
 
 

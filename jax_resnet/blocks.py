@@ -15,28 +15,9 @@ from jax_resnet.layers import DropPath, needs_projection, zero_pad_shortcut
 ModuleDef = Any
 
 
-def merge_residual(block, x, shortcut_input, branch, strides: Sequence[int], train: bool,
-                   project_with_norm: bool):
-  """Returns shortcut(x) + residual_scale * drop_path(branch), or the branch alone for plain
-  nets. The branch is sown as 'intermediates/residual' so analyses can read F_i(x_i)."""
-  if not block.residual:
-    return branch
-  out_features = branch.shape[-1]
-  branch = DropPath(block.drop_path_rate, name='drop_path')(branch, deterministic=not train)
-  branch = block.residual_scale * branch
-  block.sow('intermediates', 'residual', branch)
-  if needs_projection(block.shortcut, x.shape[-1], out_features, strides):
-    ones = (1,) * len(strides)
-    shortcut = block.conv(out_features, ones, strides, name='proj_conv')(shortcut_input)
-    if project_with_norm:
-      shortcut = block.norm(name='proj_bn')(shortcut)
-  else:
-    shortcut = zero_pad_shortcut(x, out_features, strides)
-  return shortcut + branch
-
-
 class _Block(nn.Module):
-  """Fields every 2D block shares. `features` is the block's base width (planes)."""
+  """Fields and the residual merge every block (2D and video) shares. `features` is the
+  block's base width (planes)."""
   features: int
   strides: Sequence[int]
   conv: ModuleDef
@@ -60,6 +41,25 @@ class _Block(nn.Module):
       return self.conv(features, kernel, name=name, kernel_init=nn.initializers.zeros, **kwargs)
     return self.conv(features, kernel, name=name, **kwargs)
 
+  def merge_residual(self, x, shortcut_input, branch, train: bool, project_with_norm: bool):
+    """Returns shortcut(x) + residual_scale * drop_path(branch), or the branch alone for plain
+    nets. The branch is sown as 'intermediates/residual' so analyses can read F_i(x_i). A
+    method, so the DropPath and projection it creates belong to this block's scope."""
+    if not self.residual:
+      return branch
+    out_features = branch.shape[-1]
+    branch = DropPath(self.drop_path_rate, name='drop_path')(branch, deterministic=not train)
+    branch = self.residual_scale * branch
+    self.sow('intermediates', 'residual', branch)
+    if needs_projection(self.shortcut, x.shape[-1], out_features, self.strides):
+      ones = (1,) * len(self.strides)
+      shortcut = self.conv(out_features, ones, self.strides, name='proj_conv')(shortcut_input)
+      if project_with_norm:
+        shortcut = self.norm(name='proj_bn')(shortcut)
+    else:
+      shortcut = zero_pad_shortcut(x, out_features, self.strides)
+    return shortcut + branch
+
 
 class BasicBlock(_Block):
   """3x3 -> 3x3, post-activation: relu(shortcut(x) + BN(conv(relu(BN(conv(x))))))."""
@@ -70,7 +70,7 @@ class BasicBlock(_Block):
     y = self.act(self.norm(name='bn1')(y))
     y = self.conv(self.features, (3, 3), name='conv2')(y)
     y = self.last_norm('bn2')(y)
-    return self.act(merge_residual(self, x, x, y, self.strides, train, project_with_norm=True))
+    return self.act(self.merge_residual(x, x, y, train, project_with_norm=True))
 
 
 class BottleneckBlock(_Block):
@@ -91,7 +91,7 @@ class BottleneckBlock(_Block):
     y = self.act(self.norm(name='bn2')(y))
     y = self.conv(self.features * self.expansion, (1, 1), name='conv3')(y)
     y = self.last_norm('bn3')(y)
-    return self.act(merge_residual(self, x, x, y, self.strides, train, project_with_norm=True))
+    return self.act(self.merge_residual(x, x, y, train, project_with_norm=True))
 
 
 class PreActBasicBlock(_Block):
@@ -110,7 +110,7 @@ class PreActBasicBlock(_Block):
     if self.dropout_rate:
       y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     y = self.last_conv(self.features, (3, 3), 'conv2')(y)
-    return merge_residual(self, x, pre, y, self.strides, train, project_with_norm=False)
+    return self.merge_residual(x, pre, y, train, project_with_norm=False)
 
 
 class PreActBottleneckBlock(_Block):
@@ -130,7 +130,7 @@ class PreActBottleneckBlock(_Block):
     y = self.conv(width, (3, 3), s3, feature_group_count=self.groups, name='conv2')(y)
     y = self.act(self.norm(name='bn3')(y))
     y = self.last_conv(self.features * self.expansion, (1, 1), 'conv3')(y)
-    return merge_residual(self, x, pre, y, self.strides, train, project_with_norm=False)
+    return self.merge_residual(x, pre, y, train, project_with_norm=False)
 
 
 BLOCKS = {
@@ -147,6 +147,3 @@ def block_class(block: str, preact: bool):
   except KeyError:
     raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}.") from None
 
-
-def output_width(block: str, features: int, expansion: int = 4) -> int:
-  return features * expansion if block == 'bottleneck' else features

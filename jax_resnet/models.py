@@ -1,5 +1,6 @@
 """ResNet assembly for images (NHWC): ImageNet and CIFAR stems, post- and pre-activation,
-plain twins, ResNeXt, Wide ResNet. Variants are rows in `jax_resnet.registry`."""
+plain twins, ResNeXt, Wide ResNet. Variants are rows in `jax_resnet.registry`. `ResNetBase`
+holds what the image and video (`jax_resnet.video`) nets share."""
 
 import functools
 from typing import Any, Optional, Sequence
@@ -15,39 +16,74 @@ from jax_resnet.stems import check_stem_conv, stem_conv_layer
 Dtype = Any
 
 
-class ResNet(nn.Module):
+class ResNetBase(nn.Module):
+  """The options the image (`ResNet`) and video (`VideoResNet`) nets share, with one meaning
+  and default, and the pieces both assemble from: input check, conv/norm partials, head.
+  Subclasses set `input_kind` and `input_layout` (class constants, not options)."""
+  stage_sizes: Sequence[int]
+  num_classes: int = 1000
+  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  residual: bool = True                      # False: plain net, same layers, no shortcut
+  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection if needed | 'C' always
+  drop_path_rate: float = 0.0                # stochastic depth rate of the last block
+  residual_scale: float = 1.0                # x + h * F(x), the ODE view
+  zero_init_residual: bool = False
+  freeze_batch_norm: bool = False            # BN uses running statistics in training too
+  conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
+  bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
+  bn_momentum: float = 0.9                   # torch's momentum=0.1
+  bn_epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  input_kind = 'image'                       # 'image' | 'video'
+  input_layout = '(batch, height, width, channels)'
+
+  def check_input(self, x):
+    """One clear error for inputs the network cannot take."""
+    rank = len(self.input_layout.split(','))
+    shape = getattr(x, 'shape', None)
+    model = type(self).__name__
+    if shape is None or len(shape) != rank:
+      raise ValueError(f'{model} expects a rank-{rank} input {self.input_layout}, got shape '
+                       f'{shape}; add the batch axis or transpose to channels-last.')
+    dtype = jnp.result_type(x)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+      raise ValueError(f'{model} expects real-valued pixels, got dtype {dtype}; '
+                       'convert images to float32 first.')
+
+  def conv_and_norm(self, train: bool):
+    """The `conv` and `norm` partials every block of the net uses, built once."""
+    return make_layers(train, self.dtype, self.param_dtype, self.bn_momentum, self.bn_epsilon,
+                       self.bn_axis_name, self.freeze_batch_norm, self.conv1x1_as_dot)
+
+  def classifier_head(self, x, features, return_features: bool):
+    """Global average pooling + dense head."""
+    x = features['pre_logits'] = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    if self.num_classes > 0:
+      x = features['logits'] = nn.Dense(self.num_classes, dtype=self.dtype,
+                                         param_dtype=self.param_dtype, name='head')(x)
+    return features if return_features else x
+
+
+class ResNet(ResNetBase):
   """A residual (or plain) network of `len(stage_sizes)` stages.
 
   Call as `model.apply(variables, x, train=...)`; with `return_features=True` the result is a
   dict with 'stem', 'stage1'..'stageN', 'pre_logits' and (when `num_classes > 0`) 'logits'.
   `num_classes=0` drops the head (a backbone whose output is the pooled features).
   """
-  stage_sizes: Sequence[int]
   block: str = 'basic'                       # 'basic' | 'bottleneck'
-  num_classes: int = 1000
-  stage_widths: Sequence[int] = (64, 128, 256, 512)
   stem: str = 'imagenet'                     # 'imagenet' (7x7/2 + maxpool) | 'cifar' (3x3)
   stem_width: int = 64
   preact: bool = False                       # He et al. 2016 pre-activation (v2)
-  residual: bool = True                      # False: plain net, same layers, no shortcut
-  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection if needed | 'C' always
   groups: int = 1                            # ResNeXt cardinality
   base_width: int = 64                       # bottleneck width per group (128: wide_resnet50_2)
   stride_in_1x1: bool = False                # the paper's bottleneck stride on the first 1x1
   dropout_rate: float = 0.0                  # Wide ResNet dropout between convs (basic preact)
-  drop_path_rate: float = 0.0                # stochastic depth rate of the last block
-  residual_scale: float = 1.0                # x + h * F(x), the ODE view
   scan_blocks: bool = False                  # nn.scan over each stage's identical blocks
-  zero_init_residual: bool = False
-  freeze_batch_norm: bool = False            # BN uses running statistics in training too
-  conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
   stem_conv: str = 'conv'                    # ImageNet 7x7/2 as 'conv' | 'pad_channels' |
                                              # 'space_to_depth': same weights (jax_resnet.stems)
-  bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
-  bn_momentum: float = 0.9                   # torch's momentum=0.1
-  bn_epsilon: float = 1e-5
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def _stem(self, x, conv, norm):
     check_stem_conv(self.stem_conv, self.stem)
@@ -78,8 +114,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, return_features: bool = False):
-    check_input(x, 4, 'ResNet', '(batch, height, width, channels)')
-    conv, norm = conv_and_norm(self, train)
+    self.check_input(x)
+    conv, norm = self.conv_and_norm(train)
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
     block_cls = block_class(self.block, self.preact)
@@ -101,7 +137,7 @@ class ResNet(nn.Module):
       features[f'stage{i + 1}'] = x
     if self.preact:
       x = nn.relu(norm(name='final_bn')(x))
-    return classifier_head(self, x, features, return_features)
+    return self.classifier_head(x, features, return_features)
 
 
 def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jnp.float32):
@@ -138,13 +174,6 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
   return conv, norm
 
 
-def conv_and_norm(module, train: bool):
-  """The `conv` and `norm` partials every block of `module` uses, built once."""
-  return make_layers(train, module.dtype, module.param_dtype, module.bn_momentum,
-                     module.bn_epsilon, module.bn_axis_name, module.freeze_batch_norm,
-                     module.conv1x1_as_dot)
-
-
 def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False, **kwargs):
   """Bias-free convolution with He fan_out init and torch-style symmetric padding."""
   kwargs.setdefault('kernel_init', he_normal_fan_out)
@@ -154,24 +183,3 @@ def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False, **kwargs):
     return PointwiseConv(features, strides or (1,) * len(kernel_size), **kwargs)
   return nn.Conv(features, kernel_size, strides or (1,) * len(kernel_size),
                  padding=same_padding(kernel_size), use_bias=False, **kwargs)
-
-
-def classifier_head(module, x, features, return_features: bool):
-  """Global average pooling + dense head, shared by the image and video nets."""
-  x = features['pre_logits'] = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
-  if module.num_classes > 0:
-    x = features['logits'] = nn.Dense(module.num_classes, dtype=module.dtype,
-                                       param_dtype=module.param_dtype, name='head')(x)
-  return features if return_features else x
-
-
-def check_input(x, rank: int, model: str, layout: str):
-  """One clear error for inputs the network cannot take."""
-  shape = getattr(x, 'shape', None)
-  if shape is None or len(shape) != rank:
-    raise ValueError(f'{model} expects a rank-{rank} input {layout}, got shape {shape}; '
-                     'add the batch axis or transpose to channels-last.')
-  dtype = jnp.result_type(x)
-  if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-    raise ValueError(f'{model} expects real-valued pixels, got dtype {dtype}; '
-                     'convert images to float32 first.')

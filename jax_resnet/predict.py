@@ -62,7 +62,8 @@ def top_k(probabilities: np.ndarray, k: int):
 
 
 def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
-  """Softmax probabilities (N, classes) for preprocessed (N, 224, 224, 3) images. Runs op by op
+  """Softmax probabilities (N, classes) for preprocessed (N, H, W, 3) images, H = W = the
+  model's `jax_resnet.model_info(model_name).input_size` (224 for ImageNet). Runs op by op
   (no jit): for a handful of images that is faster than compiling the whole network."""
   import jax_resnet
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
@@ -94,11 +95,18 @@ def format_predictions(path: str, predictions, class_names) -> str:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
   try:
-    if args.model in weights.VIDEO_MODELS:
+    info = jax_resnet.model_info(args.model)
+    if info.input_kind == 'video':
       raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
+    if info.input_size != CROP:
+      raise UserError(f'{args.model} takes {info.input_size}x{info.input_size} images; this tool '
+                      f'preprocesses for {CROP}x{CROP} (ImageNet) models: preprocess to '
+                      f'{info.input_size}x{info.input_size} yourself and call '
+                      'jax_resnet.predict.classify.')
     if args.top < 1 or args.resize < CROP:
       raise UserError(f'--top must be >= 1 and --resize >= {CROP}.')
     images = np.stack([read_image(path, args.resize) for path in args.images])

@@ -3,13 +3,15 @@
 import dataclasses
 import difflib
 import fnmatch
+import math
+from typing import Optional, Tuple
 
 import jax.numpy as jnp
 
 from jax_resnet.layers import SHORTCUT_TYPES
 from jax_resnet.models import ResNet
 from jax_resnet.stems import check_stem_conv
-from jax_resnet.video import VideoResNet
+from jax_resnet.video import VideoResNet, downsample_strides
 
 _REGISTRY = {}
 
@@ -84,6 +86,59 @@ def model_defaults(name: str):
                      f'{len(_REGISTRY)}.')
   cls, defaults = _REGISTRY[name]
   return cls, dict(defaults)
+
+
+# The data each registered stem was designed for, and its native input: ImageNet's 224x224 crops
+# (He et al. 2015), CIFAR's 32x32 images (He et al. 2015, section 4.2), Kinetics-400 clips of 16
+# frames at 112x112 (Tran et al. 2018; torchvision's video weights use clip_len=16).
+_STEM_FAMILY = {'imagenet': 'imagenet', 'cifar': 'cifar', 'basic': 'kinetics',
+                'r2plus1d': 'kinetics'}
+_FAMILY_INPUT = {'imagenet': (224, None), 'cifar': (32, None), 'kinetics': (112, 16)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """What a registered model takes and gives with its registered options (`model_info`).
+
+  min_input_size is the stem and stages' total spatial downsampling: the smallest side at
+  which every stride-2 layer still halves the map (below it the last stages stay 1x1).
+  min_num_frames is the same for time (video models; None for images).
+  """
+  name: str
+  family: str                    # 'imagenet' | 'cifar' | 'kinetics': the data the defaults fit
+  input_kind: str                # 'image' (N, H, W, C) | 'video' (N, T, H, W, C)
+  input_size: int                # native height and width
+  num_frames: Optional[int]      # native clip length; None for images
+  num_classes: int
+  min_input_size: int
+  min_num_frames: Optional[int]
+  stem: str
+
+  @property
+  def input_shape(self) -> Tuple[int, ...]:
+    """The native input of one example, channels last: (H, W, 3) or (T, H, W, 3)."""
+    image = (self.input_size, self.input_size, 3)
+    return image if self.num_frames is None else (self.num_frames,) + image
+
+
+def model_info(name: str) -> ModelInfo:
+  """The input kind, native input, classes and minimum input of registered model `name`,
+  derived from its registry row."""
+  cls, defaults = model_defaults(name)
+  option = lambda key: defaults[key] if key in defaults else getattr(cls, key)
+  stem, stages = option('stem'), len(option('stage_sizes'))
+  family = _STEM_FAMILY[stem]
+  input_size, num_frames = _FAMILY_INPUT[family]
+  if cls.input_kind == 'video':
+    # Both video stems stride (1, 2, 2); later stages halve time unless 'no temporal' (2d).
+    min_size = 2 * 2 ** (stages - 1)
+    min_frames = math.prod(downsample_strides(t, 2)[0] for t in option('conv_types')[1:])
+  else:
+    # The ImageNet stem's 7x7/2 convolution and 3x3/2 max pool; the CIFAR stem keeps the size.
+    min_size, min_frames = (1 if stem == 'cifar' else 4) * 2 ** (stages - 1), None
+  return ModelInfo(name=name, family=family, input_kind=cls.input_kind, input_size=input_size,
+                   num_frames=num_frames, num_classes=option('num_classes'),
+                   min_input_size=min_size, min_num_frames=min_frames, stem=stem)
 
 
 def create_model(name: str, **overrides):

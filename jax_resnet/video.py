@@ -7,14 +7,14 @@
   keeps the parameter count of the 3x3x3 convolution.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jax_resnet.blocks import _Block, merge_residual
+from jax_resnet.blocks import _Block
 from jax_resnet.layers import drop_path_rates
-from jax_resnet.models import check_input, classifier_head, conv_and_norm
+from jax_resnet.models import ResNetBase
 
 CONV_TYPES = ('3d', '2d', '2+1d')
 
@@ -50,28 +50,18 @@ class VideoBasicBlock(_Block):
     y = self.act(self.norm(name='bn1')(y))
     y = self._conv(y, self.features, mid, (1, 1, 1), 'conv2')
     y = self.last_norm('bn2')(y)
-    return self.act(merge_residual(self, x, x, y, self.strides, train, project_with_norm=True))
+    return self.act(self.merge_residual(x, x, y, train, project_with_norm=True))
 
 
-class VideoResNet(nn.Module):
-  """torchvision's VideoResNet with this library's uniform options."""
+class VideoResNet(ResNetBase):
+  """torchvision's VideoResNet with this library's uniform options (`ResNetBase`)."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  num_classes: int = 400                     # Kinetics-400, as torchvision's
   conv_types: Sequence[str] = ('3d', '3d', '3d', '3d')
   stem: str = 'basic'                        # 'basic' (3x7x7) | 'r2plus1d' (1x7x7 -> 3x1x1)
-  num_classes: int = 400
-  stage_widths: Sequence[int] = (64, 128, 256, 512)
-  residual: bool = True
-  shortcut: str = 'B'
-  drop_path_rate: float = 0.0
-  residual_scale: float = 1.0
-  zero_init_residual: bool = False
-  freeze_batch_norm: bool = False            # BN normalises with running statistics in training
-  conv1x1_as_dot: bool = False               # 1x1x1 convs as matrix products (faster on XLA:CPU)
-  bn_axis_name: Optional[str] = None
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+
+  input_kind = 'video'
+  input_layout = '(batch, time, height, width, channels)'
 
   def _stem(self, x, conv, norm):
     if self.stem == 'basic':
@@ -86,8 +76,8 @@ class VideoResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, return_features: bool = False):
-    check_input(x, 5, 'VideoResNet', '(batch, time, height, width, channels)')
-    conv, norm = conv_and_norm(self, train)
+    self.check_input(x)
+    conv, norm = self.conv_and_norm(train)
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
     rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
@@ -101,4 +91,4 @@ class VideoResNet(nn.Module):
             residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
             conv_type=conv_type, name=f'stage{i + 1}_block{j + 1}')(x, train=train)
       features[f'stage{i + 1}'] = x
-    return classifier_head(self, x, features, return_features)
+    return self.classifier_head(x, features, return_features)

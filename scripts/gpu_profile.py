@@ -23,7 +23,6 @@ import jax
 import numpy as np
 
 from jax_resnet import benchmark
-from jax_resnet.training import setup, steps
 
 # First match wins: a transpose or copy fusion is a layout change, not arithmetic.
 CATEGORIES = (
@@ -46,14 +45,9 @@ def train_step(args):
       ['--model', args.model, '--batch-size', str(args.batch_size), '--image-size',
        str(args.image_size), '--num-classes', str(args.num_classes), '--dtype', args.dtype,
        '--stem-conv', args.stem_conv])
-  config = benchmark.bench_config(bench_args)
-  setup.validate_config(config)
-  parts = setup.build_run(config, num_train=args.batch_size * 1000)
+  runner, state = benchmark.prepare(bench_args)
   shape = (args.image_size, args.image_size, 3)
-  state = jax.jit(lambda r: steps.create_train_state(config, parts.model, parts.tx, r, shape))(
-      jax.random.key(0))
-  runner = parts.runner
-  holder = {'state': runner.place_state(jax.device_get(state))}
+  holder = {'state': state}
   rng = np.random.default_rng(0)
   batch = runner.place_batch({
       'image': rng.normal(size=(args.batch_size,) + shape).astype(np.float32),

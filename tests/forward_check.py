@@ -6,14 +6,12 @@ import jax.numpy as jnp
 
 import jax_resnet as jr
 
-VIDEO = ('r3d_18', 'mc3_18', 'r2plus1d_18')
-
 
 def small_input(name, batch=2):
-  if name in VIDEO:
+  info = jr.model_info(name)
+  if info.input_kind == 'video':
     return jnp.ones((batch, 4, 32, 32, 3))
-  stem = jr.model_defaults(name)[1].get('stem', 'imagenet')
-  side = 64 if stem == 'imagenet' else 16
+  side = 64 if info.family == 'imagenet' else 16
   return jax.random.uniform(jax.random.key(1), (batch, side, side, 3))
 
 
@@ -34,10 +32,10 @@ def check_forward(name):
 
 def model_group(name):
   """Splits the registry so that each shape-test file stays well under a minute."""
-  cls, defaults = jr.model_defaults(name)
-  if cls is jr.VideoResNet:
+  info = jr.model_info(name)
+  if info.input_kind == 'video':
     return 'video'
-  if defaults.get('stem') == 'cifar':
+  if info.family == 'cifar':
     return 'cifar'
   if name.startswith(('resnet', 'plain')):
     return 'imagenet'

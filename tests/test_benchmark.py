@@ -27,6 +27,27 @@ def test_argument_errors_are_one_clear_line(capsys):
       prefix + '--steps-per-dispatch > 1 needs --device-data N')
 
 
+def test_image_size_and_classes_default_to_the_model_s_own():
+  args = benchmark.parse_args(['--model', 'resnet20'])
+  config = benchmark.bench_config(args)
+  assert (args.image_size, args.num_classes) == (config.image_size, config.num_classes) == (32, 10)
+  args = benchmark.parse_args(['--model', 'resnet50'])
+  assert (args.image_size, args.num_classes) == (224, 1000)
+  args = benchmark.parse_args(['--model', 'resnet20', '--image-size', '16', '--num-classes', '3'])
+  assert (args.image_size, args.num_classes) == (16, 3)
+
+
+def test_unknown_and_video_models_are_one_clear_line(capsys):
+  prefix = 'python -m jax_resnet.benchmark: error: '
+  assert _error(capsys, ['--model', 'resnet_20']) == (
+      prefix + "Unknown model 'resnet_20'. Did you mean resnet20, resnet200, resnet1202? "
+      'jax_resnet.list_models() lists all 40.')
+  assert _error(capsys, ['--model', 'r3d_18']) == (
+      prefix + "r3d_18 takes video clips (model_info input_kind 'video'); the benchmark times "
+      "image models only: pick one of jax_resnet.list_models() whose model_info input_kind is "
+      "'image'.")
+
+
 def test_a_timed_call_of_several_steps_counts_every_step():
   args = benchmark.parse_args(['--model', 'resnet20', '--batch-size', '128', '--device-data',
                                '1024', '--steps-per-dispatch', '20'])

@@ -2,13 +2,14 @@
 maths summed in another order, so compared in float64 near round-off."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jax_resnet as jr
 from jax_resnet.config import resolve
 from jax_resnet.errors import ConfigError
-from jax_resnet.training import setup, steps
+from jax_resnet.training import parallel, setup, steps
 
 GLOBAL_BATCH = 16
 # conftest.py simulates 8 CPU devices; on one GPU these comparisons have nothing to compare.
@@ -84,3 +85,44 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
     resolve(_config(batch_size=12))
   assert str(err.value) == ('Invalid config: batch_size=12 is not divisible by the 8 devices '
                             '(cpu); each device needs an equal share: use a multiple of 8.')
+
+
+def _toy_steps():
+  def train(state, batch, rng):
+    total = jax.lax.psum(jnp.sum(batch['x']), parallel.AXIS)
+    return state + total, {'total': total}
+
+  def evaluate(state, batch):
+    return {'sum': jax.lax.psum(jnp.sum(batch['x']) * state, parallel.AXIS)}
+
+  def multi(state, data, rng):  # data replicated: each device reads its own half
+    index = jax.lax.axis_index(parallel.AXIS)
+    mine = jax.lax.dynamic_slice_in_dim(data['x'], 2 * index, 2)
+    return train(state, {'x': mine}, rng)
+
+  return train, evaluate, multi
+
+
+@pytest.mark.parametrize('parallelism', parallel.PARALLELISMS)
+def test_both_runners_share_one_interface(parallelism):
+  train, evaluate, multi = _toy_steps()
+  runner = parallel.make_runner(parallelism, train, evaluate, jax.devices()[:2])
+  assert isinstance(runner, parallel.Runner)
+  x = {'x': np.arange(4, dtype=np.float32)}
+  key = jax.random.key(0)
+  state, metrics = runner.train_step(runner.place_state(np.float32(1)), runner.place_batch(x),
+                                     key)
+  assert (float(runner.to_host(state)), float(runner.to_host(metrics)['total'])) == (7.0, 6.0)
+  assert float(runner.to_host(runner.eval_step(state, runner.place_batch(x)))['sum']) == 42.0
+  lowered = runner.jitted('eval').lower(state, runner.place_batch(x))
+  assert lowered.compile() is not None
+  with pytest.raises(ValueError) as err:
+    runner.jitted('multi')
+  assert str(err.value) == ("this runner has no 'multi' step: device_data runs make one with "
+                            'set_multi_step(multi_step) first.')
+  runner.set_multi_step(multi)
+  state, metrics = runner.multi_step(state, runner.place_state(x), key)
+  assert (float(runner.to_host(state)), float(runner.to_host(metrics)['total'])) == (13.0, 6.0)
+  with pytest.raises(ValueError) as err:
+    runner.jitted('predict')
+  assert str(err.value) == "kind must be one of train, eval, multi, got 'predict'."

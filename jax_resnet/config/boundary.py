@@ -19,12 +19,10 @@ from jax_resnet.config.base import base_config
 from jax_resnet.data.spec import AUGMENTS, NORMALIZATIONS, DataSpec
 from jax_resnet.errors import ConfigError
 from jax_resnet.stems import STEM_CONVS
+from jax_resnet.training.optim import OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MODES
+from jax_resnet.training.parallel import PARALLELISMS
 
 DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
-OPTIMIZERS = ('sgd', 'adamw', 'lars')
-SCHEDULES = ('constant', 'step', 'cosine')
-WEIGHT_DECAY_MODES = ('l2', 'decoupled')
-PARALLELISMS = ('shard_map', 'pmap')
 CONV1X1_CHOICES = ('auto', 'conv', 'dot')
 STEM_CONV_CHOICES = ('auto',) + STEM_CONVS
 DIGITS_SPLITS = ('train', 'test')
@@ -168,8 +166,7 @@ def stem_conv(choice: str, model: str, backend: str) -> str:
   (CIFAR and video stems have no 7x7/2)."""
   if choice != 'auto':
     return choice
-  cls, defaults = jax_resnet.model_defaults(model)
-  if cls is not jax_resnet.ResNet or defaults.get('stem', 'imagenet') != 'imagenet':
+  if jax_resnet.model_info(model).stem != 'imagenet':
     return 'conv'
   return _AUTO_STEM_CONV.get(backend, 'conv')
 
@@ -235,17 +232,10 @@ def _check_model(c):
     jax_resnet.create_model(c.model, **model_kwargs(c, jax.default_backend()))
   except (TypeError, ValueError) as error:
     raise ConfigError(f'Invalid config for model {c.model!r}: {error}') from None
-  reduction = _input_reduction(c.model)
+  reduction = jax_resnet.model_info(c.model).min_input_size
   if _is_int(c.image_size) and c.image_size < reduction:
     _fail(f'image_size={c.image_size} is too small for {c.model}: its stem and stages '
           f'downsample by {reduction}; use image_size >= {reduction}.')
-
-
-def _input_reduction(model):
-  """The stem and stages downsample by this factor; smaller inputs leave no pixels."""
-  _, defaults = jax_resnet.model_defaults(model)
-  stages = len(defaults.get('stage_sizes', (2, 2, 2, 2)))
-  return (1 if defaults.get('stem') == 'cifar' else 4) * 2 ** (stages - 1)
 
 
 def _check_data(c):

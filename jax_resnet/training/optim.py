@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+OPTIMIZERS = ('sgd', 'adamw', 'lars')
+SCHEDULES = ('constant', 'step', 'cosine')
+WEIGHT_DECAY_MODES = ('l2', 'decoupled')
 
 def make_schedule(kind: str, peak_learning_rate: float, total_steps: int, warmup_steps: int = 0,
                   boundaries: Sequence[int] = (), decay_factor: float = 0.1):
@@ -44,9 +47,9 @@ def make_optimizer(name: str = 'sgd', momentum: float = 0.9, nesterov: bool = Fa
   decays kernels only."""
   mask = None if decay_bn_and_bias else _kernels_only
   wd, mode = weight_decay, weight_decay_mode
-  if mode not in ('l2', 'decoupled'):
+  if mode not in WEIGHT_DECAY_MODES:
     raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {mode!r}.")
-  if name not in ('sgd', 'adamw', 'lars'):
+  if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'lars', got {name!r}.")
 
   def build(learning_rate):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jax_resnet.registry import create_model, model_defaults
+from jax_resnet.registry import create_model, model_defaults, model_info
 from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare,
                                       flatten, mismatch_message, to_float32, unflatten)
 
@@ -70,7 +70,7 @@ def variable_shapes(model_name: str, num_classes: int) -> dict:
   """{'params', 'batch_stats'} of ShapeDtypeStructs (traced, nothing allocated), with dict keys
   in the order the model creates its modules (torchvision's order)."""
   model = create_model(model_name, num_classes=num_classes)
-  video = model_name in VIDEO_MODELS or type(model).__name__ == 'VideoResNet'
+  video = model_info(model_name).input_kind == 'video'
   x = jax.ShapeDtypeStruct((1, 2, 16, 16, 3) if video else (1, 32, 32, 3), jnp.float32)
   names = []
 
@@ -85,7 +85,7 @@ def variable_shapes(model_name: str, num_classes: int) -> dict:
 
 def _torch_module(model_name: str, path: tuple) -> str:
   """Our module path ('stage1_block1', 'conv1') -> torchvision's 'layer1.0.conv1'."""
-  video = model_name in VIDEO_MODELS
+  video = model_info(model_name).input_kind == 'video'
   if path == ('head',):
     return 'fc'
   if len(path) == 1:
