@@ -3,7 +3,8 @@
 Command:   python -m jax_resnet.data prepare cifar10
            python train.py --config configs/cifar10_plain20.py --workdir runs/cifar10_plain20
 Data:      CIFAR-10 prepared as a TFDS ArrayRecord dataset (the prepare command, once).
-Expected:  the paper's Figure 6 (left): plain-20 trains to a test error of about 10%, a little worse than ResNet-20; the gap widens with depth.
+Expected:  the paper's Figure 6 (left): plain-20 trains to a test error of about 10%, a little
+           worse than ResNet-20; the gap widens with depth.
            Time: 64k steps of batch 128; on one modern GPU tens of minutes (not measured here).
 """
 

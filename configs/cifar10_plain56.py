@@ -3,7 +3,8 @@
 Command:   python -m jax_resnet.data prepare cifar10
            python train.py --config configs/cifar10_plain56.py --workdir runs/cifar10_plain56
 Data:      CIFAR-10 prepared as a TFDS ArrayRecord dataset (the prepare command, once).
-Expected:  the paper's Figure 6 (left): plain-56 has higher training and test error than plain-20 (the degradation problem).
+Expected:  the paper's Figure 6 (left): plain-56 has higher training and test error than
+           plain-20 (the degradation problem).
            Time: 64k steps of batch 128; on one modern GPU tens of minutes (not measured here).
 """
 

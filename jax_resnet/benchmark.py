@@ -14,8 +14,8 @@ with --device-data N the train step runs on N synthetic images kept on the devic
 crop and flip inside the step, `steps_per_dispatch` steps per call) and a timed call is
 --steps-per-dispatch steps;
 compile_seconds is the time to lower and compile the step ahead of time; FLOPs per image come
-from XLA's cost analysis of that compiled step, and MFU uses a table of published peaks (unknown devices:
-omitted, not guessed).
+from XLA's cost analysis of that compiled step, and MFU uses a table of published peaks
+(unknown devices: omitted, not guessed).
 """
 
 import argparse
@@ -86,7 +86,7 @@ def _flops(staged):
   """XLA's FLOP count of a lowered or compiled step, or None."""
   try:
     cost = staged.cost_analysis()
-  except Exception:  # noqa: BLE001  some backends/versions have no cost analysis
+  except Exception:  # some backends/versions have no cost analysis
     return None
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost['flops']) if cost and cost.get('flops') else None

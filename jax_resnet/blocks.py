@@ -36,7 +36,8 @@ class _Block(nn.Module):
     return self.norm(name=name)
 
   def last_conv(self, features, kernel, name, **kwargs):
-    """Pre-activation branches end in a conv; zero-init its kernel so the block starts as identity."""
+    """Pre-activation branches end in a conv; zero-init its kernel so the block starts as
+    identity."""
     if self.zero_init_residual:
       return self.conv(features, kernel, name=name, kernel_init=nn.initializers.zeros, **kwargs)
     return self.conv(features, kernel, name=name, **kwargs)

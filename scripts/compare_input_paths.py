@@ -1,8 +1,8 @@
 """Accuracy and speed of the host input pipeline against the on-device path: trains
-the same config with N seeds (0..N-1 by default) both ways and reports each run's test top-1 and throughput,
-and their mean and standard deviation. A benchmark-style script, not a test.
+the same config with N seeds (0..N-1 by default) both ways and reports each run's test top-1 and
+throughput, and their mean and standard deviation. A benchmark-style script, not a test.
 
-    python scripts/compare_input_paths.py --seeds 5 --out runs/input_paths   # see docs/benchmarks.md
+    python scripts/compare_input_paths.py --seeds 5 --out runs/input_paths  # docs/benchmarks.md
     python scripts/compare_input_paths.py --seeds 5 -- --config configs/cifar10_resnet20.py
 
 Arguments after `--` go to train.py unchanged. Writes OUT/input_paths.json.

@@ -1,6 +1,7 @@
 """Where the train step's device time goes: a jax.profiler trace of a few steps of the
 benchmark's train step, and its events summed by op and by category (collective,
-convolution, matrix product, copy/transpose, other fusion, other) plus the device's idle time in the window.
+convolution, matrix product, copy/transpose, other fusion, other) plus the device's idle time
+in the window.
 
     python scripts/gpu_profile.py --model resnet50 --batch-size 256 --dtype bfloat16 \\
         [--stem-conv auto] [--steps 5] [--trace-dir DIR] [--json FILE]
@@ -23,6 +24,7 @@ import jax
 import numpy as np
 
 from jax_resnet import benchmark
+from jax_resnet.config import boundary
 
 # First match wins: a transpose or copy fusion is a layout change, not arithmetic.
 CATEGORIES = (
@@ -127,7 +129,7 @@ def main():
   p.add_argument('--image-size', type=int, default=224)
   p.add_argument('--num-classes', type=int, default=1000)
   p.add_argument('--dtype', default='bfloat16', choices=['float32', 'bfloat16'])
-  p.add_argument('--stem-conv', default='auto', choices=setup.STEM_CONV_CHOICES)
+  p.add_argument('--stem-conv', default='auto', choices=boundary.STEM_CONV_CHOICES)
   p.add_argument('--steps', type=int, default=5, help='traced steps (after 3 untraced)')
   p.add_argument('--top', type=int, default=25)
   p.add_argument('--trace-dir', default='/tmp/jax_trace')
@@ -142,7 +144,7 @@ def main():
   events, processes, threads = load_events(args.trace_dir)
   result = summarise(device_events(events, processes, threads), args.steps, args.top)
   result.update(model=args.model, batch_size=args.batch_size, dtype=args.dtype,
-                stem_conv=setup.stem_conv(args.stem_conv, args.model),
+                stem_conv=boundary.stem_conv(args.stem_conv, args.model, jax.default_backend()),
                 device=jax.devices()[0].device_kind, processes=sorted(set(processes.values())))
   print(f"{args.model} {args.dtype} batch {args.batch_size} stem_conv={result['stem_conv']} on "
         f"{result['device']}, ms per step by category:")

@@ -83,7 +83,7 @@ def per_core(source, pre):
 
 def total(source, pre, workers: int, batch_size: int, seconds: float):
   """Images per second out of grain with `workers` processes, after the first batch."""
-  import grain  # pylint: disable=import-outside-toplevel
+  import grain
   ds = grain.MapDataset.source(source).shuffle(seed=0).repeat(None)
   ds = ds.random_map(transforms.TrainMap(pre), seed=1).batch(batch_size)
   config = types.SimpleNamespace(num_workers=workers, prefetch_batches=2)

@@ -34,12 +34,12 @@ def parser():
 
 
 def main(argv=None):
-  from jax_resnet.analysis import report  # pylint: disable=import-outside-toplevel
+  from jax_resnet.analysis import report
   report.COMMAND_STARTED = time.time()
   argv = sys.argv[1:] if argv is None else argv
   args = parser().parse_args(argv)
   if args.float64:
-    import jax  # pylint: disable=import-outside-toplevel
+    import jax
     jax.config.update('jax_enable_x64', True)
   module = importlib.import_module(f'jax_resnet.analysis.{args.command}')
   try:

@@ -23,7 +23,6 @@ from jax_resnet.config import from_json, load_config, resolve
 from jax_resnet.data.spec import DataSpec
 from jax_resnet.blocks import PreActBasicBlock, PreActBottleneckBlock, _Block
 from jax_resnet.layers import DropPath
-from jax_resnet.training.steps import cross_entropy  # noqa: F401  (the analyses' loss)
 
 
 @dataclasses.dataclass
@@ -118,8 +117,8 @@ def init_subject(spec: str, data: Optional[DataSpec] = None, seed: int = 0, dtyp
 def workdir_subject(workdir: str, dtype=None):
   """The newest readable checkpoint of a trainer workdir (EMA weights if the run kept them);
   `dtype` as in `in_dtype`."""
-  from jax_resnet.training import optim, setup  # pylint: disable=import-outside-toplevel
-  from jax_resnet.training.checkpoints import Checkpoints  # pylint: disable=import-outside-toplevel
+  from jax_resnet.training import optim, setup
+  from jax_resnet.training.checkpoints import Checkpoints
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise FileNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
@@ -146,20 +145,20 @@ def unrolled(model, variables):
   turned into its unrolled twin (an exact change of layout, jax_resnet.scan)."""
   if not getattr(model, 'scan_blocks', False):
     return model, variables
-  from jax_resnet import scan  # pylint: disable=import-outside-toplevel
+  from jax_resnet import scan
   return model.clone(scan_blocks=False), scan.unstack_blocks(variables)
 
 
 def eval_arrays(data_spec: DataSpec, limit: int = 0):
   """The eval split as (images, labels) numpy arrays, padding removed; `limit` > 0 keeps the
   first `limit` examples."""
-  from jax_resnet import data  # pylint: disable=import-outside-toplevel
+  from jax_resnet import data
   images, labels = [], []
   for batch in data.eval_batches(data_spec):
     keep = np.asarray(batch['mask'], bool)
     images.append(np.asarray(batch['image'])[keep])
     labels.append(np.asarray(batch['label'])[keep])
-    if limit and sum(len(l) for l in labels) >= limit:
+    if limit and sum(len(chunk) for chunk in labels) >= limit:
       break
   images, labels = np.concatenate(images), np.concatenate(labels)
   return (images[:limit], labels[:limit]) if limit else (images, labels)

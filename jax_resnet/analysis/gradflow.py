@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_resnet.analysis import common, report
+from jax_resnet.training.steps import cross_entropy
 
 DEFAULT_MODELS = ('plain20', 'plain56', 'resnet20', 'resnet56', 'resnet110')
 
@@ -32,7 +33,7 @@ def loss_with_perturbations(subject, images, labels, train: bool = True):
                                 rngs={'dropout': jax.random.key(0)})
       else:
         logits = model.apply(full, images, train=False)
-    return jnp.mean(common.cross_entropy(logits, labels))
+    return jnp.mean(cross_entropy(logits, labels))
   return loss_fn
 
 
@@ -126,8 +127,8 @@ def write_report(results, out, argv=None, batch_size=None, train=True):
               min(r['block_grad_norms']), max(r['block_grad_norms']),
               r['weight_ratio_first_last']] for r in results], 'Summary')
   depth = max(len(r['blocks']) for r in results)
-  rows = [[l + 1] + [r['block_grad_norms'][l] if l < len(r['blocks']) else '' for r in results]
-          for l in range(depth)]
+  rows = [[i + 1] + [r['block_grad_norms'][i] if i < len(r['blocks']) else '' for r in results]
+          for i in range(depth)]
   rep.text('<details><summary>||dL/dx_l|| per block</summary>\n')
   rep.table(['block'] + [r['label'] for r in results], rows)
   rep.text('</details>')

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_resnet.analysis import common, report
+from jax_resnet.training.steps import cross_entropy
 from jax_resnet.layers import DropPath
 
 
@@ -55,7 +56,7 @@ def gated_loss(subject):
     interceptor = common.BlockInterceptor(on_block)
     with common.intercept(interceptor):
       logits = model.apply(variables, images, train=False)
-    return jnp.sum(common.cross_entropy(logits, labels))
+    return jnp.sum(cross_entropy(logits, labels))
   return loss
 
 

@@ -28,13 +28,13 @@ def versions() -> dict:
       found[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
       if name == 'jax_resnet':
-        import jax_resnet  # pylint: disable=import-outside-toplevel
+        import jax_resnet
         found[name] = jax_resnet.__version__
   return found
 
 
 def machine() -> str:
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)
   return (f'{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores visible, '
@@ -43,9 +43,9 @@ def machine() -> str:
 
 def pyplot():
   """matplotlib's pyplot on the file-only Agg backend (no display on servers)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
   return plt
 
 

@@ -66,7 +66,7 @@ def main(argv=None):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     # Download/generation failures (network, disk, corrupt tars): one line, not a trace.
     first = str(e).splitlines()[0] if str(e) else ''
     print(f'error: preparing {args.name} failed: {type(e).__name__}: {first}; check network '

@@ -97,14 +97,14 @@ def dataset_info(spec: DataSpec):
 
 
 def _read_options(spec):
-  import grain  # pylint: disable=import-outside-toplevel
+  import grain
   depth = max(1, int(spec.prefetch_batches))
   return grain.ReadOptions(num_threads=depth, prefetch_buffer_size=depth)
 
 
 def _to_iterator(map_dataset, spec):
   """grain iterator over a MapDataset, in spec.num_workers processes when > 0."""
-  import grain  # pylint: disable=import-outside-toplevel
+  import grain
   ds = map_dataset.to_iter_dataset(_read_options(spec))
   if spec.num_workers > 0:
     _ensure_absl_flags_parsed()
@@ -117,7 +117,7 @@ def _to_iterator(map_dataset, spec):
 def _ensure_absl_flags_parsed():
   """grain 0.2.x reads an absl flag when starting workers and fails if flags were never parsed
   (google/grain#1355, fixed upstream later): scripts without absl.app need this."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -167,7 +167,7 @@ class TrainIterator:
 
 def train_iterator(spec: DataSpec, process_index=0, process_count=1):
   """Infinite training batches for this process; see the module docstring for the layout."""
-  import grain  # pylint: disable=import-outside-toplevel
+  import grain
   r = _resolve(spec)
   _check_process(spec, process_index, process_count)
   local = spec.batch_size // process_count
@@ -200,7 +200,7 @@ def eval_batches(spec: DataSpec, process_index=0, process_count=1):
 
   The last global batch is padded with mask False so every batch has the same shape.
   """
-  import grain  # pylint: disable=import-outside-toplevel
+  import grain
   r = _resolve(spec)
   _check_process(spec, process_index, process_count)
   num_eval = len(r.sources.eval)

@@ -41,7 +41,6 @@ class Sources:
 @functools.lru_cache(maxsize=1)
 def _digits_arrays():
   """(images (1797, 8, 8) float32 in [0, 1], labels (1797,) int32, train idx, test idx)."""
-  # pylint: disable=import-outside-toplevel
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
   digits = load_digits()

@@ -14,7 +14,7 @@ RANDOM_ACCESS_FORMATS = ('array_record', 'parquet')
 
 
 def import_tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds
   return tfds
 
 
@@ -84,7 +84,7 @@ def open_split(name, split, data_dir, decoders):
                             decoders=decoders)
   except (ConfigError, DataNotFoundError):
     raise
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     # TFDS raises NotImplementedError/ValueError/FileNotFoundError/KeyError depending on how
     # the data is missing; turn each into an error that says what to do.
     raise _diagnose(name, data_dir, split, e) from e

@@ -23,12 +23,12 @@ INCEPTION_RATIO = (3 / 4, 4 / 3)
 def _jpeg_decoder():
   """The fastest JPEG decoder importable here: simplejpeg, then OpenCV, then PIL."""
   try:
-    import simplejpeg  # pylint: disable=import-outside-toplevel
+    import simplejpeg
     return lambda b: simplejpeg.decode_jpeg(b, colorspace='RGB')
   except ImportError:
     pass
   try:
-    import cv2  # pylint: disable=import-outside-toplevel
+    import cv2
     return lambda b: cv2.cvtColor(
         cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
   except ImportError:

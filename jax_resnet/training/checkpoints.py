@@ -40,7 +40,7 @@ class Checkpoints:
                                 data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
       try:
         restored = self.manager.restore(step, args=args)
-      except Exception as error:  # noqa: BLE001  any unreadable file means: try an older one
+      except Exception as error:  # any unreadable file means: try an older one
         reason = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
         moved = self._set_aside(step)
         log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '

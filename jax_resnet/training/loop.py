@@ -199,6 +199,11 @@ def train(spec: boundary.RunSpec, workdir: str) -> dict:
   return summary
 
 
+def _crossed(previous: int, step: int, interval: int) -> bool:
+  """Whether going from step `previous` to `step` passed a multiple of `interval`."""
+  return step // interval > previous // interval
+
+
 class _Run:
   """The step loop and its interval work: logging, evaluation, checkpoints, preemption."""
 
@@ -244,7 +249,7 @@ class _Run:
     return result
 
   def loop(self, state, step, feeder, start_time):
-    every, total = self.spec.loop, self.parts.total_steps
+    intervals, total = self.spec.loop, self.parts.total_steps
     preemption = Preemption()
     pending, first, tick = [], step, time.time()
     try:
@@ -252,16 +257,16 @@ class _Run:
         state, metrics = feeder.step(state, self.rng)
         pending.append(metrics)
         previous, step = step, step + feeder.advance
-        crossed = lambda every: step // every > previous // every
         preempted = preemption.requested  # read once: a signal may land mid-iteration
-        log_due = crossed(every.log_every_steps) or step == total or preempted
-        eval_due = crossed(self.eval_every) and step < total
+        log_due = (_crossed(previous, step, intervals.log_every_steps) or step == total
+                   or preempted)
+        eval_due = _crossed(previous, step, self.eval_every) and step < total
         if log_due or eval_due:  # flush first, so eval time stays out of the throughput
           self._log(pending, first, step, tick)
           pending, first = [], step
         if eval_due:
           self._eval(state, step)
-        if crossed(every.checkpoint_every_steps) or preempted:
+        if _crossed(previous, step, intervals.checkpoint_every_steps) or preempted:
           self._save(state, step, feeder)
         if preempted:
           self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '

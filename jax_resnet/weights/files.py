@@ -110,7 +110,7 @@ def read_safetensors(path: str) -> dict:
     if 'bfloat16' not in str(error):
       raise WeightsFileError(f'cannot read {path} as safetensors: {_first_line(error)}') from None
     return _read_safetensors_raw(path)  # older safetensors' numpy API has no bfloat16
-  except Exception as error:  # noqa: BLE001  safetensors raises its own untyped errors
+  except Exception as error:  # safetensors raises its own untyped errors
     raise WeightsFileError(f'cannot read {path} as safetensors ({_first_line(error)}); the '
                            'file is corrupt or not a safetensors file.') from None
 
@@ -153,7 +153,7 @@ def read_torch(path: str) -> dict:
         f'tensors and plain containers ({detail}); unpickling it could run arbitrary code, so '
         'it was not loaded. If the file is corrupt, download it again; if you trust it, '
         're-save its state dict as .safetensors.') from None
-  except Exception as error:  # noqa: BLE001  torch reports corrupt archives as RuntimeError
+  except Exception as error:  # torch reports corrupt archives as RuntimeError
     raise WeightsFileError(f'cannot read {path} as a torch checkpoint ({_first_line(error)}); '
                            'the file is corrupt or not a torch file.') from None
   return _state_dict_of(obj, path)
@@ -174,7 +174,7 @@ def read_npz(path: str) -> dict:
   try:
     with np.load(path, allow_pickle=False) as data:
       return {name: data[name] for name in data.files}
-  except Exception as error:  # noqa: BLE001  zipfile, pickle and value errors alike
+  except Exception as error:  # zipfile, pickle and value errors alike
     raise WeightsFileError(f'cannot read {path} as .npz ({_first_line(error)}); the file is '
                            'corrupt or not an .npz archive.') from None
 
@@ -210,7 +210,7 @@ def read_orbax(path: str) -> dict:
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     state = checkpointer.restore(state_dir,
                                  args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  except Exception as error:  # noqa: BLE001  orbax/tensorstore raise many types
+  except Exception as error:  # orbax/tensorstore raise many types
     raise WeightsFileError(f'cannot read the Orbax checkpoint {state_dir} '
                            f'({_first_line(error)}).') from None
   if not isinstance(state, Mapping) or 'params' not in state:
