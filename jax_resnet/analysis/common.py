@@ -4,7 +4,7 @@ of a model found at run time, and method interception on those blocks.
 Blocks are reached with `flax.linen.intercept_methods`, never by editing the model: an
 interceptor sees each block's `__call__` (its input, its bound variables) and may change the
 input, replace the output, or gate the residual branch through the block's `drop_path` module,
-which every residual branch passes through (jax_resnet.blocks.merge_residual).
+which every residual branch passes through (the block's merge_residual, jax_resnet.blocks).
 """
 
 import ast
