@@ -118,5 +118,5 @@ def test_scanned_stages_are_analysed_as_their_unrolled_twin(x64):
   expected = model.apply(variables, images, train=False)
   np.testing.assert_allclose(twin.apply(unrolled, images, train=False), expected, rtol=0,
                              atol=1e-12 * float(jnp.max(jnp.abs(expected))))
-  subject = common.Subject('scanned', twin, unrolled, common.data_config())
+  subject = common.Subject('scanned', twin, unrolled, common.data_spec())
   assert len(gradflow.gradient_norms(subject, images, labels)['blocks']) == 4

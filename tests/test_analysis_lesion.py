@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import jax_resnet as jr
-from configs import default
 from jax_resnet.analysis import __main__ as cli
 from jax_resnet.analysis import common, lesion
 from jax_resnet.training import loop
@@ -26,7 +25,7 @@ TINY = 'stage_sizes=(2,1);stage_widths=(4,8);stem_width=4'
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('lesion_run'))
-  config = default.get_config()
+  config = jr.load_config('default')
   config.update(dict(num_train_steps=3, log_every_steps=3, checkpoint_every_steps=3,
                      progress_bar=False, batch_size=64, eval_batch_size=128,
                      warmup_epochs=0.0))
