@@ -40,7 +40,24 @@ def test_misspelt_key_is_one_line_and_exit_2(tmp_path):
   assert proc.returncode == 2
   assert err.strip().splitlines() == [
       "error: unknown config key 'learning_rat' (did you mean 'learning_rate'?); every key is "
-      'listed in configs/default.py.']
+      'listed in jax_resnet/config/base.py.']
+
+
+def test_a_key_moved_into_model_options_names_its_new_place(tmp_path):
+  proc = _train(['--config.shortcut=B', f'--workdir={tmp_path}/w'])
+  _, err = proc.communicate()
+  assert proc.returncode == 2
+  assert err.strip().splitlines() == [
+      "error: unknown config key 'shortcut' (did you mean 'model_options.shortcut'?); every key "
+      'is listed in jax_resnet/config/base.py.']
+  # Its new flag reaches the model: an invalid value is the model's own one-line error.
+  proc = _train(['--config.model_options.shortcut=D', f'--workdir={tmp_path}/w'])
+  _, err = proc.communicate()
+  assert proc.returncode == 2
+  assert err.strip().splitlines() == [
+      "error: Invalid config for model 'resnet20': resnet20: shortcut must be one of A, B, C, "
+      "got 'D'."]
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_invalid_value_fails_before_touching_the_workdir(tmp_path):
