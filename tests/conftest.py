@@ -9,11 +9,11 @@ if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
 
-import jax  # noqa: E402
+import jax  # noqa: E402  XLA_FLAGS must be set before jax starts
 
 jax.config.update('jax_disable_most_optimizations', True)
 
-import pytest  # noqa: E402
+import pytest  # noqa: E402  (after the jax setup above)
 
 
 @pytest.fixture

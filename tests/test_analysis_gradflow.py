@@ -59,9 +59,9 @@ def _hand_built_tail_grads(model, variables, images, labels):
   features, _ = model.apply(variables, images, train=True, return_features=True,
                             mutable=['batch_stats'])
   xs = [features['stem']]
-  for l in range(len(blocks) - 1):
-    xs.append(run_one(blocks[l], params, stats, xs[-1]))
-  return [float(jnp.linalg.norm(jax.grad(tail_loss)(x, l))) for l, x in enumerate(xs)]
+  for i in range(len(blocks) - 1):
+    xs.append(run_one(blocks[i], params, stats, xs[-1]))
+  return [float(jnp.linalg.norm(jax.grad(tail_loss)(x, i))) for i, x in enumerate(xs)]
 
 
 def run_one(named_block, params, stats, x):

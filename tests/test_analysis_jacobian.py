@@ -45,7 +45,8 @@ def test_power_iteration_equals_dense_svd_and_bound_holds():
   _, inputs = common.block_inputs(subject, x)
   for info, x_i in zip(blocks[:2], inputs[:2]):
     branch = common.branch_fn(info, subject.variables)
-    dense = jax.jacfwd(lambda v: branch(v.reshape(x_i.shape)).reshape(-1))(x_i.reshape(-1))
+    flat_branch = lambda v, branch=branch, shape=x_i.shape: branch(v.reshape(shape)).reshape(-1)
+    dense = jax.jacfwd(flat_branch)(x_i.reshape(-1))
     exact = float(np.linalg.norm(np.asarray(dense), 2))
     assert abs(jacobian.spectral_norm(branch, x_i, iters=300) - exact) <= 1e-3 * exact
   result = jacobian.spectral_analysis(subject, x, iters=200)

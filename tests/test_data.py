@@ -270,7 +270,7 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
 
 @pytest.mark.parametrize('overrides, message', [
     (dict(dataset='no_such_dataset_xyz'),
-     "config.dataset='no_such_dataset_xyz' is not a known dataset: it is neither built in "
+     "dataset='no_such_dataset_xyz' is not a known dataset: it is neither built in "
      "('digits', 'synthetic') nor a TFDS dataset name; use one of those, e.g. 'cifar10', "
      "'cifar100', 'imagenet2012'"),
     (dict(batch_size=30, process_count=4),
@@ -323,7 +323,7 @@ def test_num_classes_is_checked_against_the_opened_dataset():
 
 
 def test_prepare_cli_without_tensorflow(tmp_path, capsys):
-  from jax_resnet.data import __main__ as cli  # pylint: disable=import-outside-toplevel
+  from jax_resnet.data import __main__ as cli
   if importlib.util.find_spec('tensorflow') is not None:
     pytest.skip('tensorflow is installed: the missing-TensorFlow message cannot be shown')
   assert cli.main(['prepare', 'cifar10', '--data_dir', str(tmp_path)]) == 1

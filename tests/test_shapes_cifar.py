@@ -1,4 +1,5 @@
-"""Output shapes and finite outputs: the paper's CIFAR nets, their plain twins, pre-activation CIFAR nets and Wide ResNets."""
+"""Output shapes and finite outputs: the paper's CIFAR nets, their plain twins, pre-activation
+CIFAR nets and Wide ResNets."""
 
 import pytest
 

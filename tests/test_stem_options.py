@@ -95,7 +95,7 @@ def test_options_have_the_default_parameter_tree(x64, name):
   expected = jax.eval_shape(lambda x: base.init(jax.random.key(1), x, train=False), x)
   assert expected['params']['conv_init']['kernel'].shape == (7, 7, 3, 64)
   for option, model in options.items():
-    own = jax.eval_shape(lambda x: model.init(jax.random.key(1), x, train=False), x)
+    own = jax.eval_shape(lambda x, model=model: model.init(jax.random.key(1), x, train=False), x)
     assert jax.tree.structure(own) == jax.tree.structure(expected), option
     assert jax.tree.leaves(own) == jax.tree.leaves(expected), option  # shapes and dtypes
 

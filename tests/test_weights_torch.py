@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
 
-from PIL import Image  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from weights_torch_check import check_model, torchvision_model  # noqa: E402
+from PIL import Image  # noqa: E402  skipped without torch
+from safetensors.torch import save_file  # noqa: E402  skipped without torch
+from weights_torch_check import check_model, torchvision_model  # noqa: E402  skipped without torch
 
-from jax_resnet import predict, weights  # noqa: E402
+from jax_resnet import predict, weights  # noqa: E402  skipped without torch
 
 SMALL = ('resnet18', 'resnet34', 'resnet50', 'resnext50_32x4d', 'r3d_18', 'mc3_18',
          'r2plus1d_18')

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip('torch')
 pytest.importorskip('torchvision')
 
-from weights_torch_check import check_model  # noqa: E402
+from weights_torch_check import check_model  # noqa: E402  skipped without torch
 
 LARGE = ('resnet101', 'resnet152', 'wide_resnet50_2', 'wide_resnet101_2', 'resnext101_32x8d',
          'resnext101_64x4d')

@@ -51,6 +51,8 @@ def _convert(current, value):
   if not isinstance(value, str):
     return value
   if current is None:  # an unset model option: the value as a Python literal
+    if value.lower() in ('true', 'false'):
+      return value.lower() == 'true'
     try:
       return ast.literal_eval(value)
     except (ValueError, SyntaxError):

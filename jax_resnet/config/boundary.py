@@ -183,7 +183,9 @@ def from_json(text_or_dict) -> ml_collections.ConfigDict:
   options = saved.pop('model_options', {}) or {}
   for key in MOVED_TO_MODEL_OPTIONS:
     value = saved.pop(key, None)
-    if value not in (None, '') and options.get(key) is None:
+    # A falsy old value is the model's own default ('' shortcut, 0.0 rates, False switches);
+    # the old trainer did not pass those it lacks (video models have no dropout_rate).
+    if value and options.get(key) is None:
       options[key] = value
   for key, value in options.items():
     if value is not None:

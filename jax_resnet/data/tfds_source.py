@@ -53,7 +53,7 @@ def builder(name, data_dir):
     return tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(
-        f"config.dataset='{name}' is not a known dataset: it is neither built in "
+        f"dataset='{name}' is not a known dataset: it is neither built in "
         f"('digits', 'synthetic') nor a TFDS dataset name; use one of those, e.g. 'cifar10', "
         f"'cifar100', 'imagenet2012'") from e
 
@@ -73,7 +73,7 @@ def _diagnose(name, data_dir, split, error):
   return ConfigError(
       f"cannot read split '{split}' of dataset '{name}' ({type(error).__name__}: "
       f"{str(error).splitlines()[0] if str(error) else ''}); available splits: {splits}; set "
-      f"config.train_split / config.eval_split to one of them (TFDS slicing like "
+      f"train_split / eval_split to one of them (TFDS slicing like "
       f"'train[:90%]' is allowed)")
 
 
