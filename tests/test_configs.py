@@ -248,8 +248,11 @@ def test_from_json_moves_an_old_flat_config_into_model_options():
   config = boundary.from_json(json.dumps(OLD_CONFIG_JSON))
   assert _keys(config) == _keys(jr.base_config())
   options = config.model_options
+  # Falsy old values are the model's defaults: left unset, as the old trainer did not pass
+  # the ones a model lacks (a video model has no dropout_rate or scan_blocks).
   assert (options.shortcut, options.scan_blocks, options.zero_init_residual) == ('B', True,
-                                                                                 False)
+                                                                                 None)
+  assert (options.dropout_rate, options.drop_path_rate, options.freeze_batch_norm) == (None,) * 3
   for key, value in OLD_CONFIG_JSON.items():
     if key not in boundary.MOVED_TO_MODEL_OPTIONS:
       assert config[key] == (tuple(value) if isinstance(value, list) else value), key
@@ -260,6 +263,15 @@ def test_from_json_moves_an_old_flat_config_into_model_options():
   assert (model.shortcut, model.scan_blocks, model.zero_init_residual) == ('B', True, False)
   assert spec.identity == {'model': 'resnet20', 'num_classes': 10, 'dataset': 'digits',
                            'image_size': 16, 'optimizer': 'sgd', 'ema_decay': 0.0}
+
+
+def test_from_json_reads_an_old_video_config():
+  old = dict(OLD_CONFIG_JSON, model='r3d_18', num_classes=400, shortcut='', scan_blocks=False,
+             image_size=112)
+  spec = resolve(boundary.from_json(old))
+  model = setup.build_model(spec)
+  assert type(model).__name__ == 'VideoResNet'
+  assert {'dropout_rate', 'scan_blocks', 'shortcut'}.isdisjoint(spec.model_kwargs)
   # A config.json written today reads back as the same config (the dict form too).
   again = boundary.from_json(spec.config_json)
   assert again.to_dict() == config.to_dict()
