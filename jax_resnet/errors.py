@@ -12,5 +12,9 @@ class ConfigError(UserError, ValueError):
   """A config key or value that cannot be used."""
 
 
+class BadLabelError(UserError, ValueError):
+  """An example's label is not a class index of the model."""
+
+
 class DataNotFoundError(UserError, FileNotFoundError):
   """A dataset that is not prepared locally; the message names the command that prepares it."""

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from data_helpers import (as_rows, concat_batches, config, crops_and_flips, digi
 from jax_resnet import data
 from jax_resnet.config import boundary, resolve
 from jax_resnet.data import transforms
-from jax_resnet.errors import ConfigError, DataNotFoundError
+from jax_resnet.data.spec import DataSpec
+from jax_resnet.errors import BadLabelError, ConfigError, DataNotFoundError
 
 
 @pytest.fixture(scope='module')
@@ -340,3 +342,15 @@ def test_worker_processes_give_the_same_batches():
   it.close()
   for x, y in zip(expected[1:], got):
     assert np.array_equal(x['image'], y['image']) and np.array_equal(x['label'], y['label'])
+
+
+def test_labels_outside_the_classes_are_refused_with_their_value():
+  """An unlabelled split (TFDS's -1) or more classes than the head: refused at the first
+  offending example, not counted as zero loss."""
+  data_spec = DataSpec(dataset='digits', image_size=16, num_classes=5, batch_size=32,
+                  eval_batch_size=100, normalize='none')
+  with pytest.raises(BadLabelError) as err:
+    next(data.train_iterator(data_spec))
+  assert re.fullmatch(r'label [5-9] is outside \[0, 5\): the split is unlabelled or has more '
+                      r'classes than num_classes; train and evaluate on labelled splits whose '
+                      r'classes match num_classes\.', str(err.value)), str(err.value)

@@ -8,6 +8,7 @@ without a ConfigDict. docs/architecture.md lists which key reaches which functio
 
 import dataclasses
 import json
+import math
 import numbers
 from typing import Any, Mapping, Optional
 
@@ -273,7 +274,19 @@ def _check_data(c):
       _fail(f'steps_per_dispatch must be >= 1, got {c.steps_per_dispatch}.')
 
 
+def _check_finite(c):
+  """inf or nan in a real-valued setting reaches the weights within a step."""
+  sections = [('', c), ('model_options.', c.model_options)]
+  for prefix, section in sections:
+    for key, value in section.items():
+      values = value if isinstance(value, tuple) else (value,)
+      if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        _fail(f'{prefix}{key}={value} is not finite; every real-valued setting must be a '
+              'finite number.')
+
+
 def _check_optimisation(c):
+  _check_finite(c)
   checks = [
       (c.learning_rate >= 0, f'learning_rate must be >= 0, got {c.learning_rate}; a negative '
        'rate ascends the loss.'),
@@ -295,6 +308,9 @@ def _check_run(c):
   for key in ('log_every_steps', 'checkpoint_every_steps'):
     if c[key] <= 0:
       _fail(f'{key} must be positive, got {c[key]}.')
+  if not (_is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1):
+    _fail(f'keep_checkpoints must be an integer >= 1, got {c.keep_checkpoints!r}: with none '
+          'kept every checkpoint would be deleted.')
   _choice(c, 'parallelism', PARALLELISMS)
   devices, processes = jax.device_count(), jax.process_count()
   for key in ('batch_size', 'eval_batch_size'):

@@ -79,7 +79,7 @@ def _resolve_cached(items):
   c = dict(items)
   srcs = _open_sources(c)
   base = transforms.Preprocess(c['image_size'], c['augment'], c['crop_padding'],
-                               transforms.Normalizer())
+                               transforms.Normalizer(), c['num_classes'])
   pre = dataclasses.replace(base, normalizer=_normalizer(c, srcs, base))
   size = c['image_size']
   info = sources_lib.DatasetInfo(num_classes=srcs.num_classes, num_train=len(srcs.train),

@@ -12,6 +12,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from jax_resnet.errors import BadLabelError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ImageNet eval convention: resize the shorter side to size*256/224, then center-crop `size`.
@@ -168,6 +170,7 @@ class Preprocess:
   augment: str  # 'none' | 'pad_crop_flip' | 'inception'
   crop_padding: int
   normalizer: Normalizer
+  num_classes: int = 0  # > 0: labels outside [0, num_classes) are refused
 
   def base(self, image, rng=None):
     """Decode and bring to size x size; random-resized crop + flip for 'inception' training."""
@@ -184,7 +187,18 @@ class Preprocess:
     # Padding after normalisation: the pad value 0 is then the (per-pixel) mean in input space.
     if rng is not None and self.augment == 'pad_crop_flip':
       image = random_pad_crop_flip(image, self.crop_padding, rng)
-    return {'image': np.ascontiguousarray(image), 'label': np.int32(example['label'])}
+    return {'image': np.ascontiguousarray(image), 'label': self.label(example['label'])}
+
+  def label(self, value):
+    # An unlabelled split (TFDS marks ImageNet's test labels -1) would count as zero loss and
+    # never as correct: refused here, on the first example, with its value.
+    label = int(value)
+    if self.num_classes and not 0 <= label < self.num_classes:
+      raise BadLabelError(
+          f'label {label} is outside [0, {self.num_classes}): the split is unlabelled or has '
+          'more classes than num_classes; train and evaluate on labelled splits whose classes '
+          'match num_classes.')
+    return np.int32(label)
 
 
 @dataclasses.dataclass(frozen=True)

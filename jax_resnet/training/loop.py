@@ -17,7 +17,7 @@ import jax_resnet
 from jax_resnet import data
 from jax_resnet.config import boundary
 from jax_resnet.errors import UserError
-from jax_resnet.training import setup
+from jax_resnet.training import setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints
 from jax_resnet.training.logs import MetricWriter
 
@@ -172,13 +172,22 @@ def train(spec: boundary.RunSpec, workdir: str) -> dict:
   """train_and_evaluate after the config boundary: the run from plain values."""
   start_time = time.time()
   os.makedirs(workdir, exist_ok=True)
-  setup.check_workdir(spec, workdir)
+  lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+  try:
+    return _train_locked(spec, workdir, start_time)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_locked(spec, workdir, start_time):
+  workdir_lib.check_config(spec, workdir)
   info = data.dataset_info(spec.data)
   boundary.check_against_dataset(spec, info.num_train, info.num_classes)
   parts = setup.build_run(spec, info.num_train)
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
   step, host_state, data_state = _initial_state(spec, parts, info.image_shape, checkpoints)
-  setup.write_config(spec, workdir)
+  workdir_lib.write_config(spec, workdir)
   process_index, process_count = jax.process_index(), jax.process_count()
   runner = parts.runner
   feeder = make_feeder(spec, runner, data_state if not spec.loop.device_data else None,
@@ -294,8 +303,8 @@ class _Run:
         'skipped_updates': self.skipped,
     }
     if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+      workdir_lib.write_atomic(os.path.join(self.workdir, 'summary.json'),
+                               json.dumps(summary, indent=2))
     self.writer.print(f'done: eval top1 {summary["final_eval_top1"]:.4f} after {step} steps, '
                       f'{summary["wall_seconds"]:.0f} s; logs, checkpoints and summary.json in '
                       f'{os.path.abspath(self.workdir)}')

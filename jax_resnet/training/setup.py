@@ -1,16 +1,12 @@
 """From a RunSpec (jax_resnet.config.resolve) to the pieces of a run: model, optimizer,
-schedule, steps and the data-parallel runner; the workdir's identity check; the state
-template that checkpoints restore into."""
+schedule, steps and the data-parallel runner; the state template that checkpoints restore
+into."""
 
 import dataclasses
-import json
-import os
-
 import jax
 
 import jax_resnet
-from jax_resnet.config.boundary import IDENTITY_KEYS, RunSpec
-from jax_resnet.errors import ConfigError
+from jax_resnet.config.boundary import RunSpec
 from jax_resnet.training import device_data, optim, parallel, steps
 
 
@@ -55,24 +51,3 @@ def host_state(spec: RunSpec, model, tx, input_shape):
       model, tx, rng, input_shape, ema=spec.step.ema_decay > 0,
       warming_up=spec.step.warmup_lr > 0)
   return jax.device_get(jax.jit(create)(jax.random.key(spec.loop.seed)))
-
-
-def check_workdir(spec: RunSpec, workdir: str):
-  """Refuses to resume a workdir that another model or dataset wrote."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    previous = json.load(f)
-  changed = [f'{k}: {previous[k]!r} -> {spec.identity[k]!r}' for k in IDENTITY_KEYS
-             if k in previous and previous[k] != spec.identity[k]]
-  if changed:
-    raise ConfigError(
-        f'Workdir {workdir} holds a run with a different setup ({"; ".join(changed)}); '
-        'resuming it would mix two runs. Use a new --workdir, or delete that one.')
-
-
-def write_config(spec: RunSpec, workdir: str):
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(json.dumps(json.loads(spec.config_json), indent=2, sort_keys=True))

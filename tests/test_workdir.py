@@ -1,0 +1,87 @@
+"""The workdir: one run at a time, a remembered config that is never left half-written, and
+settings that would destroy a run refused before it starts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import jax_resnet as jr
+from jax_resnet.config import resolve
+from jax_resnet.errors import ConfigError
+from jax_resnet.training import train_and_evaluate, workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOLD_LOCK = ('import sys, time; from jax_resnet.training.workdir import WorkdirLock; '
+             'WorkdirLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(120)')
+
+
+def _config(**overrides):
+  config = jr.load_config('default')
+  config.update(dict(num_train_steps=2, progress_bar=False, **overrides))
+  return config
+
+
+def test_keep_checkpoints_below_one_is_refused():
+  for value in (0, -1):
+    with pytest.raises(ConfigError) as err:
+      resolve(_config(keep_checkpoints=value))
+    assert str(err.value) == (f'Invalid config: keep_checkpoints must be an integer >= 1, got '
+                              f'{value}: with none kept every checkpoint would be deleted.')
+
+
+@pytest.mark.parametrize('key, value', [('learning_rate', float('inf')),
+                                        ('weight_decay', float('nan')),
+                                        ('model_options.drop_path_rate', float('nan'))])
+def test_non_finite_settings_are_refused(key, value):
+  config = _config()
+  section, _, leaf = key.rpartition('.')
+  (config[section] if section else config)[leaf] = value
+  with pytest.raises(ConfigError) as err:
+    resolve(config)
+  assert str(err.value) == (f'Invalid config: {key}={value} is not finite; every real-valued '
+                            'setting must be a finite number.')
+
+
+def test_a_second_run_stops_and_a_dead_runs_lock_is_taken_over(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(ConfigError) as err:
+      train_and_evaluate(_config(), str(tmp_path))
+    message = str(err.value)
+    assert message.startswith(f'Workdir {tmp_path} is in use by pid {holder.pid} on host ')
+    assert message.endswith('Wait for that run, stop it, or use another --workdir.')
+    assert not os.path.exists(tmp_path / 'config.json')  # nothing of the run was touched
+  finally:
+    holder.kill()
+    holder.wait()
+  lock = workdir_lib.WorkdirLock(str(tmp_path)).acquire()  # the dead holder's lock is free
+  try:
+    assert (tmp_path / '.lock').read_text().startswith(f'pid {os.getpid()} on host ')
+  finally:
+    lock.release()
+
+
+def test_an_unreadable_config_json_is_one_line(tmp_path):
+  (tmp_path / 'config.json').write_text('{"model": "resn')  # a write cut short
+  with pytest.raises(ConfigError) as err:
+    train_and_evaluate(_config(), str(tmp_path))
+  assert str(err.value).startswith(f'{tmp_path}/config.json cannot be read (JSONDecodeError: ')
+  assert '\n' not in str(err.value)
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
+  path = str(tmp_path / 'config.json')
+  workdir_lib.write_atomic(path, 'old')
+
+  def full_disk(*args):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(os, 'replace', full_disk)
+  with pytest.raises(OSError):
+    workdir_lib.write_atomic(path, 'new')
+  assert open(path).read() == 'old'
+  assert os.listdir(tmp_path) == ['config.json']  # the temporary file is gone too
