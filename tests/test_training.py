@@ -47,7 +47,7 @@ def short_run(tmp_path_factory):
 
 def test_workdir_contract(short_run):
   config, workdir, summary = short_run
-  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'metrics.jsonl',
+  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'config.json', 'metrics.jsonl',
                                          'summary.json', 'tensorboard']
   with open(os.path.join(workdir, 'summary.json')) as f:
     assert json.load(f) == summary

@@ -14,7 +14,8 @@ from jax_resnet.training import train_and_evaluate, workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD_LOCK = ('import sys, time; from jax_resnet.training.workdir import WorkdirLock; '
-             'WorkdirLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(120)')
+             'lock = WorkdirLock(sys.argv[1]).acquire(); print("locked", flush=True); '
+             'time.sleep(120)')
 
 
 def _config(**overrides):

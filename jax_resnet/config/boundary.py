@@ -212,6 +212,7 @@ def _choice(config, key, choices):
 
 def validate(config):
   """Every rule on a config, in the order a reader would check them."""
+  _check_finite(config)
   _check_model(config)
   _check_data(config)
   _check_optimisation(config)
@@ -286,7 +287,6 @@ def _check_finite(c):
 
 
 def _check_optimisation(c):
-  _check_finite(c)
   checks = [
       (c.learning_rate >= 0, f'learning_rate must be >= 0, got {c.learning_rate}; a negative '
        'rate ascends the loss.'),
