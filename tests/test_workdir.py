@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import jax_resnet as jr
@@ -86,3 +87,15 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     workdir_lib.write_atomic(path, 'new')
   assert open(path).read() == 'old'
   assert os.listdir(tmp_path) == ['config.json']  # the temporary file is gone too
+
+
+def test_weights_from_a_workdir_are_the_ema_the_run_evaluated(tmp_path, monkeypatch):
+  from jax_resnet import weights
+  from jax_resnet.analysis import common
+  workdir = tmp_path / 'ema_run'
+  train_and_evaluate(_config(ema_decay=0.5, batch_size=32), str(workdir))
+  monkeypatch.chdir(tmp_path)  # a relative path, as `predict --weights ema_run` passes it
+  loaded = weights.load('resnet20', 'ema_run')
+  evaluated = common.workdir_subject(str(workdir)).variables  # the trainer's eval weights
+  kernel = lambda tree: np.asarray(tree['params']['conv_init']['kernel'])
+  np.testing.assert_array_equal(kernel(loaded), kernel(evaluated))

@@ -198,9 +198,10 @@ def _orbax_state_dir(path: str) -> str:
 
 
 def read_orbax(path: str) -> dict:
-  """params and batch_stats of a saved TrainState, as flat numpy arrays, without a template."""
+  """params and batch_stats of a saved TrainState, as flat numpy arrays, without a template.
+  A run that kept an exponential moving average gives its EMA weights, the ones it evaluated."""
   import orbax.checkpoint as ocp
-  state_dir = _orbax_state_dir(path)
+  state_dir = _orbax_state_dir(os.path.abspath(path))  # Orbax takes absolute paths only
   try:
     checkpointer = ocp.PyTreeCheckpointer()
     metadata = checkpointer.metadata(state_dir)
@@ -215,4 +216,6 @@ def read_orbax(path: str) -> dict:
                            f'({_first_line(error)}).') from None
   if not isinstance(state, Mapping) or 'params' not in state:
     raise WeightsFileError(f'{state_dir} is not a train.py TrainState (no params).')
+  if state.get('ema_params'):
+    state = {**state, 'params': state['ema_params']}
   return flatten(state)
