@@ -278,3 +278,22 @@ def test_predict_cli_errors_are_one_line_exit_2(tmp_path, capsys):
   assert predict.main(['--model', 'r3d_18', '--weights', 'w.npz', str(image)]) == 2
   assert capsys.readouterr().err == (
       'predict: error: r3d_18 classifies video clips; this tool classifies images.\n')
+
+
+@pytest.mark.parametrize('dtype, value, message', [
+    (np.int8, 1, 'holds int8 values; weights must be floating point (is the file quantised, or '
+                 'not a weights file?).'),
+    (np.complex64, 1, 'holds complex64 values; weights must be floating point (is the file '
+                      'quantised, or not a weights file?).'),
+    (np.float32, np.nan, 'has 1 non-finite values; the file is corrupt or was saved from a '
+                         'diverged run.'),
+])
+def test_non_float_and_non_finite_weights_are_refused(tmp_path, dtype, value, message):
+  flat = flatten(random_variables('resnet18', seed=5))
+  kernel = flat['params/head/kernel'].astype(dtype)
+  kernel[0, 0] = value
+  flat['params/head/kernel'] = kernel
+  path = weights.save_npz(tmp_path / 'bad.npz', unflatten(flat))
+  with pytest.raises(weights.WeightsFileError) as err:
+    weights.load('resnet18', path)
+  assert str(err.value) == f'{path}: params/head/kernel {message}'

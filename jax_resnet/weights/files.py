@@ -52,7 +52,22 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
     else:
       raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
                              f'expected {FORMATS}.')
+  _check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
+
+
+def _check_values(variables: dict, source: str):
+  """Weights are finite floating-point numbers: integer (quantised), boolean or complex arrays
+  would load and compute nonsense, and a non-finite value poisons every output."""
+  for name, array in flatten(variables).items():
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.floating) or array.dtype.name == 'bfloat16'):
+      raise WeightsFileError(f'{source}: {name} holds {array.dtype} values; weights must be '
+                             'floating point (is the file quantised, or not a weights file?).')
+    bad = int(np.size(array) - np.count_nonzero(np.isfinite(array.astype(np.float32))))
+    if bad:
+      raise WeightsFileError(f'{source}: {name} has {bad} non-finite values; the file is '
+                             'corrupt or was saved from a diverged run.')
 
 
 def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, source: str):
