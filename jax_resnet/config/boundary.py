@@ -118,29 +118,23 @@ class RunSpec:
 
 def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> RunSpec:
   """Validates `config` and returns its values; `backend` (default: JAX's) resolves 'auto'."""
-  validate(config)
   backend = backend or jax.default_backend()
+  validate(config, backend)
   c = config
-  data = DataSpec(
-      dataset=c.dataset, image_size=c.image_size, num_classes=c.num_classes,
-      batch_size=c.batch_size, eval_batch_size=c.eval_batch_size, data_dir=c.data_dir,
-      train_split=c.train_split, eval_split=c.eval_split, holdout_size=c.holdout_size,
-      augment=c.augment, crop_padding=c.crop_padding, normalize=c.normalize, seed=c.seed,
-      num_workers=c.num_workers, prefetch_batches=c.prefetch_batches)
   lr = c.learning_rate * (c.batch_size / c.lr_batch_base if c.lr_batch_base > 0 else 1.0)
   return RunSpec(
-      model=c.model, model_kwargs=model_kwargs(c, backend), data=data,
+      model=c.model, model_kwargs=model_kwargs(c, backend), data=_same_names(DataSpec, c),
       optimizer=OptimizerSpec(c.optimizer, c.momentum, c.nesterov, c.weight_decay,
                               c.weight_decay_mode, c.decay_bn_and_bias),
       schedule=ScheduleSpec(c.lr_schedule, lr, c.warmup_epochs, tuple(c.lr_boundaries),
                             c.lr_decay_factor, c.num_epochs, c.num_train_steps),
-      step=StepSpec(c.label_smoothing, c.ema_decay, c.warmup_lr, c.warmup_until_error,
-                    c.skip_nonfinite_updates),
-      loop=LoopSpec(c.seed, c.parallelism, c.sync_batch_norm, c.device_data,
-                    c.steps_per_dispatch, c.log_every_steps, c.eval_every_steps,
-                    c.eval_max_batches, c.checkpoint_every_steps, c.keep_checkpoints,
-                    c.progress_bar, c.init_from, c.init_reinit_head),
+      step=_same_names(StepSpec, c), loop=_same_names(LoopSpec, c),
       identity=identity(c), config_json=c.to_json(sort_keys=True))
+
+
+def _same_names(cls, config):
+  """A spec dataclass whose fields are config keys of the same names."""
+  return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
 
 def model_kwargs(config, backend: str) -> dict:
@@ -188,12 +182,13 @@ def from_json(text_or_dict) -> ml_collections.ConfigDict:
     # the old trainer did not pass those it lacks (video models have no dropout_rate).
     if value and options.get(key) is None:
       options[key] = value
+  as_config = lambda value: tuple(value) if isinstance(value, list) else value  # JSON arrays
   for key, value in options.items():
     if value is not None:
-      config.model_options[key] = tuple(value) if isinstance(value, list) else value
+      config.model_options[key] = as_config(value)
   for key, value in saved.items():
     if key in config:
-      config[key] = tuple(value) if isinstance(value, list) else value
+      config[key] = as_config(value)
   return config
 
 
@@ -210,16 +205,17 @@ def _choice(config, key, choices):
     _fail(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}.')
 
 
-def validate(config):
-  """Every rule on a config, in the order a reader would check them."""
+def validate(config, backend: Optional[str] = None):
+  """Every rule on a config, in the order a reader would check them; `backend` (default:
+  JAX's) resolves 'auto' options as resolve will."""
   _check_finite(config)
-  _check_model(config)
+  _check_model(config, backend or jax.default_backend())
   _check_data(config)
   _check_optimisation(config)
   _check_run(config)
 
 
-def _check_model(c):
+def _check_model(c, backend):
   try:
     jax_resnet.model_defaults(c.model)
   except ValueError as error:  # names close matches
@@ -233,7 +229,7 @@ def _check_model(c):
   if not (_is_int(c.num_classes) and c.num_classes > 0):
     _fail(f'num_classes must be a positive integer, got {c.num_classes!r}.')
   try:  # the module's own checks (options it lacks, shortcut, rates); builds nothing
-    jax_resnet.create_model(c.model, **model_kwargs(c, jax.default_backend()))
+    jax_resnet.create_model(c.model, **model_kwargs(c, backend))
   except (TypeError, ValueError) as error:
     raise ConfigError(f'Invalid config for model {c.model!r}: {error}') from None
   reduction = jax_resnet.model_info(c.model).min_input_size
@@ -312,15 +308,13 @@ def _check_run(c):
     _fail(f'keep_checkpoints must be an integer >= 1, got {c.keep_checkpoints!r}: with none '
           'kept every checkpoint would be deleted.')
   _choice(c, 'parallelism', PARALLELISMS)
-  devices, processes = jax.device_count(), jax.process_count()
+  # Per process: the input pipeline checks its own process_count (data.pipeline).
+  devices = jax.device_count()
   for key in ('batch_size', 'eval_batch_size'):
     if c[key] % devices:
       _fail(f'{key}={c[key]} is not divisible by the {devices} devices '
             f'({jax.devices()[0].platform}); each device needs an equal share: use a multiple '
             f'of {devices}.')
-    if c[key] % processes:  # reached only with unequal devices per process
-      _fail(f'{key}={c[key]} is not divisible by the {processes} processes: every process '
-            f'reads an equal share of each global batch; use a multiple of {processes}.')
 
 
 def check_against_dataset(spec: RunSpec, num_train: int, dataset_classes: int):

@@ -1,5 +1,6 @@
 """What the input pipelines need to know, as plain values (the trainer builds it from its
-config in jax_resnet.config.boundary; a notebook builds it directly)."""
+config in jax_resnet.config.boundary, whose keys have these fields' names; a notebook builds it
+directly)."""
 
 import dataclasses
 

@@ -64,7 +64,7 @@ def _check_values(variables: dict, source: str):
     if not (np.issubdtype(array.dtype, np.floating) or array.dtype.name == 'bfloat16'):
       raise WeightsFileError(f'{source}: {name} holds {array.dtype} values; weights must be '
                              'floating point (is the file quantised, or not a weights file?).')
-    bad = int(np.size(array) - np.count_nonzero(np.isfinite(array.astype(np.float32))))
+    bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
       raise WeightsFileError(f'{source}: {name} has {bad} non-finite values; the file is '
                              'corrupt or was saved from a diverged run.')
