@@ -1,5 +1,6 @@
 """Faults a long run meets: corrupted checkpoints, non-finite losses, invalid configs."""
 
+import errno
 import glob
 import logging
 import os
@@ -7,13 +8,15 @@ import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import jax_resnet as jr
-from jax_resnet.config import resolve
+from jax_resnet.config import boundary, resolve
 from jax_resnet.errors import ConfigError
-from jax_resnet.training import loop
+from jax_resnet.training import loop, optim, steps
+from jax_resnet.training.checkpoints import Checkpoints, CheckpointWriteError
 from test_training import _config, _restore
 
 
@@ -82,6 +85,71 @@ def test_skip_nonfinite_updates_counts_and_keeps_weights_finite(tmp_path):
   assert summary['steps'] == 8 and summary['skipped_updates'] >= 1
   _, state, _, _ = _restore(str(tmp_path), config)
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
+
+
+def test_a_diverging_run_keeps_only_finite_checkpoints_and_names_a_finite_one(tmp_path):
+  loop.train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
+  # Checkpoints every 2 steps, metrics fetched only every 40: saves must still be checked.
+  config = _config(learning_rate=1e12, log_every_steps=40, checkpoint_every_steps=2,
+                   keep_checkpoints=3, num_train_steps=40)
+  with pytest.raises(loop.TrainingDivergedError) as err:
+    loop.train_and_evaluate(config, str(tmp_path))
+  named = int(str(err.value).split('checkpoint is step ')[1].split(' ')[0])
+  kept = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
+  assert named == kept[-1]
+  assert _restore(str(tmp_path), config)[0] == kept[-1]  # the newest restores ...
+  # ... and every kept step holds finite arrays only.
+  manager = Checkpoints(os.path.join(tmp_path, 'checkpoints'), 3, read_only=True).manager
+  for step in kept:
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state['state'])), step
+
+
+def test_skip_nonfinite_updates_also_refuses_weights_that_overflow():
+  """Finite loss and gradients, but a learning rate that sends the weights to inf."""
+  import optax
+  model = jr.create_model('resnet20', num_classes=10)
+  tx = optim.make_optimizer('sgd', momentum=0.0, nesterov=False, weight_decay=0.0,
+                            weight_decay_mode='l2', decay_bn_and_bias=True)
+  state = steps.create_train_state(model, tx, jax.random.key(0), (8, 8, 3), ema=False,
+                                   warming_up=False)
+  batch = {'image': jax.random.normal(jax.random.key(1), (4, 8, 8, 3)),
+           'label': np.array([0, 1, 2, 3], np.int32)}
+  schedule = optax.constant_schedule(3e38)
+  step = jax.jit(steps.make_train_step(model, tx, schedule, skip_nonfinite_updates=True))
+  new_state, metrics = step(state, batch, jax.random.key(2))
+  assert np.isfinite(metrics['loss']) and float(metrics['grads_finite']) == 0.0
+  assert int(new_state.step) == 1
+  for new, old in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(new, old)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_survives(
+    tmp_path, monkeypatch):
+  loop.train_and_evaluate(_config(num_train_steps=6), str(tmp_path))
+  full = OSError(errno.ENOSPC, 'No space left on device')
+
+  def failing_wait(self):  # an asynchronous save's error surfaces when it is awaited
+    raise RuntimeError('async save failed') from full
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', failing_wait)
+  with pytest.raises(CheckpointWriteError) as err:
+    loop.train_and_evaluate(_config(), str(tmp_path))
+  assert str(err.value) == (
+      f'Writing a checkpoint to {tmp_path}/checkpoints failed (OSError: [Errno 28] No space '
+      'left on device); step 6 is intact there. Free space or fix the storage, then rerun the '
+      'same command to resume.')
+  monkeypatch.undo()
+  assert _restore(str(tmp_path), _config())[0] == 6
+
+
+def test_an_empty_eval_split_is_refused_before_training(tmp_path):
+  spec = resolve(_config())
+  with pytest.raises(ConfigError) as err:
+    boundary.check_against_dataset(spec, 1437, 10, num_eval=0)
+  assert str(err.value) == ("Invalid config: eval_split 'test' of 'digits' holds no examples, "
+                            'so nothing can be evaluated; choose a split (or a TFDS slice) that '
+                            'has some.')
 
 
 def _valid():

@@ -158,3 +158,35 @@ def test_a_dead_peer_ends_the_other_process_with_one_error_and_both_resume(tmp_p
   assert len(banner) == 1 and ', resumed at step ' in banner[0]
   with open(os.path.join(workdir, 'summary.json')) as f:
     assert json.load(f)['steps'] == 60
+
+
+def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both_and_resumes(tmp_path):
+  workdir = str(tmp_path / 'w')
+  args = [f'--workdir={workdir}', '--config.num_train_steps=400',
+          '--config.checkpoint_every_steps=1000', *SHORT]
+
+  def start(port, *more):
+    return [_train([f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                    f'--process_id={i}', *args, *more], devices=2) for i in (0, 1)]
+
+  hosts = start(_free_port())
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 120
+  while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.1)
+  hosts[1].send_signal(signal.SIGTERM)  # process 1 only
+  outs = [host.communicate(timeout=120) for host in hosts]
+  assert [host.returncode for host in hosts] == [0, 0], outs[1][1][-2000:]
+  saved = [line for line in outs[0][0].splitlines() if line.startswith('SIGTERM: saved')]
+  assert len(saved) == 1, outs[0][0][-2000:]
+  step = int(saved[0].split('at step ')[1].split(' ')[0])
+  assert 0 < step < 400
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
+  # The rerun resumes there on both processes (4 more steps: a shorter schedule, same state).
+  restarted = start(_free_port(), f'--config.num_train_steps={step + 4}')
+  outs = [host.communicate(timeout=300) for host in restarted]
+  assert [host.returncode for host in restarted] == [0, 0], outs[0][1][-2000:]
+  banner = [line for line in outs[0][0].splitlines() if line.startswith('jax_resnet: training')]
+  assert banner[0].endswith(f', resumed at step {step}')
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['steps'] == step + 4

@@ -119,6 +119,26 @@ def test_sigterm_checkpoints_and_rerun_matches_uninterrupted(short_run, tmp_path
     np.testing.assert_array_equal(a, b)  # bitwise on CPU, data order included
 
 
+def test_sigterm_during_evaluation_abandons_it_and_saves(tmp_path, monkeypatch):
+  served = []
+  real_eval_batches = data.eval_batches
+
+  def eval_batches(*args, **kwargs):  # SIGTERM while the first eval batch is evaluated
+    for batch in real_eval_batches(*args, **kwargs):
+      served.append(batch)
+      if len(served) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(loop.data, 'eval_batches', eval_batches)
+  summary = loop.train_and_evaluate(_config(), str(tmp_path))
+  assert summary == {'preempted_at_step': 6}
+  assert len(served) == 2  # of 3 (360 examples in batches of 128): the rest never read
+  rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert [(r['split'], r['step']) for r in rows] == [('train', 4), ('train', 6)]
+  assert os.listdir(tmp_path / 'checkpoints') == ['6']
+
+
 def test_workdir_of_another_model_is_refused(short_run):
   _, workdir, _ = short_run
   with pytest.raises(loop.UserError) as err:

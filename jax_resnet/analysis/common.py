@@ -130,7 +130,7 @@ def workdir_subject(workdir: str, dtype=None):
   template = setup.host_state(run, model, tx, shape)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'{workdir} has no checkpoints/ directory.')
-  restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1).restore(template)
+  restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1, read_only=True).restore(template)
   if restored is None:
     raise FileNotFoundError(f'{workdir}/checkpoints holds no readable checkpoint.')
   step, state, _, _ = restored

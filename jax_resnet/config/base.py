@@ -94,7 +94,7 @@ def _add_optimisation(c):
   c.decay_bn_and_bias = True          # False: no weight decay on BN parameters and biases
   c.label_smoothing = 0.0             # label smoothing of the cross-entropy
   c.ema_decay = 0.0                   # >0: keep an exponential moving average of the weights
-  c.skip_nonfinite_updates = False    # True: skip steps with non-finite loss/gradients
+  c.skip_nonfinite_updates = False    # True: skip steps with non-finite loss/gradients/weights
   #                                     (counted); False: stop with an error
 
 

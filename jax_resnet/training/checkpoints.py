@@ -1,64 +1,262 @@
 """Orbax checkpoints of the train state, the data iterator state and run metadata.
 
 Saves are asynchronous and finished before exit; `max_to_keep` removes old steps only after a
-newer one is complete. A checkpoint that cannot be read is reported by step and skipped in
-favour of the previous one.
+newer one is complete, and the trainer saves only states it checked finite, so the newest
+checkpoint is always a finite one. Each checkpoint's metadata carries a CRC-32 of every array of
+the state, computed from the arrays saved and compared with the arrays restored.
+
+Restore tells three failures apart, and every process must agree before any acts:
+- corruption (a checksum differs, a file is missing or cannot be decoded): the step is moved to
+  checkpoints_unreadable/ (never deleted) and the previous one is tried;
+- a saved tree that differs from the one the config builds: `CheckpointMismatchError`, naming the
+  settings that differ;
+- an I/O or memory error: `CheckpointReadError`; nothing is moved.
+When checkpoints exist and none restores, the run stops rather than starting again at step 0.
+A read-only `Checkpoints` (analysis tools) never moves anything.
 """
 
+import contextlib
+import errno
 import logging
 import os
 import time
+import zlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from jax_resnet.config import boundary
+from jax_resnet.errors import UserError
+
 log = logging.getLogger(__name__)
+
+OK, CORRUPT, FATAL = 0, 1, 2
+# Failures that say nothing about the files: the storage or the machine, not the checkpoint.
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ENOMEM, errno.EACCES,
+                     errno.EPERM, errno.ESTALE, errno.ECONNRESET, errno.EBUSY}
+_TRANSIENT_STATUS = ('RESOURCE_EXHAUSTED', 'UNAVAILABLE', 'DEADLINE_EXCEEDED',
+                     'PERMISSION_DENIED', 'ABORTED', 'CANCELLED', 'Out of memory')
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO}
+
+
+class CheckpointError(UserError):
+  """A checkpoint that cannot be written or resumed from."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The saved train state has another structure than the config builds."""
+
+
+class CheckpointReadError(CheckpointError):
+  """Restoring failed for a reason that is not the checkpoint's content."""
+
+
+class CheckpointWriteError(CheckpointError):
+  """A save failed (full disk, quota, read-only storage)."""
+
+
+def _path_name(path) -> str:
+  parts = []
+  for key in path:
+    for attribute in ('key', 'name', 'idx'):
+      if hasattr(key, attribute):
+        parts.append(str(getattr(key, attribute)))
+        break
+  return '/'.join(parts)
+
+
+def flat_arrays(tree) -> dict:
+  """{'params/conv_init/kernel': leaf, ...}: one naming for trees, dataclasses and metadata."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {_path_name(path): leaf for path, leaf in leaves}
+
+
+def checksums(tree) -> dict:
+  """CRC-32 of each array's bytes, by path."""
+  return {name: f'{zlib.crc32(np.ascontiguousarray(leaf).reshape(-1).view(np.uint8)):08x}'
+          for name, leaf in flat_arrays(jax.device_get(tree)).items()}
+
+
+def _reason(error) -> str:
+  return f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
+
+
+def _is_transient(error) -> bool:
+  """An error of the storage or the machine rather than of the files' content."""
+  while error is not None:
+    if isinstance(error, MemoryError):
+      return True
+    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+      return True
+    if any(status in str(error) for status in _TRANSIENT_STATUS):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _write_failure(error):
+  """The OSError behind a failed save, if it is one of the storage's."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def agree(code: int, gather=None) -> int:
+  """The worst of every process's outcome, so all act alike (a collective on many hosts)."""
+  if jax.process_count() == 1 and gather is None:
+    return code
+  if gather is None:
+    from jax.experimental import multihost_utils
+    gather = multihost_utils.process_allgather
+  return int(np.max(np.asarray(gather(np.int32(code)))))
 
 
 class Checkpoints:
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=('state', 'data', 'meta'))
+    self.read_only = read_only
+    options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
+                                           create=not read_only, read_only=read_only)
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler(),
+                'meta': ocp.JsonCheckpointHandler()}
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    self.writing = None      # the step of the save in flight
+    self.write_failed = False
 
   def latest_step(self):
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_state, meta) -> bool:
-    """Saves asynchronously; the trainer decides when (force=True bypasses Orbax's policy)."""
+    """Saves asynchronously (the trainer decides when); meta gains the state's checksums."""
+    meta = dict(meta, checksums=checksums(state))
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state),
                               meta=ocp.args.JsonSave(meta))
-    return self.manager.save(step, args=args, force=True)
+    with self._writing():
+      saved = self.manager.save(step, args=args, force=True)
+    self.writing = step
+    return saved
 
-  def restore(self, template_state):
-    """Newest readable checkpoint as (step, state, data_state, meta), or None if none exist."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      args = ocp.args.Composite(state=ocp.args.StandardRestore(template_state),
-                                data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
-      try:
-        restored = self.manager.restore(step, args=args)
-      except Exception as error:  # any unreadable file means: try an older one
-        reason = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
-        moved = self._set_aside(step)
-        log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '
-                    'previous one.', step, self.directory, reason, moved)
-        continue
-      return step, restored['state'], restored['data'], restored['meta']
+  def wait(self):
+    if self.write_failed:  # reported once already; the exception is on its way up
+      return
+    with self._writing():
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _writing(self):
+    """A save's storage error as one line (the previous checkpoint is never touched)."""
+    try:
+      yield
+    except Exception as error:
+      failure = _write_failure(error)
+      if failure is None:
+        raise
+      self.write_failed = True
+      kept = [s for s in self.manager.all_steps() if s != self.writing]
+      previous = f'step {max(kept)} is intact there' if kept else 'no earlier checkpoint exists'
+      raise CheckpointWriteError(
+          f'Writing a checkpoint to {self.directory} failed ({_reason(failure)}); {previous}. '
+          'Free space or fix the storage, then rerun the same command to resume.') from None
+
+  def restore(self, template_state, config=None):
+    """Newest checkpoint that restores, as (step, state, data_state, meta); None if there is
+    none. `config` (the run's config as a dict) names the settings behind a mismatch."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    set_aside = []
+    for step in steps:
+      code, outcome = self._try(step, template_state, config)
+      agreed = agree(code)
+      if agreed == OK:
+        if set_aside:
+          log.warning('resuming from checkpoint step %d in %s.', step, self.directory)
+        return outcome
+      if agreed == FATAL:
+        raise outcome if code == FATAL else CheckpointReadError(
+            f'Another process could not read checkpoint step {step} in {self.directory} (see '
+            'its log); nothing was moved. Rerun every process with the same command.')
+      set_aside.append(step)
+      self._set_aside(step, outcome if code == CORRUPT else 'corrupt on another process')
+    if steps:
+      raise CheckpointReadError(
+          f'None of the {len(steps)} checkpoint(s) in {self.directory} restores (steps '
+          f'{", ".join(map(str, steps))}, each corrupt); not starting again from step 0. They '
+          f'are kept in {self._aside_directory()}; to train from scratch use a new --workdir.')
     return None
 
-  def _set_aside(self, step: int) -> str:
-    """Moves a bad step out of the manager's view (never deleted: it may hold what a person
-    wants to recover), so a new save of the same step can happen."""
-    target = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable',
-                          f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+  def _try(self, step, template, config):
+    """(OK, restored) | (CORRUPT, reason) | (FATAL, error) for one step on this process."""
+    try:
+      saved = self.manager.item_metadata(step)['state']
+      meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      meta = meta['meta']
+    except Exception as error:
+      return self._failure(step, error)
+    if not flat_arrays(saved):  # Orbax reports a missing tree metadata file as no tree
+      return CORRUPT, 'the saved tree metadata is missing or empty'
+    mismatch = _tree_difference(saved, template)
+    if mismatch:
+      return FATAL, CheckpointMismatchError(boundary.explain_state_mismatch(
+          step, self.directory, mismatch, (meta or {}).get('config'), config))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
+                              data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+    try:
+      restored = self.manager.restore(step, args=args)
+    except Exception as error:
+      return self._failure(step, error)
+    expected = (meta or {}).get('checksums')
+    if expected is not None:
+      actual = checksums(restored['state'])
+      bad = sorted(name for name in set(expected) | set(actual)
+                   if expected.get(name) != actual.get(name))
+      if bad:
+        return CORRUPT, (f'checksum mismatch in {len(bad)} array(s), first {bad[0]}: '
+                         'the files changed after they were written')
+    return OK, (step, restored['state'], restored['data'], restored['meta'])
+
+  def _failure(self, step, error):
+    if _is_transient(error):
+      return FATAL, CheckpointReadError(
+          f'Reading checkpoint step {step} in {self.directory} failed ({_reason(error)}); this '
+          'is an error of the storage or the machine, not of the checkpoint, so nothing was '
+          'moved. Fix it and rerun the same command.')
+    return CORRUPT, _reason(error)
+
+  def _aside_directory(self):
+    return os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable')
+
+  def _set_aside(self, step: int, reason: str):
+    """Moves a corrupt step out of the manager's view (never deleted: it may hold what a person
+    wants to recover), so a new save of the same step can happen. Read-only: skipped."""
+    if self.read_only:
+      log.warning('checkpoint step %d in %s is unreadable (%s); trying the previous one.',
+                  step, self.directory, reason)
+      return
+    target = os.path.join(self._aside_directory(), f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
     if jax.process_index() == 0:  # one writer on a shared filesystem
       os.makedirs(os.path.dirname(target), exist_ok=True)
       os.replace(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f'jax_resnet set aside {step}')
     self.manager.reload()
-    return target
+    log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '
+                'previous one.', step, self.directory, reason, target)
 
-  def wait(self):
-    self.manager.wait_until_finished()
+
+def _tree_difference(saved, template) -> list:
+  """Paths whose presence, shape or dtype differ between the saved tree and the template."""
+  saved, wanted = flat_arrays(saved), flat_arrays(template)
+  differ = sorted(set(saved) ^ set(wanted))
+  for name in sorted(set(saved) & set(wanted)):
+    have, want = saved[name], wanted[name]
+    if tuple(getattr(have, 'shape', ())) != tuple(np.shape(want)):
+      differ.append(name)
+    elif getattr(have, 'dtype', None) is not None and np.dtype(have.dtype) != np.asarray(
+        want).dtype:
+      differ.append(name)
+  return differ

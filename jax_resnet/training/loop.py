@@ -11,6 +11,7 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jax_resnet
@@ -18,7 +19,7 @@ from jax_resnet import data
 from jax_resnet.config import boundary
 from jax_resnet.errors import UserError
 from jax_resnet.training import setup, workdir as workdir_lib
-from jax_resnet.training.checkpoints import Checkpoints
+from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
 
 
@@ -88,29 +89,55 @@ def make_feeder(spec, runner, data_state, process_index, process_count):
 
 
 class Preemption:
-  """SIGTERM sets a flag; the loop checkpoints the current step and returns cleanly."""
+  """SIGTERM asks the run to checkpoint the current step and return cleanly. One process: a
+  Python handler sets a flag. Several: JAX's preemption service (jax.distributed installs its
+  SIGTERM notifier and shares the notice), so every process stops at the same sync point even
+  when only one received the signal. `due()` is called at the same points by every process."""
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.calls = 0
+    self.multihost = jax.process_count() > 1
+    self._previous = None
+    if not self.multihost:  # a Python handler would replace the service's notifier
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     self.requested = True
 
+  def due(self) -> bool:
+    if not self.multihost:
+      return self.requested
+    from jax.experimental import multihost_utils
+    self.calls += 1  # the sync protocol counts calls; every process makes the same ones
+    try:
+      self.requested = multihost_utils.reached_preemption_sync_point(self.calls)
+    except RuntimeError:  # the preemption service is switched off: no notice can come
+      return False
+    return self.requested
+
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_batches=0):
-  """Top-1, mean loss and example count over the eval split (the first max_batches if > 0)."""
+def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_batches=0,
+             stop=lambda: False):
+  """Top-1, mean loss and example count over the eval split (the first max_batches if > 0);
+  None when `stop()` turns true between batches (a preemption abandons the evaluation)."""
   totals = None
   batches = data.eval_batches(data_spec, process_index=process_index,
                               process_count=process_count)
   for index, batch in enumerate(batches):
     if max_batches and index == max_batches:
       break
+    if stop():
+      return None
     sums = runner.eval_step(state, runner.place_batch(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+  if totals is None:
+    raise UserError(f'The eval split {data_spec.eval_split!r} of {data_spec.dataset!r} gave no '
+                    'examples; evaluate on a split that has some (--config.eval_split).')
   totals = runner.to_host(totals)
   count = float(totals['count'])
   return {'top1': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count,
@@ -119,7 +146,7 @@ def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_bat
 
 def _initial_state(spec, parts, image_shape, checkpoints):
   host_state = setup.host_state(spec, parts.model, parts.tx, image_shape)
-  restored = checkpoints.restore(host_state)
+  restored = checkpoints.restore(host_state, config=json.loads(spec.config_json))
   if restored is None:
     return 0, _load_pretrained(spec, parts.model, host_state), None
   step, host_state, data_state, _ = restored
@@ -183,7 +210,7 @@ def train(spec: boundary.RunSpec, workdir: str) -> dict:
 def _train_locked(spec, workdir, start_time):
   workdir_lib.check_config(spec, workdir)
   info = data.dataset_info(spec.data)
-  boundary.check_against_dataset(spec, info.num_train, info.num_classes)
+  boundary.check_against_dataset(spec, info.num_train, info.num_classes, info.num_eval)
   parts = setup.build_run(spec, info.num_train)
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
   step, host_state, data_state = _initial_state(spec, parts, info.image_shape, checkpoints)
@@ -224,23 +251,39 @@ class _Run:
     self.throughput = []
     self.skipped = 0
 
+  def _where(self):
+    last = self.checkpoints.latest_step()
+    return (f'the last good checkpoint is step {last} in {self.checkpoints.directory}'
+            if last is not None else 'no checkpoint was written yet')
+
   def _save(self, state, step, feeder):
+    """Saves only a finite state: a diverged run must not rotate good checkpoints out."""
+    host_state = self.runner.to_host(state)
+    bad = [name for name, leaf in flat_arrays(host_state).items()
+           if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(leaf))]
+    if bad:
+      raise TrainingDivergedError(
+          f'The train state at step {step} holds non-finite values ({len(bad)} array(s), first '
+          f'{bad[0]}); not saving it ({self._where()}). Lower the learning rate or check the '
+          'input data.')
     meta = {'step': step, 'model': self.spec.model, 'dataset': self.spec.data.dataset,
             'config': json.loads(self.spec.config_json)}
-    self.checkpoints.save(step, self.runner.to_host(state), feeder.state(), meta)
+    self.checkpoints.save(step, host_state, feeder.state(), meta)
 
-  def _log(self, pending, first_step, step, tick):
+  def _checked_means(self, pending, first_step):
+    """The metrics since first_step; raises if one is non-finite and skipping is off."""
     means, bad_step = _flush_metrics(pending, self.runner, first_step,
                                      self.spec.step.skip_nonfinite_updates)
-    interval_seconds = time.time() - tick  # after the fetch: dispatch is asynchronous
     if bad_step is not None:
-      last = self.checkpoints.latest_step()
-      where = (f'the last good checkpoint is step {last} in {self.checkpoints.directory}'
-               if last is not None else 'no checkpoint was written yet')
       raise TrainingDivergedError(
-          f'Loss or gradients became non-finite at step {bad_step + 1}; stopping ({where}). '
-          'Lower the learning rate, add warmup, check the input data, or set '
-          'skip_nonfinite_updates=True to skip such steps.')
+          f'Loss or gradients became non-finite at step {bad_step + 1}; stopping '
+          f'({self._where()}). Lower the learning rate, add warmup, check the input data, or '
+          'set skip_nonfinite_updates=True to skip such steps.')
+    return means
+
+  def _log(self, pending, first_step, step, tick):
+    means = self._checked_means(pending, first_step)
+    interval_seconds = time.time() - tick  # after the fetch: dispatch is asynchronous
     steps_done = step - first_step
     images_per_second = steps_done * self.spec.data.batch_size / max(interval_seconds, 1e-9)
     self.throughput.append(images_per_second)
@@ -249,13 +292,23 @@ class _Run:
     self.writer.write(step, 'train', means)
     self.writer.progress(step, {'loss': means['loss'], 'img/s': images_per_second})
 
-  def _eval(self, state, step):
+  def _eval(self, state, step, stop):
+    """The eval metrics, written; None if a preemption abandoned the evaluation."""
     result = evaluate(self.runner, state, self.spec.data, jax.process_index(),
-                      jax.process_count(), self.spec.loop.eval_max_batches)
+                      jax.process_count(), self.spec.loop.eval_max_batches, stop=stop)
+    if result is None:
+      self.writer.print(f'SIGTERM during evaluation at step {step}: evaluation abandoned.')
+      return None
     self.writer.write(step, 'eval', result)
     self.writer.print(f'step {step}: eval top1 {result["top1"]:.4f}, loss {result["loss"]:.4f} '
                       f'({int(result["count"])} examples)')
     return result
+
+  def _preempted(self, state, step, feeder):
+    self._save(state, step, feeder)
+    self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
+                      f'{self.checkpoints.directory}; rerun the same command to resume.')
+    return {'preempted_at_step': step}
 
   def loop(self, state, step, feeder, start_time):
     intervals, total = self.spec.loop, self.parts.total_steps
@@ -266,29 +319,32 @@ class _Run:
         state, metrics = feeder.step(state, self.rng)
         pending.append(metrics)
         previous, step = step, step + feeder.advance
-        preempted = preemption.requested  # read once: a signal may land mid-iteration
+        preempted = preemption.due()  # read once: a signal may land mid-iteration
+        save_due = _crossed(previous, step, intervals.checkpoint_every_steps) or preempted
         log_due = (_crossed(previous, step, intervals.log_every_steps) or step == total
                    or preempted)
-        eval_due = _crossed(previous, step, self.eval_every) and step < total
+        eval_due = _crossed(previous, step, self.eval_every) and step < total and not preempted
         if log_due or eval_due:  # flush first, so eval time stays out of the throughput
           self._log(pending, first, step, tick)
           pending, first = [], step
-        if eval_due:
-          self._eval(state, step)
-        if _crossed(previous, step, intervals.checkpoint_every_steps) or preempted:
-          self._save(state, step, feeder)
+        elif save_due:  # every step since the last check must be finite before a save
+          self._checked_means(pending, first)
+        if eval_due and self._eval(state, step, preemption.due) is None:
+          preempted = True
         if preempted:
-          self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
-                            f'{self.checkpoints.directory}; rerun the same command to resume.')
-          return {'preempted_at_step': step}
+          return self._preempted(state, step, feeder)
+        if save_due:
+          self._save(state, step, feeder)
         if not pending:
           tick = time.time()
-      return self._finish(state, step, feeder, start_time)
+      return self._finish(state, step, feeder, start_time, preemption)
     finally:
       preemption.restore()
 
-  def _finish(self, state, step, feeder, start_time):
-    result = self._eval(state, step)
+  def _finish(self, state, step, feeder, start_time, preemption):
+    result = self._eval(state, step, preemption.due)
+    if result is None:
+      return self._preempted(state, step, feeder)
     if self.checkpoints.latest_step() != step:
       self._save(state, step, feeder)
     # The first interval holds the compilation; leave it out when there are others.

@@ -59,7 +59,8 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
 
   ema_decay > 0 needs a state made with ema=True; warmup_lr applies while state.warming_up
   (He et al. 2015's ResNet-110 warmup); skip_nonfinite_updates keeps the old weights when the
-  loss or a gradient is not finite (else the step applies them and reports grads_finite=0).
+  loss, a gradient or an updated weight is not finite (else the step applies them and reports
+  grads_finite=0).
   With `axis_name` the step averages gradients and metrics over that device axis."""
   # Per-replica BN statistics (no bn_axis_name) differ between replicas: average them, as the
   # Flax ImageNet example does. Synced or frozen statistics are equal already: left bit-exact.
@@ -89,8 +90,9 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(metrics['loss'])
-    for g in jax.tree.leaves(grads):
-      finite &= jnp.all(jnp.isfinite(g))
+    # Finite gradients can still overflow the weights (a huge learning rate): check both.
+    for leaf in jax.tree.leaves((grads, params)):
+      finite &= jnp.all(jnp.isfinite(leaf))
     ema = state.ema_params
     if ema is not None:
       ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
