@@ -48,11 +48,22 @@ def preprocess(image, resize: int = RESIZE) -> np.ndarray:
 def read_image(path: str, resize: int = RESIZE) -> np.ndarray:
   from PIL import Image, UnidentifiedImageError
   try:
-    with Image.open(path) as image:
+    with Image.open(path) as image:  # reads the header only
+      _check_pixels(path, image.width, image.height, Image.MAX_IMAGE_PIXELS)
       return preprocess(image, resize)
+  except Image.DecompressionBombError as error:  # PIL's own refusal, at twice its limit
+    raise ImageError(f'cannot read image {path}: {str(error).splitlines()[0]}') from None
   except (OSError, UnidentifiedImageError, ValueError) as error:
     reason = getattr(error, 'strerror', None) or str(error).splitlines()[0]
     raise ImageError(f'cannot read image {path}: {reason}') from None
+
+
+def _check_pixels(path: str, width: int, height: int, limit: int):
+  """Refuses an image before decoding when its header declares more pixels than PIL's limit:
+  decoding it would take gigabytes to classify a 224x224 crop."""
+  if limit and width * height > limit:
+    raise ImageError(f'cannot read image {path}: it declares {width}x{height} pixels, more than '
+                     f'the {limit} PIL allows (PIL.Image.MAX_IMAGE_PIXELS); resize it first.')
 
 
 def top_k(probabilities: np.ndarray, k: int):

@@ -297,3 +297,84 @@ def test_non_float_and_non_finite_weights_are_refused(tmp_path, dtype, value, me
   with pytest.raises(weights.WeightsFileError) as err:
     weights.load('resnet18', path)
   assert str(err.value) == f'{path}: params/head/kernel {message}'
+
+
+def test_an_npz_member_is_checked_from_its_header_before_it_is_read(tmp_path):
+  """A compressed member of ~100 KB declaring 100 MB: refused by shape, never decompressed."""
+  import tracemalloc
+  flat = flatten(random_variables('resnet18', seed=6))
+  flat['params/conv_init/kernel'] = np.zeros((25_000_000,), np.float32)
+  path = str(tmp_path / 'bomb.npz')
+  np.savez_compressed(path, **flat)
+  del flat
+  tracemalloc.start()
+  with pytest.raises(weights.WeightsMismatchError) as err:
+    weights.load('resnet18', path)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert 'params/conv_init/kernel' in str(err.value) and '(25000000,)' in str(err.value)
+  assert peak < 20_000_000  # the 100 MB array was never materialised
+
+
+def test_an_npz_member_shorter_than_its_header_declares_is_refused(tmp_path):
+  import zipfile
+  path = tmp_path / 'short.npz'
+  header = tmp_path / 'x.npy'
+  np.save(header, np.zeros((1000,), np.float32))
+  data = header.read_bytes()
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('params/head/bias.npy', data[:-3996])  # 1 of 1000 values left
+  with pytest.raises(weights.WeightsFileError) as err:
+    weights.load('resnet18', str(path))
+  assert str(err.value) == (f'{path}: params/head/bias declares shape (1000,) (4000 bytes) but '
+                            'holds 4 bytes; the file is truncated or crafted.')
+
+
+def test_a_zero_dimensional_head_kernel_is_a_mismatch_not_a_traceback(tmp_path):
+  flat = flatten(random_variables('resnet18', seed=7))
+  flat['params/head/kernel'] = np.float32(1.0)
+  path = str(tmp_path / 'scalar_head.npz')
+  np.savez(path, **flat)
+  with pytest.raises(weights.WeightsMismatchError) as err:
+    weights.load('resnet18', path)
+  assert str(err.value).startswith(f'{path} does not match resnet18 (')
+  assert 'params/head/kernel ()' in str(err.value)
+
+
+@pytest.mark.parametrize('dtype, name', [(np.int8, 'int8'), (np.bool_, 'bool'),
+                                         (np.uint16, 'uint16')])
+def test_the_raw_safetensors_reader_knows_integer_and_boolean_dtypes(tmp_path, dtype, name):
+  path = str(tmp_path / 'w.safetensors')
+  values = (np.arange(6) % 2).astype(dtype).reshape(2, 3)
+  safetensors.numpy.save_file({'fc.bias': values, 'fc.weight': np.ones((2, 2), np.float32)},
+                              path)
+  raw = weights.files._read_safetensors_raw(path)
+  assert raw['fc.bias'].dtype == np.dtype(name)
+  np.testing.assert_array_equal(raw['fc.bias'], values)
+  np.testing.assert_array_equal(raw['fc.weight'], np.ones((2, 2), np.float32))
+
+
+def test_predict_refuses_an_image_declaring_too_many_pixels_before_decoding(tmp_path, capsys):
+  """A PNG whose header declares 40000x40000 (1.6 gigapixels) in a few hundred bytes."""
+  import struct
+  import zlib
+
+  def chunk(kind, payload):
+    return (struct.pack('>I', len(payload)) + kind + payload
+            + struct.pack('>I', zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+  path = tmp_path / 'bomb.png'
+  ihdr = struct.pack('>IIBBBBB', 40000, 40000, 8, 2, 0, 0, 0)
+  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
+                   + chunk(b'IDAT', zlib.compress(b'\x00' * 1000)) + chunk(b'IEND', b''))
+  assert predict.main(['--weights', 'w.npz', str(path)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'predict: error: cannot read image {path}: Image size (1600000000 '
+                        'pixels) exceeds limit of ')
+  assert err.count('\n') == 1
+  width, height = 12000, 9000  # above PIL's limit, below twice it: PIL itself only warns
+  with pytest.raises(predict.ImageError) as error:
+    predict._check_pixels('big.png', width, height, Image.MAX_IMAGE_PIXELS)
+  assert str(error.value) == (
+      f'cannot read image big.png: it declares 12000x9000 pixels, more than the '
+      f'{Image.MAX_IMAGE_PIXELS} PIL allows (PIL.Image.MAX_IMAGE_PIXELS); resize it first.')

@@ -174,3 +174,29 @@ def test_to_torchvision_loads_into_torchvision_strictly():
   assert result.missing_keys == [] and result.unexpected_keys == []
   for key, value in source.state_dict().items():
     assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_a_stride_0_tensor_is_refused_before_it_is_materialised(tmp_path):
+  """A head of 20000 classes stored as one float: a few KB of file standing for 40 MB."""
+  state = torchvision_model('resnet18').state_dict()
+  state['fc.weight'] = torch.zeros(1).expand(20000, 512)
+  state['fc.bias'] = torch.zeros(1).expand(20000)
+  path = tmp_path / 'expanded.pth'
+  torch.save(state, path)
+  with pytest.raises(weights.WeightsFileError) as err:
+    weights.load('resnet18', path)
+  assert str(err.value) == (
+      f'{path}: fc.weight declares shape (20000, 512) (40960000 bytes) over a storage of 4 '
+      'bytes (a stride-0 or overlapping view); a weights file stores every value, so it was '
+      'refused.')
+
+
+def test_read_torch_refuses_a_torch_older_than_the_floor(tmp_path, monkeypatch):
+  path = tmp_path / 'w.pth'
+  torch.save(torchvision_model('resnet18').state_dict(), path)
+  monkeypatch.setattr(torch, '__version__', '2.5.1+cpu')
+  with pytest.raises(weights.WeightsFileError) as err:
+    weights.read_torch(str(path))
+  assert str(err.value) == (
+      f'reading {path} needs torch >= 2.10 (found 2.5.1+cpu): older releases have published '
+      'ways around torch.load(weights_only=True). Upgrade torch, or use a .safetensors file.')

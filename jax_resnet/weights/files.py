@@ -4,7 +4,7 @@ Orbax checkpoints written by the trainer."""
 import json
 import os
 import re
-from typing import Mapping, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -14,6 +14,8 @@ from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, Weigh
                                       compare, flatten, mismatch_message, unflatten)
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
+# The first torch release without the published bypasses of torch.load(weights_only=True).
+TORCH_FLOOR = (2, 10)
 FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz) '
            'or an Orbax checkpoint directory (a train.py workdir)')
 
@@ -48,6 +50,7 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
     elif suffix in TORCH_SUFFIXES:
       variables = from_torchvision(model_name, read_torch(path), source=path)
     elif suffix == '.npz':
+      _check_native(model_name, npz_headers(path), path)  # before any array is read
       variables = _check_native(model_name, read_npz(path), path)
     else:
       raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
@@ -106,7 +109,7 @@ def _first_line(error: Exception) -> str:
 
 def _check_native(model_name: str, flat: dict, source: str) -> dict:
   head = flat.get('params/head/kernel')
-  num_classes = int(head.shape[-1]) if head is not None else 0
+  num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 0
   expected = flatten(variable_shapes(model_name, num_classes))
   missing, unexpected, wrong = compare(expected, flat)
   if missing or unexpected or wrong:
@@ -133,7 +136,9 @@ def read_safetensors(path: str) -> dict:
 def _read_safetensors_raw(path: str) -> dict:
   import ml_dtypes
   dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
-            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'U8': np.uint8}
+            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
+            'I8': np.int8, 'U64': np.uint64, 'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8,
+            'BOOL': np.bool_}
   with open(path, 'rb') as f:
     size = int.from_bytes(f.read(8), 'little')
     header = json.loads(f.read(size))
@@ -142,6 +147,9 @@ def _read_safetensors_raw(path: str) -> dict:
   for name, info in header.items():
     if name != '__metadata__':
       start, end = info['data_offsets']
+      if info['dtype'] not in dtypes:
+        raise WeightsFileError(f'{path}: {name} holds {info["dtype"]} values, which this reader '
+                               'does not know; weights must be floating point.')
       array = np.frombuffer(data[start:end], dtypes[info['dtype']]).reshape(info['shape'])
       out[name] = array.astype(np.float32) if info['dtype'] == 'BF16' else array
   return out
@@ -154,6 +162,12 @@ def read_torch(path: str) -> dict:
   except ImportError:
     raise WeightsFileError(f'{path} is a torch file and reading it needs torch '
                            '(pip install torch); or use a .safetensors file.') from None
+  version = tuple(int(part) for part in re.findall(r'\d+', torch.__version__)[:2])
+  if version < TORCH_FLOOR:
+    raise WeightsFileError(
+        f'reading {path} needs torch >= {".".join(map(str, TORCH_FLOOR))} (found '
+        f'{torch.__version__}): older releases have published ways around '
+        'torch.load(weights_only=True). Upgrade torch, or use a .safetensors file.')
   import pickle
   import warnings
   try:
@@ -171,7 +185,24 @@ def read_torch(path: str) -> dict:
   except Exception as error:  # torch reports corrupt archives as RuntimeError
     raise WeightsFileError(f'cannot read {path} as a torch checkpoint ({_first_line(error)}); '
                            'the file is corrupt or not a torch file.') from None
-  return _state_dict_of(obj, path)
+  state_dict = _state_dict_of(obj, path)
+  _check_storage(state_dict, path)
+  return state_dict
+
+
+def _check_storage(state_dict: Mapping, path: str):
+  """Each tensor owns as many bytes as it has elements: a stride-0 view of a tiny storage would
+  otherwise stand for an array of any size (a 30 KB file loading as gigabytes)."""
+  for name, tensor in state_dict.items():
+    if not hasattr(tensor, 'untyped_storage'):
+      continue
+    needed = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes()
+    if held < needed:
+      raise WeightsFileError(
+          f'{path}: {name} declares shape {tuple(tensor.shape)} ({needed} bytes) over a storage '
+          f'of {held} bytes (a stride-0 or overlapping view); a weights file stores every value, '
+          'so it was refused.')
 
 
 def _state_dict_of(obj, path: str) -> dict:
@@ -183,6 +214,41 @@ def _state_dict_of(obj, path: str) -> dict:
     return dict(obj)
   raise WeightsFileError(f'{path} holds a {type(obj).__name__}, not a state dict (a dict of '
                          'tensors).')
+
+
+class _Declared(NamedTuple):
+  shape: tuple
+  dtype: np.dtype
+
+
+def npz_headers(path: str) -> dict:
+  """name -> the shape and dtype each .npy member declares, read from the headers alone (a
+  small compressed member can declare gigabytes). A member whose data is shorter than its
+  declared size is refused."""
+  import zipfile
+  declared = {}
+  try:
+    with zipfile.ZipFile(path) as archive:
+      for info in archive.infolist():
+        with archive.open(info) as member:
+          version = np.lib.format.read_magic(member)
+          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0)
+          shape, _, dtype = read_header(member)
+          header_size = member.tell()
+        name = info.filename[:-4] if info.filename.endswith('.npy') else info.filename
+        needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not dtype.hasobject and info.file_size - header_size < needed:
+          raise WeightsFileError(
+              f'{path}: {name} declares shape {shape} ({needed} bytes) but holds '
+              f'{info.file_size - header_size} bytes; the file is truncated or crafted.')
+        declared[name] = _Declared(tuple(shape), dtype)
+  except WeightsFileError:
+    raise
+  except Exception as error:  # zipfile and numpy header errors alike
+    raise WeightsFileError(f'cannot read {path} as .npz ({_first_line(error)}); the file is '
+                           'corrupt or not an .npz archive.') from None
+  return declared
 
 
 def read_npz(path: str) -> dict:
