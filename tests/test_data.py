@@ -354,3 +354,30 @@ def test_labels_outside_the_classes_are_refused_with_their_value():
   assert re.fullmatch(r'label [5-9] is outside \[0, 5\): the split is unlabelled or has more '
                       r'classes than num_classes; train and evaluate on labelled splits whose '
                       r'classes match num_classes\.', str(err.value)), str(err.value)
+
+
+def test_an_eval_split_that_does_not_exist_is_one_line_naming_those_that_do(monkeypatch):
+  """A prepared dataset (faked: no download here) asked for a split it lacks."""
+  from types import SimpleNamespace
+  from jax_resnet.data import tfds_source
+  info = SimpleNamespace(
+      features={'image': SimpleNamespace(shape=(None, None, 3), encoding_format='png'),
+                'label': SimpleNamespace(num_classes=10)},
+      splits={'train': None, 'validation': None}, available_file_formats=lambda: ['array_record'])
+  fake = SimpleNamespace(info=info, is_prepared=lambda: True, data_dir='/data/x', name='x',
+                         version='1.0.0')
+  monkeypatch.setattr(tfds_source, 'builder', lambda name, data_dir: fake)
+
+  def data_source(name, split, **kwargs):
+    if split not in info.splits:
+      raise ValueError(f'Unknown split "{split}". Should be one of {list(info.splits)}.')
+    return [0]
+
+  tfds = tfds_source.import_tfds()
+  monkeypatch.setattr(tfds, 'data_source', data_source)
+  with pytest.raises(ConfigError) as err:
+    tfds_source.tfds_sources('x', '', ('train', 'test'))
+  assert str(err.value) == (
+      "cannot read split 'test' of dataset 'x' (ValueError: Unknown split \"test\". Should be "
+      "one of ['train', 'validation'].); available splits: ['train', 'validation']; set "
+      "train_split / eval_split to one of them (TFDS slicing like 'train[:90%]' is allowed)")
