@@ -91,7 +91,7 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_names_a_finite_one(tm
   loop.train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
   # Checkpoints every 2 steps, metrics fetched only every 40: saves must still be checked.
   config = _config(learning_rate=1e12, log_every_steps=40, checkpoint_every_steps=2,
-                   keep_checkpoints=3, num_train_steps=40)
+                   keep_checkpoints=3, num_train_steps=40, eval_every_steps=1000)
   with pytest.raises(loop.TrainingDivergedError) as err:
     loop.train_and_evaluate(config, str(tmp_path))
   named = int(str(err.value).split('checkpoint is step ')[1].split(' ')[0])
