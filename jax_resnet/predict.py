@@ -1,6 +1,8 @@
-"""Classify images with pretrained weights, torchvision's ImageNet eval preprocessing.
+"""Classify images with pretrained weights and the preprocessing they were published with.
 
     python -m jax_resnet.predict --model resnet50 --weights resnet50.safetensors cat.jpg dog.jpg
+    python -m jax_resnet.predict --model resnet50d --weights model.safetensors \
+        --tag resnet50d.ra2_in1k cat.jpg
 
 prints, per image, the top-5 classes with their softmax probabilities.
 """
@@ -31,26 +33,30 @@ def resized_size(width: int, height: int, shorter: int = RESIZE):
   return int(shorter * width / height), shorter
 
 
-def preprocess(image, resize: int = RESIZE) -> np.ndarray:
-  """PIL image -> (224, 224, 3) float32: Resize(resize, bilinear), CenterCrop(224), ToTensor,
-  Normalize(ImageNet mean/std) as torchvision's ImageNet eval transform, channels last.
-  torchvision's IMAGENET1K_V2 weights were evaluated with resize=232."""
+def preprocess(image, resize: int = RESIZE, crop: int = CROP, interpolation: str = 'bilinear',
+               mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+  """PIL image -> (crop, crop, 3) float32: Resize(resize, interpolation), CenterCrop(crop),
+  ToTensor, Normalize(mean, std) as torchvision's and timm's eval transforms, channels last.
+  The defaults are torchvision's V1 ImageNet transform; a weight tag gives each checkpoint's
+  own (`jax_resnet.weights.get_tag`)."""
   from PIL import Image
+  filters = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}
   image = image.convert('RGB')
-  image = image.resize(resized_size(*image.size, shorter=resize), Image.BILINEAR)
+  image = image.resize(resized_size(*image.size, shorter=resize), filters[interpolation])
   width, height = image.size
-  top, left = int(round((height - CROP) / 2.0)), int(round((width - CROP) / 2.0))
-  image = image.crop((left, top, left + CROP, top + CROP))
+  top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+  image = image.crop((left, top, left + crop, top + crop))
   pixels = np.asarray(image, np.float32) / 255.0
-  return (pixels - IMAGENET_MEAN) / IMAGENET_STD
+  return (pixels - np.float32(mean)) / np.float32(std)
 
 
-def read_image(path: str, resize: int = RESIZE) -> np.ndarray:
+def read_image(path: str, resize: int = RESIZE, **transform) -> np.ndarray:
+  """`preprocess` of the image file at `path` (transform: preprocess's other arguments)."""
   from PIL import Image, UnidentifiedImageError
   try:
     with Image.open(path) as image:  # reads the header only
       _check_pixels(path, image.width, image.height, Image.MAX_IMAGE_PIXELS)
-      return preprocess(image, resize)
+      return preprocess(image, resize, **transform)
   except Image.DecompressionBombError as error:  # PIL's own refusal, at twice its limit
     raise ImageError(f'cannot read image {path}: {str(error).splitlines()[0]}') from None
   except (OSError, UnidentifiedImageError, ValueError) as error:
@@ -90,8 +96,13 @@ def _parser():
   parser.add_argument('--weights', required=True,
                       help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir')
   parser.add_argument('--top', type=int, default=5, help='classes to print per image')
-  parser.add_argument('--resize', type=int, default=RESIZE,
-                      help='shorter side before the 224 centre crop (232 for torchvision V2)')
+  parser.add_argument('--tag', default=None,
+                      help="the weights' tag (e.g. resnet50.tv2_in1k, jax_resnet.weights."
+                           'list_tags()): its resize, crop, interpolation, mean and std; by '
+                           'default the tag recorded in the file, else torchvision V1')
+  parser.add_argument('--resize', type=int, default=None,
+                      help='shorter side before the centre crop (overrides the tag; 256 without '
+                           'one)')
   parser.add_argument('images', nargs='+', help='image files (any format PIL reads)')
   return parser
 
@@ -102,6 +113,24 @@ def format_predictions(path: str, predictions, class_names) -> str:
     name = class_names[index] if index < len(class_names) else f'class {index}'
     lines.append(f'  {probability:.4f}  {name} ({index})')
   return '\n'.join(lines)
+
+
+def _transform(args, weights) -> dict:
+  """read_image's arguments: from --tag, else the tag the file records, else torchvision V1;
+  --resize overrides the tag's."""
+  from jax_resnet.errors import UserError
+  name = args.tag or weights.read_tag(args.weights)
+  transform = dict(resize=RESIZE, crop=CROP)
+  if name:
+    tag = weights.get_tag(name)
+    if tag.model != args.model:
+      raise UserError(f'weight tag {name} is for {tag.model}, not {args.model}; pass '
+                      f'--model {tag.model} or another --tag.')
+    transform = dict(resize=tag.resize, crop=tag.crop, interpolation=tag.interpolation,
+                     mean=tag.mean, std=tag.std)
+  if args.resize is not None:
+    transform['resize'] = args.resize
+  return transform
 
 
 def main(argv=None) -> int:
@@ -118,9 +147,10 @@ def main(argv=None) -> int:
                       f'preprocesses for {CROP}x{CROP} (ImageNet) models: preprocess to '
                       f'{info.input_size}x{info.input_size} yourself and call '
                       'jax_resnet.predict.classify.')
-    if args.top < 1 or args.resize < CROP:
-      raise UserError(f'--top must be >= 1 and --resize >= {CROP}.')
-    images = np.stack([read_image(path, args.resize) for path in args.images])
+    transform = _transform(args, weights)
+    if args.top < 1 or transform['resize'] < transform['crop']:
+      raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
+    images = np.stack([read_image(path, **transform) for path in args.images])
     variables = weights.load(args.model, args.weights)
     if 'head' not in variables['params']:
       raise UserError(f'{args.weights} has no classifier head; it cannot predict classes.')

@@ -13,7 +13,8 @@ reinit_head=True), reinit_head=True)`.
 
 import importlib.resources
 
-from jax_resnet.weights.files import load, read_safetensors, read_torch, save_npz
+from jax_resnet.weights.files import load, read_safetensors, read_tag, read_torch, save_npz
+from jax_resnet.weights.tags import TAGS, WeightTag, get_tag, list_tags
 from jax_resnet.weights.torchvision import (IMAGE_MODELS, TORCHVISION_MODELS, VIDEO_MODELS,
                                             from_torchvision, to_torchvision)
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsError, WeightsFileError,
@@ -27,7 +28,8 @@ def imagenet_classes():
 
 
 __all__ = [
-    'HeadMismatchError', 'IMAGE_MODELS', 'TORCHVISION_MODELS', 'VIDEO_MODELS', 'WeightsError',
-    'WeightsFileError', 'WeightsMismatchError', 'from_torchvision', 'imagenet_classes', 'load',
-    'merge_pretrained', 'read_safetensors', 'read_torch', 'save_npz', 'to_torchvision',
+    'HeadMismatchError', 'IMAGE_MODELS', 'TAGS', 'TORCHVISION_MODELS', 'VIDEO_MODELS',
+    'WeightTag', 'WeightsError', 'WeightsFileError', 'WeightsMismatchError', 'from_torchvision',
+    'get_tag', 'imagenet_classes', 'list_tags', 'load', 'merge_pretrained', 'read_safetensors',
+    'read_tag', 'read_torch', 'save_npz', 'to_torchvision',
 ]

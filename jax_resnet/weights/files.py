@@ -87,9 +87,13 @@ def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, 
       'reinit_head=True to drop the pretrained head and train a new one.')
 
 
-def save_npz(path, variables: Mapping) -> str:
+TAG_MEMBER = '__tag__'  # an .npz member naming the weight tag (jax_resnet.weights.tags)
+
+
+def save_npz(path, variables: Mapping, tag: Optional[str] = None) -> str:
   """Writes {'params', 'batch_stats'} as an .npz of '/'-joined names ('params/head/kernel');
-  bfloat16 leaves are stored as float32. Returns the path written ('.npz' appended if
+  bfloat16 leaves are stored as float32. `tag` (a weight tag, e.g. 'resnet50.tv2_in1k') is
+  recorded so predict uses its preprocessing. Returns the path written ('.npz' appended if
   missing, as numpy does)."""
   path = os.fspath(path)
   if not path.endswith('.npz'):
@@ -98,8 +102,23 @@ def save_npz(path, variables: Mapping) -> str:
   for name, value in flatten(jax.device_get(variables)).items():
     array = np.asarray(value)
     flat[name] = array.astype(np.float32) if array.dtype.name == 'bfloat16' else array
+  if tag is not None:
+    from jax_resnet.weights.tags import get_tag
+    flat[TAG_MEMBER] = np.array(get_tag(tag).name)  # a known tag, as a unicode array
   np.savez(path, **flat)
   return path
+
+
+def read_tag(path) -> Optional[str]:
+  """The weight tag an .npz records (save_npz(tag=...)), else None."""
+  path = os.fspath(path)
+  if not (path.endswith('.npz') and os.path.isfile(path)):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return str(data[TAG_MEMBER]) if TAG_MEMBER in data.files else None
+  except Exception:  # load() reports an unreadable file in full
+    return None
 
 
 def _first_line(error: Exception) -> str:
@@ -237,6 +256,8 @@ def npz_headers(path: str) -> dict:
           shape, _, dtype = read_header(member)
           header_size = member.tell()
         name = info.filename[:-4] if info.filename.endswith('.npy') else info.filename
+        if name == TAG_MEMBER:
+          continue
         needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if not dtype.hasobject and info.file_size - header_size < needed:
           raise WeightsFileError(
@@ -254,7 +275,7 @@ def npz_headers(path: str) -> dict:
 def read_npz(path: str) -> dict:
   try:
     with np.load(path, allow_pickle=False) as data:
-      return {name: data[name] for name in data.files}
+      return {name: data[name] for name in data.files if name != TAG_MEMBER}
   except Exception as error:  # zipfile, pickle and value errors alike
     raise WeightsFileError(f'cannot read {path} as .npz ({_first_line(error)}); the file is '
                            'corrupt or not an .npz archive.') from None

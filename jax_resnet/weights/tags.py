@@ -1,0 +1,123 @@
+"""Weight tags: the published checkpoints we know, with the preprocessing each was evaluated
+with (torchvision's `Weights` and timm's pretrained configs record the same facts).
+
+    tag = weights.get_tag('resnet50.tv2_in1k')
+    tag.resize, tag.crop, tag.interpolation, tag.mean, tag.std   # 232, 224, 'bilinear', ...
+
+Tags are timm's names (`<model>.<weights>`), with our registry name in `model`. `top1` is the
+ImageNet-1k validation top-1 (%) as its publisher reports it at this preprocessing, not a
+measurement of ours. Nothing is downloaded: `fetch` says where the file is.
+"""
+
+import dataclasses
+import difflib
+import math
+from typing import Optional, Tuple
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)  # BiT and timm's ResNetV2: inputs in [-1, 1]
+
+TORCHVISION_LICENCE = ('BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms allow '
+                       'non-commercial research use')
+TIMM_LICENCE = 'Apache-2.0 (timm); trained on ImageNet-1k, whose terms apply'
+BIT_LICENCE = 'Apache-2.0 (Google BiT); trained on ImageNet-21k, fine-tuned on ImageNet-1k'
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTag:
+  name: str                 # '<model>.<weights>', timm's naming
+  model: str                # jax_resnet registry name
+  source: str               # 'torchvision' | 'timm' | 'big_vision'
+  fetch: str                # where the file is (URL or Hugging Face hub id); never fetched here
+  licence: str
+  top1: Optional[float]     # published ImageNet-1k top-1 (%) at this preprocessing
+  crop: int                 # square input fed to the model
+  resize: int               # shorter side before the centre crop
+  interpolation: str        # 'bilinear' | 'bicubic' (PIL filters, antialiased)
+  mean: Tuple[float, float, float] = IMAGENET_MEAN
+  std: Tuple[float, float, float] = IMAGENET_STD
+  num_classes: int = 1000
+
+
+def _torchvision(model, version, file_name, top1):
+  """torchvision's IMAGENET1K_V1 (resize 256) and V2 (resize 232) weights; timm re-hosts them
+  as `<model>.tv_in1k` / `<model>.tv2_in1k`."""
+  suffix = 'tv_in1k' if version == 1 else 'tv2_in1k'
+  resize = 256 if version == 1 and model != 'resnext101_64x4d' else 232
+  return WeightTag(f'{model}.{suffix}', model, 'torchvision',
+                   f'https://download.pytorch.org/models/{file_name}', TORCHVISION_LICENCE, top1,
+                   crop=224, resize=resize, interpolation='bilinear')
+
+
+def _timm(name, model, top1, size, crop_pct, interpolation='bicubic', mean=IMAGENET_MEAN,
+          std=IMAGENET_STD, licence=TIMM_LICENCE):
+  """timm's eval transform: resize the shorter side to floor(size / crop_pct), crop size."""
+  return WeightTag(name, model, 'timm', f'hf-hub:timm/{name}', licence, top1, crop=size,
+                   resize=math.floor(size / crop_pct), interpolation=interpolation, mean=mean,
+                   std=std)
+
+
+_TAGS = [
+    _torchvision('resnet18', 1, 'resnet18-f37072fd.pth', 69.758),
+    _torchvision('resnet34', 1, 'resnet34-b627a593.pth', 73.314),
+    _torchvision('resnet50', 1, 'resnet50-0676ba61.pth', 76.130),
+    _torchvision('resnet50', 2, 'resnet50-11ad3fa6.pth', 80.858),
+    _torchvision('resnet101', 1, 'resnet101-63fe2227.pth', 77.374),
+    _torchvision('resnet101', 2, 'resnet101-cd907fc2.pth', 81.886),
+    _torchvision('resnet152', 1, 'resnet152-394f9c45.pth', 78.312),
+    _torchvision('resnet152', 2, 'resnet152-f82ba261.pth', 82.284),
+    _torchvision('resnext50_32x4d', 1, 'resnext50_32x4d-7cdf4587.pth', 77.618),
+    _torchvision('resnext50_32x4d', 2, 'resnext50_32x4d-1a0047aa.pth', 81.198),
+    _torchvision('resnext101_32x8d', 1, 'resnext101_32x8d-8ba56ff5.pth', 79.312),
+    _torchvision('resnext101_32x8d', 2, 'resnext101_32x8d-110c445d.pth', 82.834),
+    _torchvision('resnext101_64x4d', 1, 'resnext101_64x4d-173b62eb.pth', 83.246),
+    _torchvision('wide_resnet50_2', 1, 'wide_resnet50_2-95faca4d.pth', 78.468),
+    _torchvision('wide_resnet50_2', 2, 'wide_resnet50_2-9ba9bcbe.pth', 81.602),
+    _torchvision('wide_resnet101_2', 1, 'wide_resnet101_2-32ee1156.pth', 78.848),
+    _torchvision('wide_resnet101_2', 2, 'wide_resnet101_2-d733dc28.pth', 82.510),
+]
+# timm's tags at the resolution and crop of its published results (results-imagenet.csv).
+_I = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD)
+_BIT = dict(interpolation='bilinear', licence=BIT_LICENCE, **_I)
+_TAGS += [
+    _timm('resnet18.a1_in1k', 'resnet18', 73.158, 288, 1.0),
+    _timm('resnet34.a1_in1k', 'resnet34', 77.918, 288, 1.0),
+    _timm('resnet50.a1_in1k', 'resnet50', 81.214, 288, 1.0),
+    _timm('resnet50.a1h_in1k', 'resnet50', 80.676, 224, 1.0),
+    _timm('resnet101.a1h_in1k', 'resnet101', 82.778, 288, 1.0),
+    _timm('resnet152.a1h_in1k', 'resnet152', 83.450, 288, 1.0),
+    _timm('resnet26.bt_in1k', 'resnet26', 76.366, 288, 0.95),
+    _timm('resnet26d.bt_in1k', 'resnet26d', 77.408, 288, 0.95),
+    _timm('resnet18d.ra2_in1k', 'resnet18d', 73.794, 288, 0.95),
+    _timm('resnet34d.ra2_in1k', 'resnet34d', 78.436, 288, 0.95),
+    _timm('resnet50d.ra2_in1k', 'resnet50d', 81.356, 288, 0.95),
+    _timm('resnet50d.a1_in1k', 'resnet50d', 81.450, 288, 1.0),
+    _timm('resnet101d.ra2_in1k', 'resnet101d', 83.016, 320, 1.0),
+    _timm('resnet152d.ra2_in1k', 'resnet152d', 83.684, 320, 1.0),
+    _timm('resnet200d.ra2_in1k', 'resnet200d', 83.964, 320, 1.0),
+    _timm('resnetv2_50.a1h_in1k', 'preact_resnet50', 81.398, 288, 1.0, **_I),
+    _timm('resnetv2_101.a1h_in1k', 'preact_resnet101', 83.002, 288, 1.0, **_I),
+    _timm('resnetv2_50x1_bit.goog_in21k_ft_in1k', 'bit_resnet50x1', 80.340, 448, 1.0, **_BIT),
+    _timm('resnetv2_50x3_bit.goog_in21k_ft_in1k', 'bit_resnet50x3', 84.020, 448, 1.0, **_BIT),
+    _timm('resnetv2_101x1_bit.goog_in21k_ft_in1k', 'bit_resnet101x1', 82.342, 448, 1.0, **_BIT),
+    _timm('resnetv2_101x3_bit.goog_in21k_ft_in1k', 'bit_resnet101x3', 84.438, 448, 1.0, **_BIT),
+    _timm('resnetv2_152x2_bit.goog_in21k_ft_in1k', 'bit_resnet152x2', 84.510, 448, 1.0, **_BIT),
+    _timm('resnetv2_152x4_bit.goog_in21k_ft_in1k', 'bit_resnet152x4', 84.916, 480, 1.0, **_BIT),
+]
+TAGS = {tag.name: tag for tag in _TAGS}
+
+
+def get_tag(name: str) -> WeightTag:
+  """The tag called `name`; an unknown name is a ValueError suggesting close ones."""
+  if name in TAGS:
+    return TAGS[name]
+  close = difflib.get_close_matches(name, list(TAGS), n=3, cutoff=0.6)
+  hint = f' Did you mean {", ".join(close)}?' if close else ''
+  raise ValueError(f'Unknown weight tag {name!r}.{hint} jax_resnet.weights.list_tags() lists '
+                   f'all {len(TAGS)}.')
+
+
+def list_tags(model: Optional[str] = None):
+  """Sorted tag names, those of one registered model if `model` is given."""
+  return sorted(name for name, tag in TAGS.items() if model is None or tag.model == model)
