@@ -47,9 +47,11 @@ class BridgedModel(flax_nnx.Module):
   and dropout / drop-path draw their masks from the `dropout` stream of the `rngs` given at
   construction (the default stream when there is no `dropout` one). `model.eval()` switches
   to the running statistics and turns the masks off; `model.train()` switches back.
-  The two switches are separate attributes (`use_running_average`, `deterministic`), so
-  `model.train(use_running_average=True)` trains with frozen statistics and
-  `model.train(deterministic=True)` updates statistics without dropping anything.
+  The two switches are separate attributes (`use_running_average`, `deterministic`), set
+  together by train()/eval() and one by one with `model.set_attributes(...)` (or `nnx.view`
+  where Flax has it): `use_running_average=True, deterministic=False` trains with frozen
+  statistics, `use_running_average=False, deterministic=True` updates the statistics without
+  dropping anything.
 
   `model.module` is the Linen module; `model.params` and `model.batch_stats` are the Linen
   variable trees with `nnx.Param` / `nnx.BatchStat` leaves (`to_linen` gives plain arrays).
@@ -124,7 +126,7 @@ class BridgedModel(flax_nnx.Module):
     raise ValueError(
         f'{type(self.module).__name__} drops paths or units in training mode and needs a random '
         'stream: build it with rngs=nnx.Rngs(...), pass model(x, rngs=...), or call '
-        'model.eval() (or model.train(deterministic=True)).')
+        'model.eval() (or model.set_attributes(deterministic=True)).')
 
 
 def _example_input(name: str, input_shape: Optional[Sequence[int]]):
