@@ -48,6 +48,11 @@ def test_create_model_draws_linen_initialisation_from_the_params_stream():
   assert len(jax.tree.leaves(nnx.state(model, nnx.Param))) == 59  # 19 convs, 19 BN x 2, head 2
   assert len(jax.tree.leaves(nnx.state(model, nnx.BatchStat))) == 38
   assert (model.use_running_average, model.deterministic) == (False, False)  # training mode
+  if hasattr(nnx, 'view'):   # flax >= 0.12: an eval view sharing the variables
+    view = nnx.view(model, deterministic=True, use_running_average=True)
+    assert (view.use_running_average, view.deterministic) == (True, True)
+    assert (model.use_running_average, model.deterministic) == (False, False)
+    assert jax.tree.leaves(view.params)[0] is jax.tree.leaves(model.params)[0]
   model.eval()
   assert (model.use_running_average, model.deterministic) == (True, True)
 
