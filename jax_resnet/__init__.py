@@ -6,6 +6,7 @@
 """
 
 from jax_resnet import config
+from jax_resnet import nnx as nnx  # jax_resnet.nnx: the same models as Flax NNX modules
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
 from jax_resnet.config import base_config, load_config

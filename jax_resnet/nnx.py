@@ -1,0 +1,219 @@
+"""Flax NNX interface to every registered model: the Linen network wrapped as a stateful
+`flax.nnx.Module` that holds its variables as `nnx.Param` / `nnx.BatchStat`.
+
+    from flax import nnx
+    import jax_resnet.nnx as jrn
+    model = jrn.create_model('resnet18', rngs=nnx.Rngs(0))   # initialised, in training mode
+    logits = model(x)                  # batch statistics; running statistics updated in place
+    model.eval(); logits = model(x)    # running statistics; dropout / drop-path off
+    model = jrn.from_linen('resnet50', weights.load('resnet50', path))   # Linen variables in
+    variables = jrn.to_linen(model)                                       # and back out
+
+The wrapper is a small bridge written here, not `flax.nnx.bridge.ToNNX`: ToNNX has no
+train/eval switch, and its train-mode write-back differs between the supported Flax versions
+(under flax 0.11.2 it replaces each submodule's dict with the `batch_stats` update alone, so
+the BatchNorm scale and bias are lost after the first training call). Here the statistics are
+written into the existing `nnx.BatchStat` variables, which every NNX transform tracks.
+"""
+
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx as flax_nnx
+from flax.core import unfreeze
+
+from jax_resnet import registry
+
+_COLLECTIONS = {'params': flax_nnx.Param, 'batch_stats': flax_nnx.BatchStat}
+_STOCHASTIC_OPTIONS = ('drop_path_rate', 'dropout_rate')
+
+
+def _is_variable(x):
+  return isinstance(x, flax_nnx.Variable)
+
+
+def _values(tree):
+  return jax.tree.map(lambda v: v[...], tree, is_leaf=_is_variable)
+
+
+class BridgedModel(flax_nnx.Module):
+  """A registered (Linen) model as an NNX module: `model(x)` runs it with the variables held
+  here. Build one with `create_model` or `from_linen`.
+
+  Like `nnx.BatchNorm` and `nnx.Dropout` it starts in training mode: BatchNorm normalises
+  with the batch's statistics and updates the running ones (`model.batch_stats`) in place,
+  and dropout / drop-path draw their masks from the `dropout` stream of the `rngs` given at
+  construction (the default stream when there is no `dropout` one). `model.eval()` switches
+  to the running statistics and turns the masks off; `model.train()` switches back.
+  The two switches are separate attributes (`use_running_average`, `deterministic`), set
+  together by train()/eval() and one by one with `model.set_attributes(...)` (or `nnx.view`
+  where Flax has it): `use_running_average=True, deterministic=False` trains with frozen
+  statistics, `use_running_average=False, deterministic=True` updates the statistics without
+  dropping anything.
+
+  `model.module` is the Linen module; `model.params` and `model.batch_stats` are the Linen
+  variable trees with `nnx.Param` / `nnx.BatchStat` leaves (`to_linen` gives plain arrays).
+  """
+
+  def __init__(self, module, variables, *, rngs: Optional[flax_nnx.Rngs] = None):
+    variables = unfreeze(variables)
+    extra = sorted(set(variables) - set(_COLLECTIONS))
+    if extra or 'params' not in variables:
+      raise ValueError(f'{type(module).__name__} variables must be {{"params", "batch_stats"}}'
+                       f', got collections {sorted(variables)}.')
+    self.module = module
+    self.params = flax_nnx.data(jax.tree.map(flax_nnx.Param, variables['params']))
+    self.batch_stats = flax_nnx.data(
+        jax.tree.map(flax_nnx.BatchStat, variables.get('batch_stats', {})))
+    self.use_running_average = False
+    self.deterministic = False
+    if rngs is None:
+      self.rngs = flax_nnx.data(None)
+    elif isinstance(rngs, flax_nnx.Rngs):
+      try:
+        self.rngs = rngs['dropout'].fork()  # as nnx.Dropout keeps its stream
+      except KeyError:                      # neither a 'dropout' nor a default stream
+        self.rngs = flax_nnx.data(None)
+    else:
+      raise TypeError(f'rngs must be an nnx.Rngs or None, got {type(rngs).__name__}.')
+
+  def set_view(self, deterministic: Optional[bool] = None,
+               use_running_average: Optional[bool] = None):
+    """What `nnx.view(model, deterministic=..., use_running_average=...)` sets."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+    if use_running_average is not None:
+      self.use_running_average = use_running_average
+
+  @property
+  def stochastic(self) -> bool:
+    """Whether the model drops anything in training (drop_path_rate or dropout_rate > 0)."""
+    return any(getattr(self.module, key, 0.0) for key in _STOCHASTIC_OPTIONS)
+
+  def __call__(self, x, *, return_features: bool = False, rngs=None):
+    """Logits (or the features dict) for a batch `x`; `rngs` (nnx.Rngs, RngStream or key)
+    overrides the stream given at construction for this call's dropout masks."""
+    batch_stats_mode = not self.use_running_average
+    dropping = not self.deterministic and self.stochastic
+    module = self.module
+    if batch_stats_mode and not dropping and self.stochastic:
+      # Batch statistics without masks: the same network with the drop rates at zero.
+      module = module.clone(**{k: 0.0 for k in _STOCHASTIC_OPTIONS if hasattr(module, k)})
+    elif dropping and not batch_stats_mode:
+      module = module.clone(freeze_batch_norm=True)
+    variables = {'params': _values(self.params), 'batch_stats': _values(self.batch_stats)}
+    if not (batch_stats_mode or dropping):
+      return module.apply(variables, x, train=False, return_features=return_features)
+    apply_rngs = {'dropout': self._dropout_key(rngs)} if dropping else {}
+    out, updates = module.apply(variables, x, train=True, return_features=return_features,
+                                mutable=['batch_stats'], rngs=apply_rngs)
+    if batch_stats_mode:
+      def write(variable, value):
+        variable[...] = value
+      jax.tree.map(write, self.batch_stats, updates['batch_stats'], is_leaf=_is_variable)
+    return out
+
+  def _dropout_key(self, rngs):
+    rngs = self.rngs if rngs is None else rngs
+    if isinstance(rngs, flax_nnx.Rngs):
+      return rngs['dropout']()
+    if isinstance(rngs, flax_nnx.RngStream):
+      return rngs()
+    if isinstance(rngs, jax.Array):
+      return rngs
+    raise ValueError(
+        f'{type(self.module).__name__} drops paths or units in training mode and needs a random '
+        'stream: build it with rngs=nnx.Rngs(...), pass model(x, rngs=...), or call '
+        'model.eval() (or model.set_attributes(deterministic=True)).')
+
+
+def _example_input(name: str, input_shape: Optional[Sequence[int]]):
+  if input_shape is None:
+    info = registry.model_info(name)
+    size = info.min_input_size
+    input_shape = (size, size, 3)
+    if info.input_kind == 'video':
+      input_shape = (info.min_num_frames,) + input_shape
+  return jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+
+
+def create_model(name: str, *, rngs: flax_nnx.Rngs, input_shape: Optional[Sequence[int]] = None,
+                 **options) -> BridgedModel:
+  """The registered model `name` (options as `jax_resnet.create_model`) as an initialised NNX
+  module. Parameters are drawn from the `params` stream of `rngs` (else its default stream)
+  with Linen's initialisers, so `from_linen` of `module.init({'params': key}, ...)` gives the
+  same model. `input_shape` is one example's shape (e.g. (32, 32, 3)); only its channel count
+  matters for the parameters, and the default is the model's smallest input with 3 channels
+  (`jax_resnet.model_info`), which keeps initialisation cheap."""
+  module = registry.create_model(name, **options)
+  x = _example_input(name, input_shape)
+  init = jax.jit(functools.partial(module.init, train=False))
+  variables = init({'params': rngs['params']()}, x)
+  return BridgedModel(module, variables, rngs=rngs)
+
+
+def from_linen(model: Any, variables, *, rngs: Optional[flax_nnx.Rngs] = None,
+               input_shape: Optional[Sequence[int]] = None, **options) -> BridgedModel:
+  """An NNX model holding existing Linen `variables` ({'params', 'batch_stats'}: from
+  `jax_resnet.weights.load`, a TrainState's params and batch_stats, or `module.init`).
+
+  `model` is a registered name (built with `options`) or a Linen module from
+  `jax_resnet.create_model`. The variables are checked against the model's own (names and
+  shapes, from an abstract initialisation at `input_shape`) and copied. `rngs` gives the
+  dropout / drop-path stream; without it the model runs deterministically unless `model(x,
+  rngs=...)` gives one."""
+  if isinstance(model, str):
+    name, module = model, registry.create_model(model, **options)
+  else:
+    if options:
+      raise TypeError(f'from_linen: options {sorted(options)} apply to a registered name only; '
+                      'pass module.clone(...) instead.')
+    name, module = None, model
+  variables = unfreeze(variables)
+  variables = {k: v for k, v in variables.items() if k in _COLLECTIONS}
+  if name is not None:
+    x = _example_input(name, input_shape)
+  else:
+    x = jnp.zeros((1,) + tuple(input_shape or _module_input_shape(module)), jnp.float32)
+  expected = jax.eval_shape(functools.partial(module.init, train=False),
+                            jax.random.key(0), x)
+  _check_match(expected, variables, name or type(module).__name__)
+  copy = jax.tree.map(jnp.array, variables)   # the NNX model owns its arrays
+  return BridgedModel(module, copy, rngs=rngs)
+
+
+def _module_input_shape(module):
+  # Shapes of the parameters depend on the channel count only; 32 pixels (and 16 frames) is
+  # at least the total downsampling of every registered image (video) net.
+  return (32, 32, 3) if module.input_kind == 'image' else (16, 32, 32, 3)
+
+
+def _check_match(expected, variables, label):
+  def flat(tree):
+    return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  want, got = flat(expected), flat(variables)
+  missing = sorted(set(want) - set(got))
+  unexpected = sorted(set(got) - set(want))
+  wrong = sorted(k for k in set(want) & set(got) if tuple(want[k].shape) != tuple(got[k].shape))
+  if missing or unexpected or wrong:
+    parts = []
+    for title, keys in (('missing', missing), ('unexpected', unexpected)):
+      if keys:
+        parts.append(f'{len(keys)} {title} ({", ".join(keys[:3])}{", ..." * (len(keys) > 3)})')
+    if wrong:
+      k = wrong[0]
+      parts.append(f'{len(wrong)} of the wrong shape ({k}: {tuple(got[k].shape)}, expected '
+                   f'{tuple(want[k].shape)}{", ..." * (len(wrong) > 1)})')
+    raise ValueError(f'variables do not fit {label}: {"; ".join(parts)}.')
+
+
+def to_linen(model: BridgedModel) -> dict:
+  """The model's variables as Linen's {'params', 'batch_stats'} of arrays, for
+  `model.module.apply`, a TrainState or `jax_resnet.weights`."""
+  return {'params': _values(model.params), 'batch_stats': _values(model.batch_stats)}
+
+
+__all__ = ['BridgedModel', 'create_model', 'from_linen', 'to_linen']
