@@ -20,6 +20,7 @@ def get_config():
   c.num_classes = 10
   c.init_from = ''                 # required: pass --config.init_from=FILE
   c.init_reinit_head = True
+  c.init_tag = 'resnet50.tv2_in1k'  # the file's tag: its normalisation (set to the one you use)
   c.model_options.freeze_batch_norm = False
   c.dataset = 'cifar10'
   c.image_size = 160

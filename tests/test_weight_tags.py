@@ -96,3 +96,31 @@ def test_a_tag_of_another_model_is_one_line(tmp_path, capsys):
   assert capsys.readouterr().err == (
       'predict: error: weight tag resnet50.tv2_in1k is for resnet50, not resnet18; pass '
       '--model resnet50 or another --tag.\n')
+
+
+def test_fine_tuning_uses_the_tags_normalisation():
+  from jax_resnet.config import resolve
+  from jax_resnet.errors import ConfigError
+  config = jax_resnet.load_config('finetune_cifar10_resnet50')
+  assert resolve(config).data.mean == (0.485, 0.456, 0.406)
+  config.model, config.init_tag = 'preact_resnet50', 'resnetv2_50.a1h_in1k'
+  data = resolve(config).data
+  assert (data.mean, data.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+  config.model = 'resnet50'
+  with pytest.raises(ConfigError) as err:
+    resolve(config)
+  assert str(err.value) == (
+      "Invalid config: init_tag='resnetv2_50.a1h_in1k' is a preact_resnet50 checkpoint but "
+      "model='resnet50'; use a tag of resnet50 (jax_resnet.weights.list_tags('resnet50')).")
+
+
+def test_the_pipeline_normalises_with_the_specs_statistics():
+  from jax_resnet import data
+  spec = data.spec.DataSpec(dataset='synthetic', image_size=8, num_classes=3, batch_size=4,
+                            eval_batch_size=4, normalize='mean_std', mean=(0.5, 0.5, 0.5),
+                            std=(0.5, 0.5, 0.5))
+  plain = data.spec.DataSpec(dataset='synthetic', image_size=8, num_classes=3, batch_size=4,
+                             eval_batch_size=4, normalize='none')
+  normalised = next(iter(data.eval_batches(spec)))['image']
+  raw = next(iter(data.eval_batches(plain)))['image']
+  np.testing.assert_allclose(normalised, (raw - 0.5) / 0.5, rtol=1e-6, atol=1e-6)

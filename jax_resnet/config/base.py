@@ -52,6 +52,8 @@ def _add_model(c):
   #                                     'space_to_depth' (same weights) | 'auto' (per backend)
   c.init_from = ''                    # fine-tune from a weights file or a workdir ('' = none)
   c.init_reinit_head = False          # fine-tune: fresh head (num_classes differs from the file)
+  c.init_tag = ''                     # init_from's weight tag (weights.list_tags()): its mean/std
+                                      # replace ImageNet's under normalize='mean_std'
 
 
 def _add_data(c):

@@ -123,7 +123,7 @@ def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) ->
   c = config
   lr = c.learning_rate * (c.batch_size / c.lr_batch_base if c.lr_batch_base > 0 else 1.0)
   return RunSpec(
-      model=c.model, model_kwargs=model_kwargs(c, backend), data=_same_names(DataSpec, c),
+      model=c.model, model_kwargs=model_kwargs(c, backend), data=data_spec(c),
       optimizer=OptimizerSpec(c.optimizer, c.momentum, c.nesterov, c.weight_decay,
                               c.weight_decay_mode, c.decay_bn_and_bias),
       schedule=ScheduleSpec(c.lr_schedule, lr, c.warmup_epochs, tuple(c.lr_boundaries),
@@ -134,7 +134,17 @@ def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) ->
 
 def _same_names(cls, config):
   """A spec dataclass whose fields are config keys of the same names."""
-  return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
+  return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
+
+
+def data_spec(config) -> DataSpec:
+  """The DataSpec of `config`; 'mean_std' takes init_tag's statistics when one is set."""
+  data = _same_names(DataSpec, config)
+  if config.init_tag:
+    from jax_resnet.weights.tags import get_tag
+    tag = get_tag(config.init_tag)
+    data = dataclasses.replace(data, mean=tuple(tag.mean), std=tuple(tag.std))
+  return data
 
 
 def model_kwargs(config, backend: str) -> dict:
@@ -288,6 +298,15 @@ def _check_data(c):
             + (' (the digits are 8x8, CIFAR 32, ImageNet 224)' if key == 'image_size' else '')
             + '.')
   _choice(c, 'augment', AUGMENTS)
+  if c.init_tag:
+    from jax_resnet.weights.tags import get_tag
+    try:
+      tag = get_tag(c.init_tag)
+    except ValueError as error:
+      _fail(f'init_tag: {error}')
+    if tag.model != c.model:
+      _fail(f'init_tag={c.init_tag!r} is a {tag.model} checkpoint but model={c.model!r}; use '
+            f'a tag of {c.model} (jax_resnet.weights.list_tags({c.model!r})).')
   _choice(c, 'normalize', NORMALIZATIONS)
   if c.dataset.startswith('imagenet2012') and c.normalize == 'per_pixel_mean':
     _fail("normalize='per_pixel_mean' is not supported for imagenet2012: a mean image over "

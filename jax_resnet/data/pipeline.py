@@ -61,8 +61,7 @@ def _open_sources(c):
 
 def _normalizer(c, srcs, base):
   if c['normalize'] == 'mean_std':
-    return transforms.Normalizer(np.float32(transforms.IMAGENET_MEAN),
-                                 np.float32(transforms.IMAGENET_STD))
+    return transforms.Normalizer(np.float32(c['mean']), np.float32(c['std']))
   if c['normalize'] == 'per_pixel_mean':
     if c['dataset'] == 'synthetic':  # uniform random pixels: the expected mean is exact
       return transforms.Normalizer(np.float32(0.5))
@@ -71,7 +70,7 @@ def _normalizer(c, srcs, base):
 
 
 _KEYS = ('dataset', 'data_dir', 'image_size', 'train_split', 'eval_split', 'holdout_size',
-         'augment', 'crop_padding', 'normalize', 'num_classes')
+         'augment', 'crop_padding', 'normalize', 'mean', 'std', 'num_classes')
 
 
 @functools.lru_cache(maxsize=8)
