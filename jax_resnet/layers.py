@@ -218,17 +218,24 @@ def standardize_kernel(kernel, epsilon: float = WEIGHT_STANDARDIZATION_EPSILON):
   return jnp.asarray(centred * jax.lax.rsqrt(variance + epsilon), kernel.dtype)
 
 
-def _standardize_kernel_variable(variables):
-  """{'params': {'kernel': k}} -> the same with k standardized (`nn.map_variables` hands over
-  the mapped collections by name); as it is before the kernel exists."""
-  params = variables.get('params', {})
-  if 'kernel' not in params:
-    return variables
-  return {**variables, 'params': {**params, 'kernel': standardize_kernel(params['kernel'])}}
+class _StandardizedKernel:
+  """Mixin: the module reads its 'kernel' parameter standardized. (Not `nn.map_variables`:
+  under flax 0.11 it hides the params from a module applied with mutable=['batch_stats'].)"""
+
+  @nn.nowrap
+  def param(self, name, *args, **kwargs):
+    value = super().param(name, *args, **kwargs)
+    return standardize_kernel(value) if name == 'kernel' else value
+
+
+_STANDARDIZED = {}
 
 
 def weight_standardized(module_cls):
   """`module_cls`, a convolution whose parameter is 'kernel', reading that kernel standardized.
   The stored parameter (name, shape, init) is the plain convolution's, so weight files and
   the other options (`PointwiseConv`, `stems.StemConv`) apply unchanged."""
-  return nn.map_variables(module_cls, 'params', trans_in_fn=_standardize_kernel_variable, init=True)
+  if module_cls not in _STANDARDIZED:
+    _STANDARDIZED[module_cls] = type(f'WeightStandardized{module_cls.__name__}',
+                                     (_StandardizedKernel, module_cls), {})
+  return _STANDARDIZED[module_cls]
