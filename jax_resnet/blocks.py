@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 
-from jax_resnet.layers import DropPath, needs_projection, zero_pad_shortcut
+from jax_resnet.layers import DropPath, avg_pool_shortcut, needs_projection, zero_pad_shortcut
 
 ModuleDef = Any
 
@@ -28,6 +28,7 @@ class _Block(nn.Module):
   drop_path_rate: float = 0.0
   residual_scale: float = 1.0
   zero_init_residual: bool = False
+  avg_down: bool = False          # ResNet-D: the projection pools, then convolves at stride 1
 
   def last_norm(self, name):
     """Post-activation branches end in BN; zero-init its scale (Goyal et al. 2017)."""
@@ -54,7 +55,10 @@ class _Block(nn.Module):
     self.sow('intermediates', 'residual', branch)
     if needs_projection(self.shortcut, x.shape[-1], out_features, self.strides):
       ones = (1,) * len(self.strides)
-      shortcut = self.conv(out_features, ones, self.strides, name='proj_conv')(shortcut_input)
+      strides = self.strides
+      if self.avg_down:
+        shortcut_input, strides = avg_pool_shortcut(shortcut_input, strides), ones
+      shortcut = self.conv(out_features, ones, strides, name='proj_conv')(shortcut_input)
       if project_with_norm:
         shortcut = self.norm(name='proj_bn')(shortcut)
     else:

@@ -1,4 +1,5 @@
-"""Small building pieces shared by every block: He init, shortcuts, stochastic depth."""
+"""Small building pieces shared by every block: He init, shortcuts, stochastic depth, the
+normalisations (BatchNorm, GroupNorm) and Weight Standardization."""
 
 import math
 from typing import Any, Callable, Optional, Sequence
@@ -39,6 +40,18 @@ def zero_pad_shortcut(x, out_features: int, strides: Sequence[int]):
   if extra:
     x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
   return x
+
+
+def avg_pool_shortcut(x, strides: Sequence[int]):
+  """ResNet-D's shortcut pool (He et al. 2019, "Bag of Tricks" §4.1): average over
+  non-overlapping `strides` windows, so the 1x1 projection after it (stride 1) reads every
+  input position instead of one in four. As timm's AvgPool2d(ceil_mode=True,
+  count_include_pad=False): an odd side gets a last, partial window averaged over its valid
+  positions, giving ceil(size / stride) outputs like the 3x3/2 convolution of the branch."""
+  if all(s == 1 for s in strides):
+    return x
+  pads = [(0, -size % s) for size, s in zip(x.shape[1:-1], strides)]
+  return nn.avg_pool(x, tuple(strides), tuple(strides), padding=pads, count_include_pad=False)
 
 
 def needs_projection(shortcut: str, in_features: int, out_features: int, strides) -> bool:
@@ -185,3 +198,44 @@ def batch_statistics(x, axis_name: Optional[str] = None):
   centred = x - shift
   residual, mean_square = reduce((jnp.mean(centred, axes), jnp.mean(jnp.square(centred), axes)))
   return shift + residual, jnp.maximum(mean_square - jnp.square(residual), 0.0), count
+
+
+# BiT's convolutions as timm computes them (StdConv2d(eps=1e-8)): torch's batch_norm over each
+# output channel's weights, so the biased variance.
+WEIGHT_STANDARDIZATION_EPSILON = 1e-8
+GROUP_NORM_GROUPS = 32  # Wu & He 2018's default, and BiT's
+
+
+def standardize_kernel(kernel, epsilon: float = WEIGHT_STANDARDIZATION_EPSILON):
+  """Weight Standardization (Qiao et al. 2019): each output channel's weights (the last axis)
+  shifted to zero mean and scaled to unit variance, computed in float32 at least and returned
+  in the kernel's dtype."""
+  compute = jnp.promote_types(jnp.float32, kernel.dtype)
+  k = jnp.asarray(kernel, compute)
+  axes = tuple(range(k.ndim - 1))
+  centred = k - jnp.mean(k, axes)
+  variance = jnp.mean(jnp.square(centred), axes)
+  return jnp.asarray(centred * jax.lax.rsqrt(variance + epsilon), kernel.dtype)
+
+
+class _StandardizedKernel:
+  """Mixin: the module reads its 'kernel' parameter standardized. (Not `nn.map_variables`:
+  under flax 0.11 it hides the params from a module applied with mutable=['batch_stats'].)"""
+
+  @nn.nowrap
+  def param(self, name, *args, **kwargs):
+    value = super().param(name, *args, **kwargs)
+    return standardize_kernel(value) if name == 'kernel' else value
+
+
+_STANDARDIZED = {}
+
+
+def weight_standardized(module_cls):
+  """`module_cls`, a convolution whose parameter is 'kernel', reading that kernel standardized.
+  The stored parameter (name, shape, init) is the plain convolution's, so weight files and
+  the other options (`PointwiseConv`, `stems.StemConv`) apply unchanged."""
+  if module_cls not in _STANDARDIZED:
+    _STANDARDIZED[module_cls] = type(f'WeightStandardized{module_cls.__name__}',
+                                     (_StandardizedKernel, module_cls), {})
+  return _STANDARDIZED[module_cls]

@@ -1,6 +1,7 @@
-"""ResNet assembly for images (NHWC): ImageNet and CIFAR stems, post- and pre-activation,
-plain twins, ResNeXt, Wide ResNet. Variants are rows in `jax_resnet.registry`. `ResNetBase`
-holds what the image and video (`jax_resnet.video`) nets share."""
+"""ResNet assembly for images (NHWC): ImageNet, deep (ResNet-D), BiT and CIFAR stems, post- and
+pre-activation, plain twins, ResNeXt, Wide ResNet, ResNet-D, BiT. Variants are rows in
+`jax_resnet.registry`. `ResNetBase` holds what the image and video (`jax_resnet.video`) nets
+share."""
 
 import functools
 from typing import Any, Optional, Sequence
@@ -9,8 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import block_class
-from jax_resnet.layers import (BatchNorm, PointwiseConv, drop_path_rates, he_normal_fan_out,
-                               same_padding)
+from jax_resnet.layers import (GROUP_NORM_GROUPS, BatchNorm, PointwiseConv, drop_path_rates,
+                               he_normal_fan_out, same_padding, weight_standardized)
 from jax_resnet.stems import check_stem_conv, stem_conv_layer
 
 Dtype = Any
@@ -32,7 +33,9 @@ class ResNetBase(nn.Module):
   conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
   bn_momentum: float = 0.9                   # torch's momentum=0.1
-  bn_epsilon: float = 1e-5
+  bn_epsilon: float = 1e-5                   # the epsilon of either norm
+  norm: str = 'batch'                        # 'batch' | 'group' (GroupNorm, no batch statistics)
+  weight_standardization: bool = False       # every conv standardizes its kernel (BiT)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -55,7 +58,8 @@ class ResNetBase(nn.Module):
   def conv_and_norm(self, train: bool):
     """The `conv` and `norm` partials every block of the net uses, built once."""
     return make_layers(train, self.dtype, self.param_dtype, self.bn_momentum, self.bn_epsilon,
-                       self.bn_axis_name, self.freeze_batch_norm, self.conv1x1_as_dot)
+                       self.bn_axis_name, self.freeze_batch_norm, self.conv1x1_as_dot,
+                       self.norm, self.weight_standardization)
 
   def classifier_head(self, x, features, return_features: bool):
     """Global average pooling + dense head."""
@@ -74,12 +78,15 @@ class ResNet(ResNetBase):
   `num_classes=0` drops the head (a backbone whose output is the pooled features).
   """
   block: str = 'basic'                       # 'basic' | 'bottleneck'
-  stem: str = 'imagenet'                     # 'imagenet' (7x7/2 + maxpool) | 'cifar' (3x3)
+  stem: str = 'imagenet'                     # 'imagenet' (7x7/2 + maxpool) | 'deep' (3x 3x3,
+                                             # ResNet-D) | 'bit' (7x7/2 + zero-padded maxpool)
+                                             # | 'cifar' (3x3)
   stem_width: int = 64
   preact: bool = False                       # He et al. 2016 pre-activation (v2)
   groups: int = 1                            # ResNeXt cardinality
   base_width: int = 64                       # bottleneck width per group (128: wide_resnet50_2)
   stride_in_1x1: bool = False                # the paper's bottleneck stride on the first 1x1
+  avg_down: bool = False                     # ResNet-D shortcut: 2x2 avg pool, then 1x1/1 conv
   dropout_rate: float = 0.0                  # Wide ResNet dropout between convs (basic preact)
   scan_blocks: bool = False                  # nn.scan over each stage's identical blocks
   stem_conv: str = 'conv'                    # ImageNet 7x7/2 as 'conv' | 'pad_channels' |
@@ -87,16 +94,31 @@ class ResNet(ResNetBase):
 
   def _stem(self, x, conv, norm):
     check_stem_conv(self.stem_conv, self.stem)
-    if self.stem == 'imagenet':
-      conv_init = stem_conv_layer(self.stem_conv, conv, self.dtype, self.param_dtype)
+    if self.stem in ('imagenet', 'bit'):
+      conv_init = stem_conv_layer(self.stem_conv, conv, self.dtype, self.param_dtype,
+                                  self.weight_standardization)
       x = conv_init(self.stem_width, (7, 7), (2, 2), name='conv_init')(x)
-      if not self.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
-        x = nn.relu(norm(name='bn_init')(x))
-      return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    if self.stem == 'cifar':
+    elif self.stem == 'deep':
+      # He et al. 2019 ("Bag of Tricks", ResNet-C/D): the 7x7/2 as three 3x3 convolutions, the
+      # first two half as wide (timm's stem_type='deep').
+      for i, (width, strides) in enumerate(((self.stem_width // 2, (2, 2)),
+                                            (self.stem_width // 2, (1, 1))), 1):
+        x = conv(width, (3, 3), strides, name=f'conv_init{i}')(x)
+        x = nn.relu(norm(name=f'bn_init{i}')(x))
+      x = conv(self.stem_width, (3, 3), name='conv_init3')(x)
+    elif self.stem == 'cifar':
       x = conv(self.stem_width, (3, 3), name='conv_init')(x)
       return x if self.preact else nn.relu(norm(name='bn_init')(x))
-    raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
+    else:
+      raise ValueError(f"stem must be 'imagenet', 'deep', 'bit' or 'cifar', got {self.stem!r}.")
+    if not self.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
+      x = nn.relu(norm(name='bn_init')(x))
+    if self.stem == 'bit':
+      # BiT pads with zeros, not -inf, before its 3x3/2 max pool (timm's stem_type='fixed');
+      # after a pre-activation stem's un-normalised conv the two differ.
+      x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+      return nn.max_pool(x, (3, 3), (2, 2), padding='VALID')
+    return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
 
   def _block_options(self):
     extra = {}
@@ -108,7 +130,7 @@ class ResNet(ResNetBase):
     if self.dropout_rate and not (self.preact and self.block == 'basic'):
       raise ValueError('dropout_rate applies to pre-activation basic blocks (Wide ResNet) '
                        'only; use drop_path_rate for stochastic depth.')
-    return dict(shortcut=self.shortcut, residual=self.residual,
+    return dict(shortcut=self.shortcut, residual=self.residual, avg_down=self.avg_down,
                 residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
                 **extra)
 
@@ -163,10 +185,20 @@ def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jn
 
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,
                 bn_epsilon=1e-5, bn_axis_name=None, freeze_batch_norm=False,
-                conv1x1_as_dot=False):
-  """The `conv` and `norm` partials blocks take; public so blocks can be used standalone."""
+                conv1x1_as_dot=False, norm='batch', weight_standardization=False):
+  """The `conv` and `norm` partials blocks take; public so blocks can be used standalone.
+  `norm='group'` gives GroupNorm (Wu & He 2018), whose statistics are each example's own, so
+  the BatchNorm options (momentum, axis name, freezing) do not apply to it."""
   conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype,
-                           conv1x1_as_dot=conv1x1_as_dot)
+                           conv1x1_as_dot=conv1x1_as_dot,
+                           weight_standardization=weight_standardization)
+  if norm == 'group':
+    # Two-pass variance, as BatchNorm's (flax's default one-pass E[x^2] - E[x]^2 cancels).
+    return conv, functools.partial(nn.GroupNorm, num_groups=GROUP_NORM_GROUPS,
+                                   epsilon=bn_epsilon, use_fast_variance=False, dtype=dtype,
+                                   param_dtype=param_dtype)
+  if norm != 'batch':
+    raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}.")
   norm = functools.partial(
       BatchNorm, use_running_average=not train or freeze_batch_norm, momentum=bn_momentum,
       epsilon=bn_epsilon,
@@ -174,12 +206,15 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
   return conv, norm
 
 
-def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False, **kwargs):
-  """Bias-free convolution with He fan_out init and torch-style symmetric padding."""
+def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False,
+          weight_standardization=False, **kwargs):
+  """Bias-free convolution with He fan_out init and torch-style symmetric padding, its kernel
+  standardized when `weight_standardization` (Qiao et al. 2019; BiT)."""
   kwargs.setdefault('kernel_init', he_normal_fan_out)
   pointwise = all(k == 1 for k in kernel_size) and kwargs.get('feature_group_count', 1) == 1
+  wrap = weight_standardized if weight_standardization else lambda cls: cls
   if conv1x1_as_dot and pointwise:
     kwargs.pop('feature_group_count', None)
-    return PointwiseConv(features, strides or (1,) * len(kernel_size), **kwargs)
-  return nn.Conv(features, kernel_size, strides or (1,) * len(kernel_size),
-                 padding=same_padding(kernel_size), use_bias=False, **kwargs)
+    return wrap(PointwiseConv)(features, strides or (1,) * len(kernel_size), **kwargs)
+  return wrap(nn.Conv)(features, kernel_size, strides or (1,) * len(kernel_size),
+                       padding=same_padding(kernel_size), use_bias=False, **kwargs)

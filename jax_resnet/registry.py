@@ -67,6 +67,22 @@ for _depth, _k in ((16, 4), (16, 8), (28, 10), (40, 4)):
   _register(f'wrn{_depth}_{_k}', ResNet, block='basic', stage_sizes=((_depth - 4) // 6,) * 3,
             preact=True, **{**_CIFAR, 'stage_widths': (16 * _k, 32 * _k, 64 * _k)})
 
+# He et al. 2019 ("Bag of Tricks") ResNet-D as timm defines it: the deep 3x3 stem and the
+# average-pool shortcut; resnet26 (timm's) is the bottleneck net of two blocks per stage.
+_STAGES_26 = (2, 2, 2, 2)
+_register('resnet26', ResNet, block='bottleneck', stage_sizes=_STAGES_26)
+for _depth, _stages in (*_IMAGENET_STAGES.items(), (26, _STAGES_26)):
+  _register(f'resnet{_depth}d', ResNet, block='basic' if _depth in (18, 34) else 'bottleneck',
+            stage_sizes=_stages, stem='deep', avg_down=True)
+
+# Kolesnikov et al. 2020 (BiT, "Big Transfer"): pre-activation bottleneck nets with GroupNorm and
+# Weight Standardization, every width times k ('resnet50x3': k = 3), timm's resnetv2_*_bit.
+for _depth, _k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+  _register(f'bit_resnet{_depth}x{_k}', ResNet, block='bottleneck',
+            stage_sizes=_IMAGENET_STAGES[_depth], preact=True, stem='bit', norm='group',
+            weight_standardization=True, stem_width=64 * _k,
+            stage_widths=tuple(64 * _k * m for m in (1, 2, 4, 8)))
+
 _register('r3d_18', VideoResNet, conv_types=('3d',) * 4, stem='basic')
 _register('mc3_18', VideoResNet, conv_types=('3d', '2d', '2d', '2d'), stem='basic')
 _register('r2plus1d_18', VideoResNet, conv_types=('2+1d',) * 4, stem='r2plus1d')
@@ -91,8 +107,8 @@ def model_defaults(name: str):
 # The data each registered stem was designed for, and its native input: ImageNet's 224x224 crops
 # (He et al. 2015), CIFAR's 32x32 images (He et al. 2015, section 4.2), Kinetics-400 clips of 16
 # frames at 112x112 (Tran et al. 2018; torchvision's video weights use clip_len=16).
-_STEM_FAMILY = {'imagenet': 'imagenet', 'cifar': 'cifar', 'basic': 'kinetics',
-                'r2plus1d': 'kinetics'}
+_STEM_FAMILY = {'imagenet': 'imagenet', 'deep': 'imagenet', 'bit': 'imagenet',
+                'cifar': 'cifar', 'basic': 'kinetics', 'r2plus1d': 'kinetics'}
 _FAMILY_INPUT = {'imagenet': (224, None), 'cifar': (32, None), 'kinetics': (112, 16)}
 
 
@@ -134,7 +150,8 @@ def model_info(name: str) -> ModelInfo:
     min_size = 2 * 2 ** (stages - 1)
     min_frames = math.prod(downsample_strides(t, 2)[0] for t in option('conv_types')[1:])
   else:
-    # The ImageNet stem's 7x7/2 convolution and 3x3/2 max pool; the CIFAR stem keeps the size.
+    # The ImageNet, deep and BiT stems' stride-2 convolution and 3x3/2 max pool; the CIFAR
+    # stem keeps the size.
     min_size, min_frames = (1 if stem == 'cifar' else 4) * 2 ** (stages - 1), None
   return ModelInfo(name=name, family=family, input_kind=cls.input_kind, input_size=input_size,
                    num_frames=num_frames, num_classes=option('num_classes'),
@@ -145,10 +162,13 @@ def create_model(name: str, **overrides):
   """Builds the flax.linen module registered as `name`, with options overridden.
 
   Options every model takes: num_classes, dtype, param_dtype, zero_init_residual,
-  drop_path_rate, bn_axis_name, shortcut, freeze_batch_norm, conv1x1_as_dot (plus
-  residual_scale, and dropout_rate for Wide ResNet). Image models with the ImageNet stem
-  also take stem_conv ('conv' | 'pad_channels' | 'space_to_depth': the 7x7/2 convolution
-  computed another way, same weights; `jax_resnet.stems`).
+  drop_path_rate, bn_axis_name, shortcut, freeze_batch_norm, conv1x1_as_dot, norm ('batch' |
+  'group'), weight_standardization (plus residual_scale, and dropout_rate for Wide ResNet).
+  GroupNorm models (norm='group': the BiT rows) keep no batch statistics, so bn_axis_name,
+  freeze_batch_norm and bn_momentum change nothing in them and their variables hold 'params'
+  only. Image models with a 7x7/2 stem ('imagenet', 'bit') also take stem_conv ('conv' |
+  'pad_channels' | 'space_to_depth': that convolution computed another way, same weights;
+  `jax_resnet.stems`); the deep 3x3 stem (ResNet-D) takes 'conv' only.
   Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)
@@ -169,6 +189,8 @@ def _validate(name, kwargs):
   if kwargs.get('shortcut', 'B') not in SHORTCUT_TYPES:
     raise ValueError(f'{name}: shortcut must be one of {", ".join(SHORTCUT_TYPES)}, '
                      f'got {kwargs["shortcut"]!r}.')
+  if kwargs.get('norm', 'batch') not in ('batch', 'group'):
+    raise ValueError(f"{name}: norm must be 'batch' or 'group', got {kwargs['norm']!r}.")
   rate = kwargs.get('drop_path_rate', 0.0)
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {rate}.')

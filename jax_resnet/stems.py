@@ -24,22 +24,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_resnet.layers import he_normal_fan_out, same_padding
+from jax_resnet.layers import he_normal_fan_out, same_padding, weight_standardized
 
 STEM_CONVS = ('conv', 'pad_channels', 'space_to_depth')
+SEVEN_BY_SEVEN_STEMS = ('imagenet', 'bit')  # the stems whose first layer is the 7x7/2 conv
 CHANNEL_MULTIPLE = 4
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
 
 def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
-  """One clear error for a value the ImageNet stem cannot take, or for a non-default value
-  on a stem it does not apply to (the CIFAR 3x3/1 stem has no stride to fold)."""
+  """One clear error for a value the 7x7/2 stems cannot take, or for a non-default value on a
+  stem it does not apply to (the CIFAR 3x3/1 and the deep 3x3 stems have no 7x7 to compute
+  another way)."""
   if stem_conv not in STEM_CONVS:
     raise ValueError(f"stem_conv must be 'conv', 'pad_channels' or 'space_to_depth', "
                      f"got {stem_conv!r}.")
-  if stem_conv != 'conv' and stem != 'imagenet':
-    raise ValueError(f"stem_conv={stem_conv!r} applies to the ImageNet stem only; this model's "
-                     f"stem is {stem!r} (leave stem_conv='conv').")
+  if stem_conv != 'conv' and stem not in SEVEN_BY_SEVEN_STEMS:
+    raise ValueError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems ('imagenet', 'bit') "
+                     f"only; this model's stem is {stem!r} (leave stem_conv='conv').")
 
 
 def _conv(x, kernel, strides, padding):
@@ -119,12 +121,13 @@ class StemConv(nn.Module):
                      f"got {self.method!r}.")
 
 
-def stem_conv_layer(stem_conv: str, conv, dtype, param_dtype):
-  """The layer the ImageNet stem builds its 7x7/2 convolution with: the model's own `conv`
-  for 'conv', else a `StemConv` computing the same convolution another way (the caller has
-  checked `stem_conv`)."""
+def stem_conv_layer(stem_conv: str, conv, dtype, param_dtype, weight_standardization=False):
+  """The layer a 7x7/2 stem builds its convolution with: the model's own `conv` for 'conv',
+  else a `StemConv` computing the same convolution another way (the caller has checked
+  `stem_conv`), reading its kernel standardized as `conv` would."""
   if stem_conv == 'conv':
     return conv
-  return lambda features, kernel_size, strides, name: StemConv(
+  cls = weight_standardized(StemConv) if weight_standardization else StemConv
+  return lambda features, kernel_size, strides, name: cls(
       features, kernel_size, strides, stem_conv, dtype=dtype, param_dtype=param_dtype,
       name=name)

@@ -1,6 +1,8 @@
 """Shared by the per-family shape tests: one real forward of a registered model at a small
 input, eagerly (op by op) so a 1202-layer net does not pay a whole-graph compile."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 
@@ -17,14 +19,16 @@ def small_input(name, batch=2):
 
 def check_forward(name):
   """Init, then a train-mode forward (batch statistics) on a small input: (2, num_classes)
-  float32 finite logits, the same eval-mode shape, statistics updated for every BN."""
+  float32 finite logits, the same eval-mode shape, statistics updated for every BN (none for
+  GroupNorm nets)."""
   model = jr.create_model(name)
   x = small_input(name)
   variables = model.init(jax.random.key(0), x, train=False)
   logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
   eval_shape = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables).shape
-  assert jax.tree.structure(updates['batch_stats']) == jax.tree.structure(
-      variables['batch_stats'])
+  assert jax.tree.structure(updates.get('batch_stats', {})) == jax.tree.structure(
+      variables.get('batch_stats', {}))
+  assert ('batch_stats' in variables) == (model.norm == 'batch')
   assert logits.shape == eval_shape == (2, model.num_classes)
   assert logits.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(logits)))
@@ -37,6 +41,10 @@ def model_group(name):
     return 'video'
   if info.family == 'cifar':
     return 'cifar'
+  if name.startswith('bit_'):
+    return 'bit'
+  if name == 'resnet26' or re.fullmatch(r'resnet\d+d', name):
+    return 'resnet_d'
   if name.startswith(('resnet', 'plain')):
     return 'imagenet'
   return 'imagenet_variants'

@@ -11,10 +11,14 @@ import jax_resnet as jr
 
 def test_list_models_is_sorted_and_filters():
   names = jr.list_models()
-  assert names == sorted(names) and len(names) == 40
+  assert names == sorted(names) and len(names) == 54
   assert jr.list_models('resnet*') == [
-      'resnet101', 'resnet110', 'resnet1202', 'resnet152', 'resnet18', 'resnet20', 'resnet200',
-      'resnet32', 'resnet34', 'resnet44', 'resnet50', 'resnet56']
+      'resnet101', 'resnet101d', 'resnet110', 'resnet1202', 'resnet152', 'resnet152d',
+      'resnet18', 'resnet18d', 'resnet20', 'resnet200', 'resnet200d', 'resnet26', 'resnet26d',
+      'resnet32', 'resnet34', 'resnet34d', 'resnet44', 'resnet50', 'resnet50d', 'resnet56']
+  assert jr.list_models('bit_*') == [
+      'bit_resnet101x1', 'bit_resnet101x3', 'bit_resnet152x2', 'bit_resnet152x4',
+      'bit_resnet50x1', 'bit_resnet50x3']
   assert jr.list_models('wrn*') == ['wrn16_4', 'wrn16_8', 'wrn28_10', 'wrn40_4']
   assert jr.list_models('nothing*') == []
 
@@ -22,8 +26,8 @@ def test_list_models_is_sorted_and_filters():
 def test_unknown_model_names_close_matches():
   with pytest.raises(ValueError) as err:
     jr.create_model('resnet_50')
-  assert str(err.value) == ("Unknown model 'resnet_50'. Did you mean resnet50, resnet56, resnet20? "
-                            'jax_resnet.list_models() lists all 40.')
+  assert str(err.value) == ("Unknown model 'resnet_50'. Did you mean resnet50, resnet50d, "
+                            'resnet56? jax_resnet.list_models() lists all 54.')
 
 
 def test_unknown_option_names_the_field():

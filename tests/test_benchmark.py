@@ -40,8 +40,8 @@ def test_image_size_and_classes_default_to_the_model_s_own():
 def test_unknown_and_video_models_are_one_clear_line(capsys):
   prefix = 'python -m jax_resnet.benchmark: error: '
   assert _error(capsys, ['--model', 'resnet_20']) == (
-      prefix + "Unknown model 'resnet_20'. Did you mean resnet20, resnet200, resnet1202? "
-      'jax_resnet.list_models() lists all 40.')
+      prefix + "Unknown model 'resnet_20'. Did you mean resnet20, resnet200, resnet200d? "
+      'jax_resnet.list_models() lists all 54.')
   assert _error(capsys, ['--model', 'r3d_18']) == (
       prefix + "r3d_18 takes video clips (model_info input_kind 'video'); the benchmark times "
       "image models only: pick one of jax_resnet.list_models() whose model_info input_kind is "

@@ -22,6 +22,9 @@ MODELS = [
     ('wrn16_4', (2, 8, 8, 3), {'dropout_rate': 0.3}),
     ('resnext50_32x4d', (2, 32, 32, 3), {'stage_sizes': (1, 1, 1, 1)}),
     ('r2plus1d_18', (1, 2, 16, 16, 3), {'stage_sizes': (1, 1, 1, 1)}),
+    ('resnet26d', (2, 40, 40, 3), {'stage_sizes': (1, 1, 1, 1)}),
+    ('bit_resnet50x1', (2, 32, 32, 3), {'stage_sizes': (1, 1, 1, 1), 'stem_width': 32,
+                                        'stage_widths': (32,) * 4, 'stem_conv': 'pad_channels'}),
 ]
 
 
@@ -47,6 +50,7 @@ def test_train_step_is_float64_throughout(name, shape, options, x64):
                           **options)
   x = jnp.zeros(shape, jnp.float64)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  variables.setdefault('batch_stats', {})  # GroupNorm nets keep none
 
   def loss(params, batch_stats, x):
     logits, state = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,

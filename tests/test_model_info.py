@@ -18,6 +18,11 @@ def test_facts_of_a_cifar_an_imagenet_and_two_video_models():
   assert jr.model_info('r2plus1d_18') == jr.ModelInfo(
       name='r2plus1d_18', family='kinetics', input_kind='video', input_size=112, num_frames=16,
       num_classes=400, min_input_size=16, min_num_frames=8, stem='r2plus1d')
+  # The deep (ResNet-D) and BiT stems downsample as the ImageNet stem does.
+  for name, stem in (('resnet26d', 'deep'), ('bit_resnet152x4', 'bit')):
+    assert jr.model_info(name) == jr.ModelInfo(
+        name=name, family='imagenet', input_kind='image', input_size=224, num_frames=None,
+        num_classes=1000, min_input_size=32, min_num_frames=None, stem=stem)
   # mc3 convolves time in its first stage only, so time is never downsampled.
   assert jr.model_info('mc3_18').min_num_frames == 1
   assert jr.model_info('resnet20').input_shape == (32, 32, 3)
@@ -27,8 +32,8 @@ def test_facts_of_a_cifar_an_imagenet_and_two_video_models():
 def test_unknown_name_is_the_registry_error():
   with pytest.raises(ValueError) as err:
     jr.model_info('resnet_50')
-  assert str(err.value) == ("Unknown model 'resnet_50'. Did you mean resnet50, resnet56, "
-                            'resnet20? jax_resnet.list_models() lists all 40.')
+  assert str(err.value) == ("Unknown model 'resnet_50'. Did you mean resnet50, resnet50d, "
+                            'resnet56? jax_resnet.list_models() lists all 54.')
 
 
 def test_every_model_agrees_with_the_module_it_builds():
@@ -40,7 +45,7 @@ def test_every_model_agrees_with_the_module_it_builds():
     kinds.setdefault(info.input_kind, set()).add(name)
     families[info.family] = families.get(info.family, 0) + 1
   assert kinds['video'] == set(weights.VIDEO_MODELS) == {'mc3_18', 'r2plus1d_18', 'r3d_18'}
-  assert families == {'imagenet': 19, 'cifar': 18, 'kinetics': 3}
+  assert families == {'imagenet': 33, 'cifar': 18, 'kinetics': 3}
 
 
 def _features(name, side, frames=None):
@@ -53,7 +58,7 @@ def _features(name, side, frames=None):
 
 
 @pytest.mark.parametrize('name', ['resnet20', 'resnet50', 'preact_resnet164', 'wrn16_4',
-                                  'r3d_18'])
+                                  'r3d_18', 'resnet26d', 'resnet18d', 'bit_resnet50x1'])
 def test_min_input_size_is_the_smallest_that_every_stride_halves(name):
   """At min_input_size the last stage is 1x1 and the one before 2x2; at half of it the last
   stride has nothing left to halve: both are 1x1."""

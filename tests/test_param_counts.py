@@ -18,6 +18,17 @@ REFERENCE_COUNTS = {
     'resnet20': 269_722, 'resnet32': 464_154, 'resnet44': 658_586, 'resnet56': 853_018,
     'resnet110': 1_727_962, 'resnet1202': 19_421_274,
 }
+# timm 1.0.31's counts (timm.create_model(name) parameters): ResNet-D, resnet26, ResNetV2 and BiT
+# (resnetv2_<depth>x<k>_bit here bit_resnet<depth>x<k>, resnetv2_50 here preact_resnet50).
+TIMM_COUNTS = {
+    'resnet18d': 11_708_744, 'resnet34d': 21_816_904, 'resnet50d': 25_576_264,
+    'resnet101d': 44_568_392, 'resnet152d': 60_212_040, 'resnet200d': 64_693_064,
+    'resnet26': 15_995_176, 'resnet26d': 16_014_408,
+    'preact_resnet50': 25_549_352, 'preact_resnet101': 44_541_480,
+    'bit_resnet50x1': 25_549_352, 'bit_resnet50x3': 217_319_080,
+    'bit_resnet101x1': 44_541_480, 'bit_resnet101x3': 387_934_888,
+    'bit_resnet152x2': 236_335_208, 'bit_resnet152x4': 936_533_224,
+}
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
 
@@ -35,6 +46,29 @@ def count(name, **overrides):
 @pytest.mark.parametrize('name', sorted(REFERENCE_COUNTS))
 def test_reference_parameter_count(name):
   assert count(name) == REFERENCE_COUNTS[name]
+
+
+@pytest.mark.parametrize('name', sorted(TIMM_COUNTS))
+def test_timm_parameter_count(name):
+  assert count(name) == TIMM_COUNTS[name]
+
+
+def test_resnet_d_adds_exactly_the_deep_stem():
+  """Three 3x3 convs (3->32->32->64) with BN after the first two replace the 7x7 (3->64); the
+  average-pool shortcut has no parameters."""
+  deep = 9 * (3 * 32 + 32 * 32 + 32 * 64) + 2 * (2 * 32)
+  for depth in (18, 50, 200):
+    assert count(f'resnet{depth}d') - count(f'resnet{depth}') == deep - 7 * 7 * 3 * 64
+  assert count('resnet26d') - count('resnet26') == deep - 7 * 7 * 3 * 64
+
+
+def test_bit_has_the_parameters_of_the_batchnorm_preact_net():
+  """GroupNorm has BatchNorm's scale and bias, Weight Standardization no parameters."""
+  assert count('bit_resnet50x1') == count('preact_resnet50')
+  assert count('bit_resnet101x1') == count('preact_resnet101')
+  stats = jax.eval_shape(lambda: jr.create_model('bit_resnet50x1').init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  assert list(stats) == ['params']
 
 
 def test_cifar_resnet_count_formula():

@@ -201,13 +201,19 @@ def test_bad_values_are_one_clear_error():
                             "'space_to_depth', got 's2d'.")
   with pytest.raises(ValueError) as err:
     jr.create_model('resnet20', stem_conv='space_to_depth')
-  assert str(err.value) == ("resnet20: stem_conv='space_to_depth' applies to the ImageNet stem "
-                            "only; this model's stem is 'cifar' (leave stem_conv='conv').")
+  assert str(err.value) == ("resnet20: stem_conv='space_to_depth' applies to the 7x7/2 stems "
+                            "('imagenet', 'bit') only; this model's stem is 'cifar' (leave "
+                            "stem_conv='conv').")
+  with pytest.raises(ValueError) as err:  # ResNet-D's deep 3x3 stem has no 7x7 either
+    jr.create_model('resnet50d', stem_conv='pad_channels')
+  assert str(err.value) == ("resnet50d: stem_conv='pad_channels' applies to the 7x7/2 stems "
+                            "('imagenet', 'bit') only; this model's stem is 'deep' (leave "
+                            "stem_conv='conv').")
   with pytest.raises(ValueError) as err:  # the module itself, built without the registry
     jr.ResNet((1, 1, 1, 1), stem_conv='space_to_depth', stem='cifar').init(
         jax.random.key(0), x)
-  assert str(err.value) == ("stem_conv='space_to_depth' applies to the ImageNet stem only; "
-                            "this model's stem is 'cifar' (leave stem_conv='conv').")
+  assert str(err.value) == ("stem_conv='space_to_depth' applies to the 7x7/2 stems ('imagenet', "
+                            "'bit') only; this model's stem is 'cifar' (leave stem_conv='conv').")
   with pytest.raises(TypeError) as err:
     jr.create_model('r3d_18', stem_conv='pad_channels')
   assert str(err.value).startswith("create_model('r3d_18') got unknown option(s) stem_conv;")
@@ -223,6 +229,8 @@ def test_config_key_resolves_per_backend_and_model_and_rejects_other_values():
     assert boundary.stem_conv('auto', 'resnet50', on) == auto
     assert boundary.stem_conv('auto', 'resnet20', on) == 'conv'  # CIFAR stem
     assert boundary.stem_conv('auto', 'r3d_18', on) == 'conv'  # video stem
+    assert boundary.stem_conv('auto', 'resnet50d', on) == 'conv'  # deep 3x3 stem
+    assert boundary.stem_conv('auto', 'bit_resnet50x1', on) == auto  # BiT's 7x7/2
     assert boundary.stem_conv('space_to_depth', 'resnet50', on) == 'space_to_depth'
   config = jr.load_config('default')
   assert config.stem_conv == 'auto'
@@ -239,8 +247,8 @@ def test_config_key_resolves_per_backend_and_model_and_rejects_other_values():
   with pytest.raises(ConfigError) as err:
     resolve(config)
   assert str(err.value) == ("Invalid config for model 'resnet20': resnet20: "
-                            "stem_conv='pad_channels' applies to the ImageNet stem only; this "
-                            "model's stem is 'cifar' (leave stem_conv='conv').")
+                            "stem_conv='pad_channels' applies to the 7x7/2 stems ('imagenet', "
+                            "'bit') only; this model's stem is 'cifar' (leave stem_conv='conv').")
   config.stem_conv = 'fast'
   with pytest.raises(ConfigError) as err:
     resolve(config)

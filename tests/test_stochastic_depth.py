@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jax_resnet as jr
 from jax_resnet.layers import DropPath, drop_path_rates
@@ -64,3 +65,26 @@ def test_kept_branches_are_scaled_so_expectations_match_eval():
   np.testing.assert_allclose(values, [0.0, 1 / 0.7], rtol=1e-6)
   assert abs(float(out.mean()) - 1.0) < 4 * math.sqrt(0.3 / 0.7 / 20000)
   np.testing.assert_array_equal(DropPath(0.3).apply({}, branch, deterministic=True), branch)
+
+
+@pytest.mark.parametrize('name, overrides', [
+    ('resnet26d', dict(stage_sizes=(1, 1, 1, 1), stage_widths=(16, 32, 64, 128))),
+    # 64 wide, not 32: GroupNorm's 32 groups of one channel would zero a 1x1 map exactly.
+    ('bit_resnet50x1', dict(stage_sizes=(1, 1, 1, 1), stem_width=32, stage_widths=(64,) * 4))])
+def test_resnet_d_and_bit_follow_the_same_rule(name, overrides):
+  """Four blocks at drop_path_rate 0.6: block l drops with probability 0.15 * l, whole branches
+  per sample; eval is the net without stochastic depth."""
+  x = jax.random.normal(jax.random.key(3), (128, 32, 32, 3))
+  model = jr.create_model(name, drop_path_rate=0.6, **overrides)
+  variables = model.init(jax.random.key(0), x[:2], train=False)
+  np.testing.assert_array_equal(model.apply(variables, x[:4], train=False),
+                                jr.create_model(name, **overrides).apply(variables, x[:4],
+                                                                         train=False))
+  _, state = model.apply(variables, x, train=True, mutable=['batch_stats', 'intermediates'],
+                         rngs={'dropout': jax.random.key(11)})
+  for stage, p in ((1, 0.15), (4, 0.6)):
+    residual = state['intermediates'][f'stage{stage}_block1']['residual'][0]
+    per_sample = jnp.abs(residual).reshape(x.shape[0], -1)
+    dropped = per_sample.max(axis=1) == 0
+    assert int(dropped.sum() + (per_sample.min(axis=1) > 0).sum()) == x.shape[0]
+    assert abs(float(dropped.mean()) - p) < 4 * math.sqrt(p * (1 - p) / x.shape[0])

@@ -19,7 +19,7 @@ import jax_resnet
 from jax_resnet.config.base import base_config
 from jax_resnet.data.spec import AUGMENTS, NORMALIZATIONS, DataSpec
 from jax_resnet.errors import ConfigError
-from jax_resnet.stems import STEM_CONVS
+from jax_resnet.stems import SEVEN_BY_SEVEN_STEMS, STEM_CONVS
 from jax_resnet.training.optim import OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MODES
 from jax_resnet.training.parallel import PARALLELISMS
 
@@ -167,11 +167,11 @@ def conv1x1_as_dot(choice: str, backend: str) -> bool:
 
 
 def stem_conv(choice: str, model: str, backend: str) -> str:
-  """'auto' resolves per backend for models with the ImageNet stem, to 'conv' for the others
-  (CIFAR and video stems have no 7x7/2)."""
+  """'auto' resolves per backend for models with a 7x7/2 stem (ImageNet, BiT), to 'conv' for
+  the others (CIFAR, deep and video stems have no 7x7/2)."""
   if choice != 'auto':
     return choice
-  if jax_resnet.model_info(model).stem != 'imagenet':
+  if jax_resnet.model_info(model).stem not in SEVEN_BY_SEVEN_STEMS:
     return 'conv'
   return _AUTO_STEM_CONV.get(backend, 'conv')
 

@@ -166,7 +166,7 @@ def _load_pretrained(spec, model, host_state):
   fresh = {'params': host_state.params, 'batch_stats': host_state.batch_stats}
   merged = weights.merge_pretrained(fresh, pretrained, reinit_head=loop.init_reinit_head)
   ema = merged['params'] if host_state.ema_params is not None else None
-  return host_state.replace(params=merged['params'], batch_stats=merged['batch_stats'],
+  return host_state.replace(params=merged['params'], batch_stats=merged.get('batch_stats', {}),
                             ema_params=ema)
 
 

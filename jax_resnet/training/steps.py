@@ -72,7 +72,7 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
         mutable=['batch_stats'], rngs={'dropout': rng})
     loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
-    return loss, (logits, updates['batch_stats'])
+    return loss, (logits, updates.get('batch_stats', {}))  # GroupNorm nets keep none
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)

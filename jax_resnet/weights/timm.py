@@ -1,0 +1,183 @@
+"""timm <-> jax_resnet: parameter names and layouts of timm's ResNet family (resnet.py: ResNet,
+ResNet-D, Wide ResNet, ResNeXt) and of its ResNetV2 (resnetv2.py: pre-activation with
+BatchNorm, and BiT with GroupNorm and Weight Standardization).
+
+Layouts are torch's, as in `jax_resnet.weights.torchvision`: convolution kernels (out, in,
+spatial...), linear kernels (out, in); BiT's head is a 1x1 convolution (num_classes, C, 1, 1)
+where ours is a Dense (C, num_classes). GroupNorm has weight and bias only. Weight
+Standardization keeps the raw kernel as the parameter in both libraries, so kernels copy as
+they are.
+"""
+
+import functools
+import re
+from typing import Mapping, Optional
+
+import numpy as np
+
+from jax_resnet.registry import model_defaults
+from jax_resnet.weights.torchvision import (COUNTER, Entry, _compare_layout, _modules,
+                                            _strip_wrapper_prefix, _to_ours, _to_torch,
+                                            variable_shapes)
+from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare, flatten,
+                                      mismatch_message, to_float32, unflatten)
+
+_RESNET = ('resnet18', 'resnet26', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
+           'resnet200', 'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d',
+           'resnext101_32x8d', 'resnext101_64x4d')
+# Our name -> timm's (timm 1.0 registers these; their parameter counts equal ours).
+TIMM_NAMES = {
+    **{name: name for name in _RESNET},
+    **{f'resnet{d}d': f'resnet{d}d' for d in (18, 26, 34, 50, 101, 152, 200)},
+    'preact_resnet50': 'resnetv2_50', 'preact_resnet101': 'resnetv2_101',
+    **{f'bit_resnet{d}x{k}': f'resnetv2_{d}x{k}_bit'
+       for d, k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4))},
+}
+_OURS = {timm: ours for ours, timm in TIMM_NAMES.items()}
+
+_BN_PARAMS = (('scale', 'weight'), ('bias', 'bias'))
+_BN_STATS = (('mean', 'running_mean'), ('var', 'running_var'))
+# timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.
+_V1_STEM = {'conv_init': 'conv1', 'bn_init': 'bn1', 'conv_init1': 'conv1.0',
+            'bn_init1': 'conv1.1', 'conv_init2': 'conv1.3', 'bn_init2': 'conv1.4',
+            'conv_init3': 'conv1.6'}
+# ResNet-D's shortcut is Sequential(AvgPool2d or Identity, conv, bn); the plain one (conv, bn).
+_V1_PROJECTION = {False: {'proj_conv': 'downsample.0', 'proj_bn': 'downsample.1'},
+                  True: {'proj_conv': 'downsample.1', 'proj_bn': 'downsample.2'}}
+_V2_BLOCK = {'bn1': 'norm1', 'bn2': 'norm2', 'bn3': 'norm3', 'proj_conv': 'downsample.conv'}
+
+
+def resolve(name: str) -> str:
+  """Our registry name for `name`: ours, or timm's with or without a pretrained tag
+  ('resnetv2_50x1_bit.goog_in21k_ft_in1k' -> 'bit_resnet50x1')."""
+  base = name.split('.', 1)[0]
+  if base in TIMM_NAMES:
+    return base
+  if base in _OURS:
+    return _OURS[base]
+  model_defaults(name)  # unknown names: the registry's error with close matches
+  raise WeightsError(f'{name} has no timm counterpart here; timm layouts exist for '
+                     f'{", ".join(TIMM_NAMES)}.')
+
+
+def _is_v2(model_name: str) -> bool:
+  return model_defaults(model_name)[1].get('preact', False)
+
+
+def _timm_module(model_name: str, path: tuple) -> str:
+  """Our module path ('stage1_block1', 'conv1') -> timm's module name."""
+  v2 = _is_v2(model_name)
+  if path == ('head',):
+    return 'head.fc' if v2 else 'fc'
+  if len(path) == 1:
+    return {'conv_init': 'stem.conv', 'final_bn': 'norm'}[path[0]] if v2 else _V1_STEM[path[0]]
+  match = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
+  if not match or len(path) != 2:
+    raise RuntimeError(f'no timm name for {"/".join(path)} in {model_name}')
+  stage, block = int(match[1]), int(match[2]) - 1
+  if v2:
+    return f'stages.{stage - 1}.blocks.{block}.{_V2_BLOCK.get(path[1], path[1])}'
+  table = _V1_PROJECTION[model_defaults(model_name)[1].get('avg_down', False)]
+  return f'layer{stage}.{block}.{table.get(path[1], path[1])}'
+
+
+@functools.lru_cache(maxsize=64)
+def timm_layout(model_name: str, num_classes: int) -> tuple:
+  """`Entry`s of timm's state dict for our `model_name`, module by module (norm buffers after
+  their parameters). Entry kind 'conv_head' is BiT/ResNetV2's 1x1 convolution head."""
+  shapes = variable_shapes(model_name, num_classes)
+  with_stats = set(_modules(shapes.get('batch_stats', {})))
+  entries = []
+  for path, leaves in _modules(shapes['params']).items():
+    prefix, ours = _timm_module(model_name, path), 'params/' + '/'.join(path)
+    if 'scale' in leaves:
+      for name, theirs in _BN_PARAMS:
+        entries.append(Entry(f'{prefix}.{theirs}', f'{ours}/{name}', 'copy', leaves[name].shape))
+      if path in with_stats:  # BatchNorm; GroupNorm keeps no statistics
+        stats = 'batch_stats/' + '/'.join(path)
+        for name, theirs in _BN_STATS:
+          entries.append(Entry(f'{prefix}.{theirs}', f'{stats}/{name}', 'copy',
+                               leaves['scale'].shape))
+        entries.append(Entry(f'{prefix}.{COUNTER}', None, 'counter', ()))
+    elif path == ('head',):
+      c, n = leaves['kernel'].shape
+      kind, shape = ('conv_head', (n, c, 1, 1)) if _is_v2(model_name) else ('dense', (n, c))
+      entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', kind, shape))
+      entries.append(Entry(f'{prefix}.bias', f'{ours}/bias', 'copy', leaves['bias'].shape))
+    else:
+      kernel = leaves['kernel'].shape
+      entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', 'conv',
+                           (kernel[-1], kernel[-2]) + tuple(kernel[:-2])))
+  return tuple(entries)
+
+
+def _head_classes(arrays: Mapping) -> int:
+  """Classes of the state dict's head; 0 when it has none (timm's num_classes=0)."""
+  for name in ('fc.weight', 'head.fc.weight'):
+    weight = arrays.get(name)
+    if weight is not None and len(getattr(weight, 'shape', ())) in (2, 4):
+      return int(weight.shape[0])
+  return 0
+
+
+def from_timm(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None, *,
+              source: str = 'state dict') -> dict:
+  """A timm state dict -> this library's variables ({'params'}, plus 'batch_stats' for
+  BatchNorm models).
+
+  Args:
+    model_name: our name ('resnet50d', 'bit_resnet50x1', 'preact_resnet50') or timm's
+      ('resnet50d', 'resnetv2_50x1_bit.goog_in21k', 'resnetv2_50'); TIMM_NAMES lists them.
+    state_dict: name -> torch tensor or numpy array (`timm_model.state_dict()`); a 'module.'
+      prefix is accepted, num_batches_tracked is optional and ignored.
+    num_classes: classes of the head; None reads them from the state dict (0 when it has no
+      head, as timm's num_classes=0 models).
+    source: how the error messages name the dict.
+
+  Raises:
+    WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message.
+  """
+  model_name = resolve(model_name)
+  arrays = _strip_wrapper_prefix({str(k): v for k, v in state_dict.items()})
+  if num_classes is None:
+    num_classes = _head_classes(arrays)
+  entries = timm_layout(model_name, num_classes)
+  missing, unexpected, wrong = _compare_layout(entries, arrays)
+  if missing or unexpected or wrong:
+    size = sum(e.kind != 'counter' for e in entries)
+    raise WeightsMismatchError(mismatch_message(
+        f'{source} does not match timm {TIMM_NAMES[model_name]} ({size} tensors)', missing,
+        unexpected, wrong, 'Check the model name and that the dict is its timm state dict.'))
+  flat = {}
+  for e in entries:
+    if e.kind == 'conv_head':  # (n, c, 1, 1) -> (c, n)
+      flat[e.ours] = np.ascontiguousarray(to_float32(arrays[e.torch_name])[:, :, 0, 0].T)
+    elif e.kind != 'counter':
+      flat[e.ours] = _to_ours(e.kind, to_float32(arrays[e.torch_name]))
+  return unflatten(flat)
+
+
+def to_timm(model_name: str, variables: Mapping) -> dict:
+  """Our variables -> timm's state dict (name -> numpy array), num_batches_tracked as int64 0.
+
+    timm_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+  """
+  model_name = resolve(model_name)
+  params = variables['params']
+  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  flat = flatten(variables)
+  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
+  if missing or unexpected or wrong:
+    raise WeightsMismatchError(mismatch_message(
+        f'variables do not match {model_name}', missing, unexpected, wrong,
+        'Export the variables of the model named here (unrolled: jax_resnet.unstack_blocks).'))
+  out = {}
+  for entry in timm_layout(model_name, num_classes):
+    if entry.kind == 'counter':
+      out[entry.torch_name] = np.zeros((), np.int64)
+    elif entry.kind == 'conv_head':
+      out[entry.torch_name] = np.ascontiguousarray(np.asarray(flat[entry.ours]).T[:, :, None,
+                                                                                 None])
+    else:
+      out[entry.torch_name] = _to_torch(entry.kind, np.asarray(flat[entry.ours]))
+  return out
