@@ -115,3 +115,34 @@ def test_names_resolve_and_mismatches_are_one_message():
   del state['conv1.6.weight']
   with pytest.raises(WeightsMismatchError, match=r'missing 1: conv1\.6\.weight \(64, 32, 3, 3\)'):
     timm_weights.from_timm('resnet18d', state)
+
+
+def _flat_equal(a, b):
+  from jax_resnet.weights.trees import flatten
+  a, b = flatten(a), flatten(b)
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize('timm_name, ours', [('resnet26d', 'resnet26d'),
+                                             ('resnetv2_50', 'preact_resnet50')])
+def test_weights_load_reads_timm_files_with_the_timm_converter(tmp_path, timm_name, ours):
+  from safetensors.torch import save_file
+  from jax_resnet import weights
+  state = _timm_model(timm_name).state_dict()
+  expected = timm_weights.from_timm(timm_name, state)
+  save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / 'm.safetensors'))
+  torch.save(state, tmp_path / 'm.pth')
+  _flat_equal(weights.load(ours, tmp_path / 'm.safetensors'), expected)
+  _flat_equal(weights.load(ours, tmp_path / 'm.pth'), expected)
+
+
+def test_a_timm_file_for_another_model_names_the_model_it_holds(tmp_path):
+  from jax_resnet import weights
+  torch.save(_timm_model('resnet26d').state_dict(), tmp_path / 'm.pth')
+  with pytest.raises(weights.WeightsMismatchError) as err:
+    weights.load('resnet50d', tmp_path / 'm.pth')
+  message = str(err.value)
+  assert message.startswith(f'{tmp_path / "m.pth"} does not match timm resnet50d (')
+  assert 'missing' in message and message.endswith(' The file holds resnet26d weights.')

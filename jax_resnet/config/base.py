@@ -37,6 +37,9 @@ def _model_options():
   o.bn_momentum = config_dict.placeholder(float)     # running-statistics decay (torch: 1 - m)
   o.bn_epsilon = config_dict.placeholder(float)      # BatchNorm epsilon
   o.conv_types = config_dict.placeholder(tuple)      # video: '3d' | '2d' | '2+1d' per stage
+  o.norm = config_dict.placeholder(str)              # 'batch' | 'group' (BiT's GroupNorm)
+  o.weight_standardization = config_dict.placeholder(bool)  # standardized kernels (BiT)
+  o.avg_down = config_dict.placeholder(bool)         # ResNet-D: average-pool projection
   return o
 
 

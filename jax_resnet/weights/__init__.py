@@ -13,7 +13,9 @@ reinit_head=True), reinit_head=True)`.
 
 import importlib.resources
 
-from jax_resnet.weights.files import load, read_safetensors, read_tag, read_torch, save_npz
+from jax_resnet.weights.files import (from_state_dict, guess_model, load, read_safetensors,
+                                      read_tag, read_torch, save_npz)
+from jax_resnet.weights.timm import TIMM_NAMES, from_timm, to_timm
 from jax_resnet.weights.tags import TAGS, WeightTag, get_tag, list_tags
 from jax_resnet.weights.torchvision import (IMAGE_MODELS, TORCHVISION_MODELS, VIDEO_MODELS,
                                             from_torchvision, to_torchvision)
@@ -28,8 +30,9 @@ def imagenet_classes():
 
 
 __all__ = [
-    'HeadMismatchError', 'IMAGE_MODELS', 'TAGS', 'TORCHVISION_MODELS', 'VIDEO_MODELS',
-    'WeightTag', 'WeightsError', 'WeightsFileError', 'WeightsMismatchError', 'from_torchvision',
-    'get_tag', 'imagenet_classes', 'list_tags', 'load', 'merge_pretrained', 'read_safetensors',
-    'read_tag', 'read_torch', 'save_npz', 'to_torchvision',
+    'HeadMismatchError', 'IMAGE_MODELS', 'TAGS', 'TIMM_NAMES', 'TORCHVISION_MODELS',
+    'VIDEO_MODELS', 'WeightTag', 'WeightsError', 'WeightsFileError', 'WeightsMismatchError',
+    'from_state_dict', 'from_timm', 'from_torchvision', 'get_tag', 'guess_model',
+    'imagenet_classes', 'list_tags', 'load', 'merge_pretrained', 'read_safetensors',
+    'read_tag', 'read_torch', 'save_npz', 'to_timm', 'to_torchvision',
 ]

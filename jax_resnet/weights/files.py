@@ -9,7 +9,7 @@ from typing import Mapping, NamedTuple, Optional
 import jax
 import numpy as np
 
-from jax_resnet.weights.torchvision import from_torchvision, variable_shapes
+from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision, variable_shapes
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
                                       compare, flatten, mismatch_message, unflatten)
 
@@ -46,9 +46,9 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   else:
     suffix = os.path.splitext(path)[1].lower()
     if suffix == '.safetensors':
-      variables = from_torchvision(model_name, read_safetensors(path), source=path)
+      variables = from_state_dict(model_name, read_safetensors(path), source=path)
     elif suffix in TORCH_SUFFIXES:
-      variables = from_torchvision(model_name, read_torch(path), source=path)
+      variables = from_state_dict(model_name, read_torch(path), source=path)
     elif suffix == '.npz':
       _check_native(model_name, npz_headers(path), path)  # before any array is read
       variables = _check_native(model_name, read_npz(path), path)
@@ -57,6 +57,62 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
                              f'expected {FORMATS}.')
   _check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
+
+
+def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict') -> dict:
+  """A torch-layout state dict -> our variables, by the converter that fits the model:
+  torchvision's names (torchvision and timm ResNet / ResNeXt / Wide ResNet files) or timm's
+  (ResNet-D, ResNetV2, BiT). A mismatch names the model the file looks like."""
+  from jax_resnet.weights import timm as timm_layouts
+  try:
+    if model_name in TORCHVISION_MODELS:
+      return from_torchvision(model_name, arrays, source=source)
+    if model_name in timm_layouts.TIMM_NAMES:
+      return timm_layouts.from_timm(model_name, arrays, source=source)
+    raise WeightsMismatchError(
+        f'{model_name} has no torchvision or timm layout; {source} cannot be converted. Models '
+        f'with one: {", ".join(sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)))}.')
+  except WeightsMismatchError as error:
+    if 'The file holds' in str(error):
+      raise
+    guess = guess_model(arrays)
+    if guess is None or guess == model_name:
+      raise
+    raise WeightsMismatchError(f'{error} The file holds {guess} weights.') from None
+
+
+def _stage_sizes(names) -> tuple:
+  """Blocks per stage of a torchvision/timm state dict ('layer2.3.' or 'stages.1.blocks.3.')."""
+  counts = {}
+  for name in names:
+    found = re.match(r'(?:layer(\d+)|stages\.(\d+)\.blocks)\.(\d+)\.', name)
+    if found:
+      stage = int(found[1]) if found[1] else int(found[2]) + 1
+      counts[stage] = max(counts.get(stage, 0), int(found[3]) + 1)
+  return tuple(counts[stage] for stage in sorted(counts))
+
+
+def guess_model(arrays: Mapping) -> Optional[str]:
+  """The registered model whose torchvision or timm layout the state dict matches exactly
+  (candidates: those with its blocks per stage), or None."""
+  from jax_resnet.registry import model_defaults
+  from jax_resnet.weights import timm as timm_layouts
+  from jax_resnet.weights.torchvision import _compare_layout, torch_layout
+  arrays = {str(k): v for k, v in arrays.items()}
+  sizes = _stage_sizes(arrays)
+  head = timm_layouts._head_classes(arrays)
+  for name in sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)):
+    if tuple(model_defaults(name)[1].get('stage_sizes', ())) != sizes:
+      continue
+    layouts = [timm_layouts.timm_layout] if name in timm_layouts.TIMM_NAMES else []
+    layouts += [torch_layout] if name in TORCHVISION_MODELS else []
+    for layout in layouts:
+      try:
+        if not any(_compare_layout(layout(name, head), arrays)):
+          return name
+      except Exception:  # a layout that cannot take this head size
+        continue
+  return None
 
 
 def _check_values(variables: dict, source: str):
