@@ -1,0 +1,195 @@
+"""BiT's original checkpoints <-> jax_resnet: the `.npz` files of Kolesnikov et al. 2020 ("Big
+Transfer"), as published at https://storage.googleapis.com/bit_models/ (BiT-S-R50x1.npz,
+BiT-M-R50x1-ILSVRC2012.npz, ...) and read by big_vision and by timm's `resnetv2._load_weights`.
+
+The names are TensorFlow scope paths; the layouts are JAX/TF's, so they equal ours:
+
+    resnet/root_block/standardized_conv2d/kernel            (7, 7, 3, 64k)   conv_init/kernel
+    resnet/block{s}/unit{u:02d}/{a,b,c}/group_norm/gamma    (C,)             bn1..bn3/scale
+    resnet/block{s}/unit{u:02d}/{a,b,c}/group_norm/beta     (C,)             bn1..bn3/bias
+    resnet/block{s}/unit{u:02d}/{a,b,c}/standardized_conv2d/kernel  HWIO    conv1..conv3/kernel
+    resnet/block{s}/unit01/a/proj/standardized_conv2d/kernel  (1, 1, I, O)   proj_conv/kernel
+    resnet/group_norm/gamma, resnet/group_norm/beta         (C,)             final_bn/scale, bias
+    resnet/head/conv2d/kernel                               (1, 1, C, N)     head/kernel (C, N)
+    resnet/head/conv2d/bias                                 (N,)             head/bias
+
+(stage s and block u count from 1, as our stage{s}_block{u}). Unit a's GroupNorm is the
+pre-activation of the block input, which also feeds the projection (`a/proj`, first unit of each
+block only). The head is a 1x1 convolution there and a Dense here; a file without
+`resnet/head/*` (the feature extractors) loads as a backbone (num_classes=0). Weight
+Standardization keeps the raw kernels as parameters in both, so every array copies as it is.
+"""
+
+import functools
+import re
+from typing import Mapping, Optional
+
+import numpy as np
+
+from jax_resnet.registry import model_defaults
+from jax_resnet.weights.torchvision import _modules, variable_shapes
+from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare, flatten,
+                                      mismatch_message, to_float32, unflatten)
+
+PREFIX = 'resnet/'
+_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+BIG_VISION_MODELS = tuple(f'bit_resnet{d}x{k}'
+                          for d, k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)))
+
+_UNIT = {'bn1': 'a/group_norm', 'bn2': 'b/group_norm', 'bn3': 'c/group_norm',
+         'conv1': 'a/standardized_conv2d', 'conv2': 'b/standardized_conv2d',
+         'conv3': 'c/standardized_conv2d', 'proj_conv': 'a/proj/standardized_conv2d'}
+_LEAF = {'scale': 'gamma', 'bias': 'beta', 'kernel': 'kernel'}  # GroupNorm and convolutions
+_HEAD_LEAF = {'kernel': 'kernel', 'bias': 'bias'}
+_UNIT_NAME = re.compile(r'resnet/block(\d+)/unit(\d+)/')
+
+
+def check_supported(model_name: str) -> str:
+  """`model_name` if this format has it; else WeightsError (the registry's for unknown names)."""
+  if model_name in BIG_VISION_MODELS:
+    return model_name
+  model_defaults(model_name)  # unknown names: the registry's error with close matches
+  raise WeightsError(f'{model_name} has no BiT .npz counterpart; BiT checkpoints exist for '
+                     f'{", ".join(BIG_VISION_MODELS)}.')
+
+
+def looks_like_big_vision(names) -> bool:
+  """Whether these array names (an .npz's members) are a BiT checkpoint's."""
+  return any(str(name).startswith(PREFIX + 'root_block/') for name in names)
+
+
+def _bv_module(path: tuple) -> str:
+  """Our module path ('stage1_block1', 'conv1') -> the checkpoint's scope."""
+  if path == ('conv_init',):
+    return PREFIX + 'root_block/standardized_conv2d'
+  if path == ('final_bn',):
+    return PREFIX + 'group_norm'
+  if path == ('head',):
+    return PREFIX + 'head/conv2d'
+  match = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
+  if not match or len(path) != 2 or path[1] not in _UNIT:
+    raise RuntimeError(f'no BiT name for {"/".join(path)}')
+  return f'{PREFIX}block{int(match[1])}/unit{int(match[2]):02d}/{_UNIT[path[1]]}'
+
+
+@functools.lru_cache(maxsize=32)
+def big_vision_layout(model_name: str, num_classes: int) -> tuple:
+  """((checkpoint name, our flat name, checkpoint shape), ...) in our module order."""
+  shapes = variable_shapes(check_supported(model_name), num_classes)
+  entries = []
+  for path, leaves in _modules(shapes['params']).items():
+    scope, head = _bv_module(path), path == ('head',)
+    for leaf, value in leaves.items():
+      shape = (1, 1) + tuple(value.shape) if head and leaf == 'kernel' else tuple(value.shape)
+      entries.append((f'{scope}/{(_HEAD_LEAF if head else _LEAF)[leaf]}',
+                      'params/' + '/'.join(path + (leaf,)), shape))
+  return tuple(entries)
+
+
+def head_classes(arrays: Mapping) -> int:
+  """Classes of the checkpoint's head; 0 when it has none (a feature extractor)."""
+  kernel = arrays.get(PREFIX + 'head/conv2d/kernel')
+  shape = getattr(kernel, 'shape', ())
+  return int(shape[-1]) if len(shape) == 4 else 0
+
+
+def guess_model(arrays: Mapping) -> Optional[str]:
+  """The registry name the checkpoint's shapes point to: width k from the root convolution's
+  output channels / 64, depth from the units per block ((3, 4, 6, 3) -> 50, (3, 4, 23, 3) ->
+  101, (3, 8, 36, 3) -> 152). None when the arrays are no BiT ResNet of this library."""
+  return _describe(arrays)[0]
+
+
+def _describe(arrays: Mapping):
+  """(registry name or None, 'R{depth}x{k}'-like description or None) of a checkpoint."""
+  root = arrays.get(PREFIX + 'root_block/standardized_conv2d/kernel')
+  shape = getattr(root, 'shape', ())
+  if len(shape) != 4 or shape[-1] % 64:
+    return None, None
+  width = int(shape[-1]) // 64
+  units = {}
+  for name in arrays:
+    match = _UNIT_NAME.match(str(name))
+    if match:
+      units.setdefault(int(match[1]), set()).add(int(match[2]))
+  stages = tuple(len(units.get(s, ())) for s in range(1, max(units, default=0) + 1))
+  depth = _DEPTHS.get(stages)
+  name = f'bit_resnet{depth}x{width}' if depth else None
+  what = f'R{depth}x{width}' if depth else f'units per block {stages}, width x{width}'
+  return (name if name in BIG_VISION_MODELS else None), what
+
+
+def check_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int] = None, *,
+                     source: str = 'npz') -> int:
+  """Checks the names and shapes of `arrays` (arrays, or anything with `.shape`, such as an
+  .npz's headers) against `model_name`'s BiT layout; returns the head's classes (0: none).
+
+  Raises:
+    WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message,
+      naming the model the file holds when it is another BiT ResNet.
+  """
+  model_name = check_supported(model_name)
+  if num_classes is None:
+    num_classes = head_classes(arrays)
+  entries = big_vision_layout(model_name, num_classes)
+  expected = {name: np.empty(shape, np.float32) for name, _, shape in entries}
+  missing, unexpected, wrong = compare(expected, {str(k): v for k, v in arrays.items()})
+  if missing or unexpected or wrong:
+    guess, what = _describe(arrays)
+    if guess and guess != model_name:
+      hint = f'The file holds {guess} weights.'
+    elif what and not guess:
+      hint = f'The file holds a BiT ResNet ({what}) that no registered model matches.'
+    else:
+      hint = ('Check the model name, num_classes (None reads it from the head, 0 loads a '
+              'backbone) and that the file is a BiT checkpoint (resnet/root_block/...).')
+    raise WeightsMismatchError(mismatch_message(
+        f'{source} does not match BiT {model_name} ({len(entries)} arrays)', missing,
+        unexpected, wrong, hint))
+  return num_classes
+
+
+def from_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int] = None, *,
+                    source: str = 'npz') -> dict:
+  """A BiT checkpoint (name -> array, e.g. `dict(np.load('BiT-M-R50x1.npz'))`) -> this
+  library's variables ({'params'} only: GroupNorm keeps no statistics), float32 numpy.
+
+  Args:
+    model_name: one of BIG_VISION_MODELS (bit_resnet50x1 ... bit_resnet152x4).
+    arrays: the checkpoint's arrays under their published names (module docstring).
+    num_classes: classes of the head; None reads them from resnet/head/conv2d/kernel (0, no
+      head, when the file has none); 0 expects a file without head.
+    source: how the error messages name the file.
+
+  Raises:
+    WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message,
+      checked before anything is converted.
+  """
+  arrays = {str(k): v for k, v in arrays.items()}
+  num_classes = check_big_vision(model_name, arrays, num_classes, source=source)
+  flat = {}
+  for name, ours, _ in big_vision_layout(model_name, num_classes):
+    value = to_float32(arrays[name])
+    if ours == 'params/head/kernel':  # (1, 1, C, N) -> (C, N)
+      value = value[0, 0]
+    flat[ours] = np.ascontiguousarray(value)
+  return unflatten(flat)
+
+
+def to_big_vision(model_name: str, variables: Mapping) -> dict:
+  """Our variables -> a BiT checkpoint (published name -> numpy array), as
+  `np.savez(path, **to_big_vision(name, variables))` writes a file that BiT's and timm's
+  loaders read. A head-less tree gives a file without resnet/head/*."""
+  model_name = check_supported(model_name)
+  params = variables['params']
+  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  flat = flatten(variables)
+  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
+  if missing or unexpected or wrong:
+    raise WeightsMismatchError(mismatch_message(
+        f'variables do not match {model_name}', missing, unexpected, wrong,
+        'Export the variables of the model named here (unrolled: jax_resnet.unstack_blocks).'))
+  out = {}
+  for name, ours, shape in big_vision_layout(model_name, num_classes):
+    out[name] = np.ascontiguousarray(np.asarray(flat[ours]).reshape(shape))
+  return out
