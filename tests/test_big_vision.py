@@ -209,3 +209,20 @@ def test_a_headless_file_loads_as_a_backbone(published):
   with pytest.raises(WeightsMismatchError, match=r'missing 2: resnet/head/conv2d/kernel '
                      r'\(1, 1, 2048, 10\), resnet/head/conv2d/bias \(10,\)'):
     bv.from_big_vision('bit_resnet50x1', backbone, num_classes=10)
+
+
+def test_weights_load_recognises_a_bit_file_and_refuses_it_for_another_family(published):
+  from jax_resnet import weights
+  path, arrays, _ = published
+  expected = bv.from_big_vision('bit_resnet50x1', arrays)
+  loaded = weights.load('bit_resnet50x1', path)
+  assert loaded.keys() == {'params'}
+  for (name, a), (other, b) in zip(sorted(weights.trees.flatten(loaded).items()),
+                                   sorted(weights.trees.flatten(expected).items())):
+    assert name == other
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(WeightsMismatchError) as err:
+    weights.load('resnet50', path)
+  assert str(err.value) == (
+      f'{path} is a BiT checkpoint of bit_resnet50x1, not weights for resnet50; BiT files load '
+      f'into {", ".join(bv.BIG_VISION_MODELS)}.')

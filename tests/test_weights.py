@@ -122,8 +122,8 @@ def test_unknown_missing_and_corrupt_files(tmp_path):
     weights.load('resnet18', tmp_path / 'w.h5')
   assert str(err.value) == (
       f"{tmp_path / 'w.h5'}: unknown weights file extension '.h5'; expected .safetensors, "
-      '.pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz) or an Orbax '
-      'checkpoint directory (a train.py workdir).')
+      '.pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz or a BiT release '
+      'checkpoint) or an Orbax checkpoint directory (a train.py workdir).')
   for suffix, kind in (('.safetensors', 'safetensors'), ('.npz', '.npz')):
     bad = tmp_path / f'bad{suffix}'
     bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00not json at all')

@@ -15,6 +15,7 @@ import importlib.resources
 
 from jax_resnet.weights.files import (from_state_dict, guess_model, load, read_safetensors,
                                       read_tag, read_torch, save_npz)
+from jax_resnet.weights.big_vision import BIG_VISION_MODELS, from_big_vision, to_big_vision
 from jax_resnet.weights.timm import TIMM_NAMES, from_timm, to_timm
 from jax_resnet.weights.tags import TAGS, WeightTag, get_tag, list_tags
 from jax_resnet.weights.torchvision import (IMAGE_MODELS, TORCHVISION_MODELS, VIDEO_MODELS,
@@ -30,9 +31,10 @@ def imagenet_classes():
 
 
 __all__ = [
-    'HeadMismatchError', 'IMAGE_MODELS', 'TAGS', 'TIMM_NAMES', 'TORCHVISION_MODELS',
-    'VIDEO_MODELS', 'WeightTag', 'WeightsError', 'WeightsFileError', 'WeightsMismatchError',
-    'from_state_dict', 'from_timm', 'from_torchvision', 'get_tag', 'guess_model',
-    'imagenet_classes', 'list_tags', 'load', 'merge_pretrained', 'read_safetensors',
-    'read_tag', 'read_torch', 'save_npz', 'to_timm', 'to_torchvision',
+    'BIG_VISION_MODELS', 'HeadMismatchError', 'IMAGE_MODELS', 'TAGS', 'TIMM_NAMES',
+    'TORCHVISION_MODELS', 'VIDEO_MODELS', 'WeightTag', 'WeightsError', 'WeightsFileError',
+    'WeightsMismatchError', 'from_big_vision', 'from_state_dict', 'from_timm', 'from_torchvision',
+    'get_tag', 'guess_model', 'imagenet_classes', 'list_tags', 'load', 'merge_pretrained',
+    'read_safetensors', 'read_tag', 'read_torch', 'save_npz', 'to_big_vision', 'to_timm',
+    'to_torchvision',
 ]

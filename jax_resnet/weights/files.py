@@ -16,8 +16,8 @@ from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, Weigh
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 # The first torch release without the published bypasses of torch.load(weights_only=True).
 TORCH_FLOOR = (2, 10)
-FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz) '
-           'or an Orbax checkpoint directory (a train.py workdir)')
+FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz '
+           'or a BiT release checkpoint) or an Orbax checkpoint directory (a train.py workdir)')
 
 
 def load(model_name: str, path, num_classes: Optional[int] = None,
@@ -27,7 +27,9 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   Formats: `.safetensors` and `.pth`/`.pt`/`.bin` hold torchvision-layout state dicts
   (torchvision downloads, timm files such as resnet50.tv_in1k or resnet50.a1_in1k); torch
   files are read with `torch.load(weights_only=True)`, so a pickle that would run code is
-  refused. `.npz` files are `save_npz` exports, directories are Orbax checkpoints of train.py
+  refused; timm's ResNet-D, ResNetV2 and BiT files go through timm's names (`from_timm`).
+  `.npz` files are `save_npz` exports or BiT release checkpoints (`resnet/root_block/...`
+  names, `weights.big_vision`), directories are Orbax checkpoints of train.py
   (a workdir, its checkpoints/ folder or one checkpoints/<step>); those two work for every
   registered model.
 
@@ -50,13 +52,29 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
     elif suffix in TORCH_SUFFIXES:
       variables = from_state_dict(model_name, read_torch(path), source=path)
     elif suffix == '.npz':
-      _check_native(model_name, npz_headers(path), path)  # before any array is read
-      variables = _check_native(model_name, read_npz(path), path)
+      variables = _read_npz_weights(model_name, path)
     else:
       raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
                              f'expected {FORMATS}.')
   _check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
+
+
+def _read_npz_weights(model_name: str, path: str) -> dict:
+  """An .npz of ours (save_npz) or a BiT release checkpoint, names and shapes checked from
+  the members' headers before any array is read."""
+  from jax_resnet.weights import big_vision
+  headers = npz_headers(path)
+  if not big_vision.looks_like_big_vision(headers):
+    _check_native(model_name, headers, path)
+    return _check_native(model_name, read_npz(path), path)
+  if model_name not in big_vision.BIG_VISION_MODELS:
+    guess = big_vision.guess_model(headers)
+    raise WeightsMismatchError(
+        f'{path} is a BiT checkpoint' + (f' of {guess}' if guess else '') + f', not weights '
+        f'for {model_name}; BiT files load into {", ".join(big_vision.BIG_VISION_MODELS)}.')
+  big_vision.check_big_vision(model_name, headers, source=path)
+  return big_vision.from_big_vision(model_name, read_npz(path), source=path)
 
 
 def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict') -> dict:
