@@ -27,8 +27,8 @@ from typing import Mapping, Optional
 import numpy as np
 
 from jax_resnet.registry import model_defaults
-from jax_resnet.weights.torchvision import _modules, variable_shapes
-from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare, flatten,
+from jax_resnet.weights.torchvision import _modules, checked_for_export, variable_shapes
+from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare,
                                       mismatch_message, to_float32, unflatten)
 
 PREFIX = 'resnet/'
@@ -181,14 +181,7 @@ def to_big_vision(model_name: str, variables: Mapping) -> dict:
   `np.savez(path, **to_big_vision(name, variables))` writes a file that BiT's and timm's
   loaders read. A head-less tree gives a file without resnet/head/*."""
   model_name = check_supported(model_name)
-  params = variables['params']
-  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
-  flat = flatten(variables)
-  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
-  if missing or unexpected or wrong:
-    raise WeightsMismatchError(mismatch_message(
-        f'variables do not match {model_name}', missing, unexpected, wrong,
-        'Export the variables of the model named here (unrolled: jax_resnet.unstack_blocks).'))
+  num_classes, flat = checked_for_export(model_name, variables)
   out = {}
   for name, ours, shape in big_vision_layout(model_name, num_classes):
     out[name] = np.ascontiguousarray(np.asarray(flat[ours]).reshape(shape))

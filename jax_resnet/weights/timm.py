@@ -17,10 +17,11 @@ import numpy as np
 
 from jax_resnet.registry import model_defaults
 from jax_resnet.weights.torchvision import (COUNTER, Entry, _compare_layout, _modules,
+                                            checked_for_export,
                                             _strip_wrapper_prefix, _to_ours, _to_torch,
                                             variable_shapes)
-from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare, flatten,
-                                      mismatch_message, to_float32, unflatten)
+from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, mismatch_message,
+                                      to_float32, unflatten)
 
 _RESNET = ('resnet18', 'resnet26', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
            'resnet200', 'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d',
@@ -163,14 +164,7 @@ def to_timm(model_name: str, variables: Mapping) -> dict:
     timm_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
   """
   model_name = resolve(model_name)
-  params = variables['params']
-  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
-  flat = flatten(variables)
-  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
-  if missing or unexpected or wrong:
-    raise WeightsMismatchError(mismatch_message(
-        f'variables do not match {model_name}', missing, unexpected, wrong,
-        'Export the variables of the model named here (unrolled: jax_resnet.unstack_blocks).'))
+  num_classes, flat = checked_for_export(model_name, variables)
   out = {}
   for entry in timm_layout(model_name, num_classes):
     if entry.kind == 'counter':

@@ -175,6 +175,20 @@ def _guess_model(arrays: dict, num_classes: int) -> Optional[str]:
   return None
 
 
+def checked_for_export(model_name: str, variables: Mapping):
+  """(head classes, flat variables) of a tree that fits `model_name` exactly; otherwise one
+  WeightsMismatchError listing the differences. Every exporter starts here."""
+  params = variables['params']
+  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  flat = flatten(variables)
+  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
+  if missing or unexpected or wrong:
+    raise WeightsMismatchError(mismatch_message(
+        f'variables do not match {model_name}', missing, unexpected, wrong,
+        'Export the variables of the model named here (unrolled: jax_resnet.unstack_blocks).'))
+  return num_classes, flat
+
+
 def from_torchvision(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None,
                      *, source: str = 'state dict') -> dict:
   """A torchvision-layout state dict -> this library's {'params', 'batch_stats'}.
@@ -225,14 +239,7 @@ def to_torchvision(model_name: str, variables: Mapping) -> dict:
   A head-less tree (num_classes=0) gives a state dict without 'fc.*'.
   """
   check_supported(model_name)
-  params = variables['params']
-  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
-  flat = flatten(variables)
-  missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
-  if missing or unexpected or wrong:
-    raise WeightsMismatchError(mismatch_message(
-        f'variables do not match {model_name}', missing, unexpected, wrong,
-        'Export the variables of the model named here.'))
+  num_classes, flat = checked_for_export(model_name, variables)
   out = {}
   for entry in torch_layout(model_name, num_classes):
     if entry.kind == 'counter':
