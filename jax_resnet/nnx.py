@@ -192,7 +192,7 @@ def _module_input_shape(module):
 
 def _check_match(expected, variables, label):
   def flat(tree):
-    return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
+    return {jax.tree_util.keystr(path, simple=True, separator='/'): leaf
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
   want, got = flat(expected), flat(variables)
   missing = sorted(set(want) - set(got))

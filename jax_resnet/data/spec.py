@@ -4,6 +4,8 @@ directly)."""
 
 import dataclasses
 
+from jax_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 AUGMENTS = ('none', 'pad_crop_flip', 'inception')
 NORMALIZATIONS = ('per_pixel_mean', 'mean_std', 'none')
 
@@ -22,8 +24,8 @@ class DataSpec:
   augment: str = 'none'              # one of AUGMENTS
   crop_padding: int = 4              # pad_crop_flip: zero padding before the random crop
   normalize: str = 'per_pixel_mean'  # one of NORMALIZATIONS
-  mean: tuple = (0.485, 0.456, 0.406)  # 'mean_std': per-channel mean (ImageNet's; a weight
-  std: tuple = (0.229, 0.224, 0.225)   # tag's when fine-tuning) and standard deviation
+  mean: tuple = IMAGENET_MEAN        # 'mean_std': per-channel mean (ImageNet's; a weight tag's
+  std: tuple = IMAGENET_STD          # when fine-tuning) and standard deviation
   seed: int = 0                      # shuffle order and augmentation
   num_workers: int = 0               # grain worker processes
   prefetch_batches: int = 2          # grain read-ahead depth

@@ -56,20 +56,10 @@ class CheckpointWriteError(CheckpointError):
   """A save failed (full disk, quota, read-only storage)."""
 
 
-def _path_name(path) -> str:
-  parts = []
-  for key in path:
-    for attribute in ('key', 'name', 'idx'):
-      if hasattr(key, attribute):
-        parts.append(str(getattr(key, attribute)))
-        break
-  return '/'.join(parts)
-
-
 def flat_arrays(tree) -> dict:
   """{'params/conv_init/kernel': leaf, ...}: one naming for trees, dataclasses and metadata."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_name(path): leaf for path, leaf in leaves}
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): leaf for path, leaf in leaves}
 
 
 def checksums(tree) -> dict:
@@ -82,26 +72,24 @@ def _reason(error) -> str:
   return f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
 
 
+def _chain(error):
+  """The error and those it was raised from or during."""
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
+
+
 def _is_transient(error) -> bool:
   """An error of the storage or the machine rather than of the files' content."""
-  while error is not None:
-    if isinstance(error, MemoryError):
-      return True
-    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
-      return True
-    if any(status in str(error) for status in _TRANSIENT_STATUS):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
+  return any(isinstance(e, MemoryError)
+             or (isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS)
+             or any(status in str(e) for status in _TRANSIENT_STATUS) for e in _chain(error))
 
 
 def _write_failure(error):
   """The OSError behind a failed save, if it is one of the storage's."""
-  while error is not None:
-    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
-      return error
-    error = error.__cause__ or error.__context__
-  return None
+  return next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS),
+              None)
 
 
 def agree(code: int, gather=None) -> int:
@@ -203,7 +191,7 @@ class Checkpoints:
       return FATAL, CheckpointMismatchError(boundary.explain_state_mismatch(
           step, self.directory, mismatch, (meta or {}).get('config'), config))
     args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
-                              data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+                              data=ocp.args.JsonRestore())  # meta: read above
     try:
       restored = self.manager.restore(step, args=args)
     except Exception as error:
@@ -216,7 +204,7 @@ class Checkpoints:
       if bad:
         return CORRUPT, (f'checksum mismatch in {len(bad)} array(s), first {bad[0]}: '
                          'the files changed after they were written')
-    return OK, (step, restored['state'], restored['data'], restored['meta'])
+    return OK, (step, restored['state'], restored['data'], meta)
 
   def _failure(self, step, error):
     if _is_transient(error):

@@ -66,8 +66,8 @@ def _read_npz_weights(model_name: str, path: str) -> dict:
   from jax_resnet.weights import big_vision
   headers = npz_headers(path)
   if not big_vision.looks_like_big_vision(headers):
-    _check_native(model_name, headers, path)
-    return _check_native(model_name, read_npz(path), path)
+    _check_native(model_name, headers, path)  # the arrays have the shapes the headers declare
+    return unflatten(read_npz(path))
   if model_name not in big_vision.BIG_VISION_MODELS:
     guess = big_vision.guess_model(headers)
     raise WeightsMismatchError(

@@ -16,10 +16,9 @@ from typing import Mapping, Optional
 import numpy as np
 
 from jax_resnet.registry import model_defaults
-from jax_resnet.weights.torchvision import (COUNTER, Entry, _compare_layout, _modules,
-                                            checked_for_export,
+from jax_resnet.weights.torchvision import (Entry, _compare_layout, _modules,
                                             _strip_wrapper_prefix, _to_ours, _to_torch,
-                                            variable_shapes)
+                                            checked_for_export, norm_entries, variable_shapes)
 from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, mismatch_message,
                                       to_float32, unflatten)
 
@@ -36,8 +35,6 @@ TIMM_NAMES = {
 }
 _OURS = {timm: ours for ours, timm in TIMM_NAMES.items()}
 
-_BN_PARAMS = (('scale', 'weight'), ('bias', 'bias'))
-_BN_STATS = (('mean', 'running_mean'), ('var', 'running_var'))
 # timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.
 _V1_STEM = {'conv_init': 'conv1', 'bn_init': 'bn1', 'conv_init1': 'conv1.0',
             'bn_init1': 'conv1.1', 'conv_init2': 'conv1.3', 'bn_init2': 'conv1.4',
@@ -91,15 +88,8 @@ def timm_layout(model_name: str, num_classes: int) -> tuple:
   entries = []
   for path, leaves in _modules(shapes['params']).items():
     prefix, ours = _timm_module(model_name, path), 'params/' + '/'.join(path)
-    if 'scale' in leaves:
-      for name, theirs in _BN_PARAMS:
-        entries.append(Entry(f'{prefix}.{theirs}', f'{ours}/{name}', 'copy', leaves[name].shape))
-      if path in with_stats:  # BatchNorm; GroupNorm keeps no statistics
-        stats = 'batch_stats/' + '/'.join(path)
-        for name, theirs in _BN_STATS:
-          entries.append(Entry(f'{prefix}.{theirs}', f'{stats}/{name}', 'copy',
-                               leaves['scale'].shape))
-        entries.append(Entry(f'{prefix}.{COUNTER}', None, 'counter', ()))
+    if 'scale' in leaves:  # BatchNorm, or GroupNorm (no statistics)
+      entries.extend(norm_entries(prefix, path, leaves, with_stats=path in with_stats))
     elif path == ('head',):
       c, n = leaves['kernel'].shape
       kind, shape = ('conv_head', (n, c, 1, 1)) if _is_v2(model_name) else ('dense', (n, c))

@@ -107,6 +107,20 @@ def _modules(tree) -> dict:
   return modules
 
 
+def norm_entries(prefix: str, path: tuple, leaves: Mapping, with_stats: bool = True) -> list:
+  """The `Entry`s of one norm layer at torch name `prefix`: weight and bias, then (BatchNorm,
+  `with_stats`) the running statistics and the batch counter."""
+  ours = 'params/' + '/'.join(path)
+  entries = [Entry(f'{prefix}.{theirs}', f'{ours}/{name}', 'copy', leaves[name].shape)
+             for name, theirs in _BN_PARAMS]
+  if with_stats:
+    stats = 'batch_stats/' + '/'.join(path)
+    entries += [Entry(f'{prefix}.{theirs}', f'{stats}/{name}', 'copy', leaves['scale'].shape)
+                for name, theirs in _BN_STATS]
+    entries.append(Entry(f'{prefix}.{COUNTER}', None, 'counter', ()))
+  return entries
+
+
 @functools.lru_cache(maxsize=64)
 def torch_layout(model_name: str, num_classes: int) -> tuple:
   """Entries in torchvision's state_dict order (module by module, BN buffers after params)."""
@@ -115,14 +129,7 @@ def torch_layout(model_name: str, num_classes: int) -> tuple:
   for path, leaves in _modules(shapes['params']).items():
     prefix, ours = _torch_module(model_name, path), 'params/' + '/'.join(path)
     if 'scale' in leaves:
-      for name, theirs in _BN_PARAMS:
-        entries.append(Entry(f'{prefix}.{theirs}', f'{ours}/{name}', 'copy',
-                             leaves[name].shape))
-      stats = 'batch_stats/' + '/'.join(path)
-      for name, theirs in _BN_STATS:
-        entries.append(Entry(f'{prefix}.{theirs}', f'{stats}/{name}', 'copy',
-                             leaves['scale'].shape))
-      entries.append(Entry(f'{prefix}.{COUNTER}', None, 'counter', ()))
+      entries.extend(norm_entries(prefix, path, leaves))
     elif path == ('head',):
       entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', 'dense',
                            leaves['kernel'].shape[::-1]))
