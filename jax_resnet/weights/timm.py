@@ -16,9 +16,9 @@ from typing import Mapping, Optional
 import numpy as np
 
 from jax_resnet.registry import model_defaults
-from jax_resnet.weights.torchvision import (Entry, _compare_layout, _modules,
-                                            _strip_wrapper_prefix, _to_ours, _to_torch,
-                                            checked_for_export, norm_entries, variable_shapes)
+from jax_resnet.weights.torchvision import (_compare_layout, _strip_wrapper_prefix, _to_ours,
+                                            _to_torch, checked_for_export, layout_entries,
+                                            variable_shapes)
 from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, mismatch_message,
                                       to_float32, unflatten)
 
@@ -83,23 +83,8 @@ def _timm_module(model_name: str, path: tuple) -> str:
 def timm_layout(model_name: str, num_classes: int) -> tuple:
   """`Entry`s of timm's state dict for our `model_name`, module by module (norm buffers after
   their parameters). Entry kind 'conv_head' is BiT/ResNetV2's 1x1 convolution head."""
-  shapes = variable_shapes(model_name, num_classes)
-  with_stats = set(_modules(shapes.get('batch_stats', {})))
-  entries = []
-  for path, leaves in _modules(shapes['params']).items():
-    prefix, ours = _timm_module(model_name, path), 'params/' + '/'.join(path)
-    if 'scale' in leaves:  # BatchNorm, or GroupNorm (no statistics)
-      entries.extend(norm_entries(prefix, path, leaves, with_stats=path in with_stats))
-    elif path == ('head',):
-      c, n = leaves['kernel'].shape
-      kind, shape = ('conv_head', (n, c, 1, 1)) if _is_v2(model_name) else ('dense', (n, c))
-      entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', kind, shape))
-      entries.append(Entry(f'{prefix}.bias', f'{ours}/bias', 'copy', leaves['bias'].shape))
-    else:
-      kernel = leaves['kernel'].shape
-      entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', 'conv',
-                           (kernel[-1], kernel[-2]) + tuple(kernel[:-2])))
-  return tuple(entries)
+  return layout_entries(variable_shapes(model_name, num_classes),
+                        functools.partial(_timm_module, model_name), conv_head=_is_v2(model_name))
 
 
 def _head_classes(arrays: Mapping) -> int:

@@ -107,7 +107,7 @@ def _modules(tree) -> dict:
   return modules
 
 
-def norm_entries(prefix: str, path: tuple, leaves: Mapping, with_stats: bool = True) -> list:
+def _norm_entries(prefix: str, path: tuple, leaves: Mapping, with_stats: bool) -> list:
   """The `Entry`s of one norm layer at torch name `prefix`: weight and bias, then (BatchNorm,
   `with_stats`) the running statistics and the batch counter."""
   ours = 'params/' + '/'.join(path)
@@ -121,24 +121,34 @@ def norm_entries(prefix: str, path: tuple, leaves: Mapping, with_stats: bool = T
   return entries
 
 
-@functools.lru_cache(maxsize=64)
-def torch_layout(model_name: str, num_classes: int) -> tuple:
-  """Entries in torchvision's state_dict order (module by module, BN buffers after params)."""
-  shapes = variable_shapes(model_name, num_classes)
+def layout_entries(shapes: Mapping, torch_name, conv_head: bool = False) -> tuple:
+  """`Entry`s of a torch state dict for our variable `shapes`, module by module (norm buffers
+  after their parameters); `torch_name(path)` names a module the torch way. The head is a
+  Linear, or with `conv_head` a 1x1 convolution (entry kind 'conv_head'). Norms without batch
+  statistics (GroupNorm) have weight and bias only."""
+  with_stats = set(_modules(shapes.get('batch_stats', {})))
   entries = []
   for path, leaves in _modules(shapes['params']).items():
-    prefix, ours = _torch_module(model_name, path), 'params/' + '/'.join(path)
+    prefix, ours = torch_name(path), 'params/' + '/'.join(path)
     if 'scale' in leaves:
-      entries.extend(norm_entries(prefix, path, leaves))
+      entries.extend(_norm_entries(prefix, path, leaves, path in with_stats))
     elif path == ('head',):
-      entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', 'dense',
-                           leaves['kernel'].shape[::-1]))
+      c, n = leaves['kernel'].shape
+      kind, shape = ('conv_head', (n, c, 1, 1)) if conv_head else ('dense', (n, c))
+      entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', kind, shape))
       entries.append(Entry(f'{prefix}.bias', f'{ours}/bias', 'copy', leaves['bias'].shape))
     else:
       kernel = leaves['kernel'].shape
       entries.append(Entry(f'{prefix}.weight', f'{ours}/kernel', 'conv',
                            (kernel[-1], kernel[-2]) + tuple(kernel[:-2])))
   return tuple(entries)
+
+
+@functools.lru_cache(maxsize=64)
+def torch_layout(model_name: str, num_classes: int) -> tuple:
+  """Entries in torchvision's state_dict order (module by module, BN buffers after params)."""
+  return layout_entries(variable_shapes(model_name, num_classes),
+                        functools.partial(_torch_module, model_name))
 
 
 def _to_ours(kind: str, array: np.ndarray) -> np.ndarray:
