@@ -23,6 +23,40 @@ def same_padding(kernel_size: Sequence[int]):
   return [(k // 2, k // 2) for k in kernel_size]
 
 
+PADDINGS = ('torch', 'same')
+
+
+def xla_same_pads(sizes: Sequence[int], window: Sequence[int], strides: Sequence[int]):
+  """The (before, after) pads XLA's 'SAME' gives each spatial axis: ceil(n / s) outputs from
+  max((ceil(n / s) - 1) * s + k - n, 0) pads, the smaller half before. A 3x3/2 window on an
+  even side gets (0, 1), where torch's k//2 gives (1, 1)."""
+  pads = []
+  for n, k, s in zip(sizes, window, strides):
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    pads.append((total // 2, total - total // 2))
+  return pads
+
+
+def window_pads(sizes: Sequence[int], window: Sequence[int], strides: Sequence[int],
+                padding: str = 'torch'):
+  """A convolution's or pool's pads under `padding` (one of PADDINGS): 'torch', k//2 on each
+  side (`same_padding`); 'same', XLA's 'SAME' (`xla_same_pads`), as the Flax ImageNet example
+  pads. The two differ only on strided windows."""
+  if padding == 'same':
+    return xla_same_pads(sizes, window, strides)
+  if padding == 'torch':
+    return same_padding(window)
+  raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
+
+
+def conv_padding(kernel_size: Sequence[int], padding: str = 'torch'):
+  """`nn.Conv`'s padding argument under `padding`: explicit k//2 pads, or the string 'SAME'
+  that XLA resolves per input size (`xla_same_pads`)."""
+  if padding == 'same':
+    return 'SAME'
+  return window_pads((), kernel_size, (), padding)
+
+
 def subsample(x, strides: Sequence[int]):
   """Every `strides`-th position of (batch, *spatial, channels): what a 1x1 convolution with
   these strides reads."""
@@ -170,7 +204,11 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       mean, var = (jnp.asarray(v.value, compute) for v in (running_mean, running_var))
     else:
-      mean, var, count = batch_statistics(x, self.axis_name)
+      # Initialising runs outside any device map (the Flax ImageNet example calls model.init
+      # with train=True before pmap), so no collective then, as flax's BatchNorm does; the
+      # statistics only shape the variables, which init never updates.
+      axis_name = None if self.is_initializing() else self.axis_name
+      mean, var, count = batch_statistics(x, axis_name)
       if not self.is_initializing():
         m = self.momentum
         unbiased = var * (count / max(count - 1, 1))

@@ -10,9 +10,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import block_class
-from jax_resnet.layers import (GROUP_NORM_GROUPS, BatchNorm, PointwiseConv, drop_path_rates,
-                               he_normal_fan_out, same_padding, weight_standardized)
-from jax_resnet.stems import check_stem_conv, stem_conv_layer
+from jax_resnet.layers import (GROUP_NORM_GROUPS, BatchNorm, PointwiseConv, conv_padding,
+                               drop_path_rates, he_normal_fan_out, weight_standardized,
+                               window_pads)
+from jax_resnet.stems import check_padding, check_stem_conv, stem_conv_layer
 
 Dtype = Any
 
@@ -55,11 +56,11 @@ class ResNetBase(nn.Module):
       raise ValueError(f'{model} expects real-valued pixels, got dtype {dtype}; '
                        'convert images to float32 first.')
 
-  def conv_and_norm(self, train: bool):
+  def conv_and_norm(self, train: bool, padding: str = 'torch'):
     """The `conv` and `norm` partials every block of the net uses, built once."""
     return make_layers(train, self.dtype, self.param_dtype, self.bn_momentum, self.bn_epsilon,
                        self.bn_axis_name, self.freeze_batch_norm, self.conv1x1_as_dot,
-                       self.norm, self.weight_standardization)
+                       self.norm, self.weight_standardization, padding)
 
   def classifier_head(self, x, features, return_features: bool):
     """Global average pooling + dense head."""
@@ -91,12 +92,16 @@ class ResNet(ResNetBase):
   scan_blocks: bool = False                  # nn.scan over each stage's identical blocks
   stem_conv: str = 'conv'                    # ImageNet 7x7/2 as 'conv' | 'pad_channels' |
                                              # 'space_to_depth': same weights (jax_resnet.stems)
+  padding: str = 'torch'                     # 'torch' k//2 per side | 'same' XLA's 'SAME' on
+                                             # strided windows (the Flax ImageNet example)
 
   def _stem(self, x, conv, norm):
     check_stem_conv(self.stem_conv, self.stem)
+    check_padding(self.padding, self.stem)
     if self.stem in ('imagenet', 'bit'):
-      conv_init = stem_conv_layer(self.stem_conv, conv, self.dtype, self.param_dtype,
-                                  self.weight_standardization)
+      # The 7x7/2 pads 3 per side under either padding, as the Flax ImageNet example's does.
+      conv_init = stem_conv_layer(self.stem_conv, functools.partial(conv, padding='torch'),
+                                  self.dtype, self.param_dtype, self.weight_standardization)
       x = conv_init(self.stem_width, (7, 7), (2, 2), name='conv_init')(x)
     elif self.stem == 'deep':
       # He et al. 2019 ("Bag of Tricks", ResNet-C/D): the 7x7/2 as three 3x3 convolutions, the
@@ -113,12 +118,13 @@ class ResNet(ResNetBase):
       raise ValueError(f"stem must be 'imagenet', 'deep', 'bit' or 'cifar', got {self.stem!r}.")
     if not self.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
       x = nn.relu(norm(name='bn_init')(x))
+    pads = window_pads(x.shape[1:3], (3, 3), (2, 2), self.padding)
     if self.stem == 'bit':
       # BiT pads with zeros, not -inf, before its 3x3/2 max pool (timm's stem_type='fixed');
       # after a pre-activation stem's un-normalised conv the two differ.
-      x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
       return nn.max_pool(x, (3, 3), (2, 2), padding='VALID')
-    return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    return nn.max_pool(x, (3, 3), (2, 2), padding=pads)
 
   def _block_options(self):
     extra = {}
@@ -137,7 +143,7 @@ class ResNet(ResNetBase):
   @nn.compact
   def __call__(self, x, train: bool = True, return_features: bool = False):
     self.check_input(x)
-    conv, norm = self.conv_and_norm(train)
+    conv, norm = self.conv_and_norm(train, self.padding)
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
     block_cls = block_class(self.block, self.preact)
@@ -185,12 +191,14 @@ def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jn
 
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,
                 bn_epsilon=1e-5, bn_axis_name=None, freeze_batch_norm=False,
-                conv1x1_as_dot=False, norm='batch', weight_standardization=False):
+                conv1x1_as_dot=False, norm='batch', weight_standardization=False,
+                padding='torch'):
   """The `conv` and `norm` partials blocks take; public so blocks can be used standalone.
+  `padding` ('torch' | 'same', `jax_resnet.layers.window_pads`) is every convolution's.
   `norm='group'` gives GroupNorm (Wu & He 2018), whose statistics are each example's own, so
   the BatchNorm options (momentum, axis name, freezing) do not apply to it."""
   conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype,
-                           conv1x1_as_dot=conv1x1_as_dot,
+                           conv1x1_as_dot=conv1x1_as_dot, padding=padding,
                            weight_standardization=weight_standardization)
   if norm == 'group':
     # Two-pass variance, as BatchNorm's (flax's default one-pass E[x^2] - E[x]^2 cancels).
@@ -207,9 +215,10 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
 
 
 def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False,
-          weight_standardization=False, **kwargs):
-  """Bias-free convolution with He fan_out init and torch-style symmetric padding, its kernel
-  standardized when `weight_standardization` (Qiao et al. 2019; BiT)."""
+          weight_standardization=False, padding='torch', **kwargs):
+  """Bias-free convolution with He fan_out init and torch-style symmetric padding (or XLA's
+  'SAME' for padding='same'), its kernel standardized when `weight_standardization` (Qiao et
+  al. 2019; BiT)."""
   kwargs.setdefault('kernel_init', he_normal_fan_out)
   pointwise = all(k == 1 for k in kernel_size) and kwargs.get('feature_group_count', 1) == 1
   wrap = weight_standardized if weight_standardization else lambda cls: cls
@@ -217,4 +226,4 @@ def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False,
     kwargs.pop('feature_group_count', None)
     return wrap(PointwiseConv)(features, strides or (1,) * len(kernel_size), **kwargs)
   return wrap(nn.Conv)(features, kernel_size, strides or (1,) * len(kernel_size),
-                       padding=same_padding(kernel_size), use_bias=False, **kwargs)
+                       padding=conv_padding(kernel_size, padding), use_bias=False, **kwargs)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jax_resnet.layers import SHORTCUT_TYPES
 from jax_resnet.models import ResNet
-from jax_resnet.stems import check_stem_conv
+from jax_resnet.stems import check_padding, check_stem_conv
 from jax_resnet.video import VideoResNet, downsample_strides
 
 _REGISTRY = {}
@@ -168,7 +168,10 @@ def create_model(name: str, **overrides):
   freeze_batch_norm and bn_momentum change nothing in them and their variables hold 'params'
   only. Image models with a 7x7/2 stem ('imagenet', 'bit') also take stem_conv ('conv' |
   'pad_channels' | 'space_to_depth': that convolution computed another way, same weights;
-  `jax_resnet.stems`); the deep 3x3 stem (ResNet-D) takes 'conv' only.
+  `jax_resnet.stems`); the deep 3x3 stem (ResNet-D) takes 'conv' only. The ImageNet-style
+  image models ('imagenet', 'deep', 'bit' stems) take padding ('torch': k//2 per side, the
+  default | 'same': strided convolutions and the stem's max pool pad as XLA's 'SAME', the Flax
+  ImageNet example's model; same parameters).
   Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)
@@ -194,11 +197,12 @@ def _validate(name, kwargs):
   rate = kwargs.get('drop_path_rate', 0.0)
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {rate}.')
-  if 'stem_conv' in kwargs:
-    try:
-      check_stem_conv(kwargs['stem_conv'], kwargs.get('stem', 'imagenet'))
-    except ValueError as error:
-      raise ValueError(f'{name}: {error}') from None
+  for key, check in (('stem_conv', check_stem_conv), ('padding', check_padding)):
+    if key in kwargs:
+      try:
+        check(kwargs[key], kwargs.get('stem', 'imagenet'))
+      except ValueError as error:
+        raise ValueError(f'{name}: {error}') from None
   if kwargs.get('num_classes', 0) < 0:
     raise ValueError(f'{name}: num_classes must be >= 0 (0 drops the head), '
                      f'got {kwargs["num_classes"]}.')

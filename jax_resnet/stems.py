@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_resnet.layers import he_normal_fan_out, same_padding, weight_standardized
+from jax_resnet.layers import PADDINGS, he_normal_fan_out, same_padding, weight_standardized
 
 STEM_CONVS = ('conv', 'pad_channels', 'space_to_depth')
 SEVEN_BY_SEVEN_STEMS = ('imagenet', 'bit')  # the stems whose first layer is the 7x7/2 conv
@@ -42,6 +42,20 @@ def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
   if stem_conv != 'conv' and stem not in SEVEN_BY_SEVEN_STEMS:
     raise ValueError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems ('imagenet', 'bit') "
                      f"only; this model's stem is {stem!r} (leave stem_conv='conv').")
+
+
+PADDED_STEMS = ('imagenet', 'deep', 'bit')  # the ImageNet-style stems padding='same' applies to
+
+
+def check_padding(padding: str, stem: str = 'imagenet'):
+  """One clear error for a padding the image nets do not know, or for 'same' on a stem it
+  does not apply to (the CIFAR nets follow the paper's torch-style padding only)."""
+  if padding not in PADDINGS:
+    raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
+  if padding != 'torch' and stem not in PADDED_STEMS:
+    raise ValueError(f"padding={padding!r} applies to the ImageNet-style stems ('imagenet', "
+                     f"'deep', 'bit') only; this model's stem is {stem!r} (leave "
+                     "padding='torch').")
 
 
 def _conv(x, kernel, strides, padding):

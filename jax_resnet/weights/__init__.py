@@ -7,6 +7,10 @@
     variables = weights.from_torchvision('resnet50', torch_model.state_dict())
     state_dict = weights.to_torchvision('resnet50', variables)      # numpy, torchvision names
 
+The Flax ImageNet example's variables or checkpoints (`weights.flax_imagenet`) load into
+`create_model(name, padding='same')`: `weights.from_flax_imagenet('resnet50', variables)`,
+`weights.load('resnet50', '<its workdir>')`.
+
 Fine-tuning: `merge_pretrained(model.init(...), weights.load(name, path, num_classes=10,
 reinit_head=True), reinit_head=True)`.
 """
@@ -15,6 +19,7 @@ import importlib.resources
 
 from jax_resnet.weights.files import (from_state_dict, guess_model, load, read_safetensors,
                                       read_tag, read_torch, save_npz)
+from jax_resnet.weights.flax_imagenet import FLAX_IMAGENET_MODELS, from_flax_imagenet
 from jax_resnet.weights.big_vision import BIG_VISION_MODELS, from_big_vision, to_big_vision
 from jax_resnet.weights.timm import TIMM_NAMES, from_timm, to_timm
 from jax_resnet.weights.tags import TAGS, WeightTag, get_tag, list_tags
@@ -31,10 +36,10 @@ def imagenet_classes():
 
 
 __all__ = [
-    'BIG_VISION_MODELS', 'HeadMismatchError', 'IMAGE_MODELS', 'TAGS', 'TIMM_NAMES',
-    'TORCHVISION_MODELS', 'VIDEO_MODELS', 'WeightTag', 'WeightsError', 'WeightsFileError',
-    'WeightsMismatchError', 'from_big_vision', 'from_state_dict', 'from_timm', 'from_torchvision',
-    'get_tag', 'guess_model', 'imagenet_classes', 'list_tags', 'load', 'merge_pretrained',
-    'read_safetensors', 'read_tag', 'read_torch', 'save_npz', 'to_big_vision', 'to_timm',
-    'to_torchvision',
+    'BIG_VISION_MODELS', 'FLAX_IMAGENET_MODELS', 'HeadMismatchError', 'IMAGE_MODELS', 'TAGS',
+    'TIMM_NAMES', 'TORCHVISION_MODELS', 'VIDEO_MODELS', 'WeightTag', 'WeightsError',
+    'WeightsFileError', 'WeightsMismatchError', 'from_big_vision', 'from_flax_imagenet',
+    'from_state_dict', 'from_timm', 'from_torchvision', 'get_tag', 'guess_model',
+    'imagenet_classes', 'list_tags', 'load', 'merge_pretrained', 'read_safetensors', 'read_tag',
+    'read_torch', 'save_npz', 'to_big_vision', 'to_timm', 'to_torchvision',
 ]

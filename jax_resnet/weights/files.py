@@ -17,7 +17,8 @@ TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 # The first torch release without the published bypasses of torch.load(weights_only=True).
 TORCH_FLOOR = (2, 10)
 FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz '
-           'or a BiT release checkpoint) or an Orbax checkpoint directory (a train.py workdir)')
+           'or a BiT release checkpoint), an Orbax checkpoint directory (a train.py workdir) '
+           'or a Flax ImageNet example checkpoint_<step>')
 
 
 def load(model_name: str, path, num_classes: Optional[int] = None,
@@ -31,7 +32,9 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   `.npz` files are `save_npz` exports or BiT release checkpoints (`resnet/root_block/...`
   names, `weights.big_vision`), directories are Orbax checkpoints of train.py
   (a workdir, its checkpoints/ folder or one checkpoints/<step>); those two work for every
-  registered model.
+  registered model. A workdir of the Flax ImageNet example's train.py (or one of its
+  checkpoint_<step>) loads resnet18 ... resnet200 for `create_model(model_name,
+  padding='same')` (`weights.flax_imagenet`).
 
   num_classes: None, or the checkpoint's own class count, keeps its head. Another value raises
   HeadMismatchError unless `reinit_head=True`, which returns the variables without 'head'
@@ -43,7 +46,10 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   path = os.fspath(path)
   if not os.path.exists(path):
     raise WeightsFileError(f'weights file {path} not found.')
-  if os.path.isdir(path):
+  from jax_resnet.weights import flax_imagenet
+  if flax_imagenet.find_checkpoint(path) is not None:
+    variables = flax_imagenet.load_checkpoint(model_name, path)
+  elif os.path.isdir(path):
     variables = _check_native(model_name, read_orbax(path), path)
   else:
     suffix = os.path.splitext(path)[1].lower()
