@@ -17,8 +17,7 @@ TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 # The first torch release without the published bypasses of torch.load(weights_only=True).
 TORCH_FLOOR = (2, 10)
 FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz '
-           'or a BiT release checkpoint), an Orbax checkpoint directory (a train.py workdir) '
-           'or a Flax ImageNet example checkpoint_<step>')
+           'or a BiT release checkpoint) or an Orbax checkpoint directory (a train.py workdir)')
 
 
 def load(model_name: str, path, num_classes: Optional[int] = None,
