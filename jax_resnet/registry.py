@@ -166,9 +166,10 @@ def feature_info(name: str, output_stride: int = 32) -> Tuple[FeatureLevel, ...]
   x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
   forward = lambda key, x: model.init_with_output(key, x, train=False,
                                                   return_features=True)[0]
-  features = jax.eval_shape(forward, jax.random.key(0), x)
-  return tuple(FeatureLevel(key, value.shape[-1], side // value.shape[1])
-               for key, value in features.items() if value.ndim == 4)
+  features = jax.eval_shape(forward, jax.random.key(0), x)  # a dict, its keys sorted
+  names = ['stem'] + [f'stage{i}' for i in range(1, len(model.stage_sizes) + 1)]
+  return tuple(FeatureLevel(key, features[key].shape[-1], side // features[key].shape[1])
+               for key in names)
 
 
 def model_info(name: str) -> ModelInfo:
