@@ -11,8 +11,8 @@ from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
 from jax_resnet.config import base_config, load_config
 from jax_resnet.models import ResNet, ResNetBase, make_layers
-from jax_resnet.registry import (ModelInfo, create_model, list_models, model_defaults,
-                                 model_info)
+from jax_resnet.registry import (FeatureLevel, ModelInfo, create_model, feature_info,
+                                 list_models, model_defaults, model_info)
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
@@ -20,9 +20,9 @@ from jax_resnet.video import VideoBasicBlock, VideoResNet
 __version__ = '0.1.0'
 
 __all__ = [
-    'BasicBlock', 'BottleneckBlock', 'ModelInfo', 'PreActBasicBlock', 'PreActBottleneckBlock',
-    'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet', 'base_config', 'config',
-    'count_params', 'create_model', 'list_models', 'load_config', 'make_layers',
-    'model_defaults', 'model_info', 'stack_blocks',
+    'BasicBlock', 'BottleneckBlock', 'FeatureLevel', 'ModelInfo', 'PreActBasicBlock',
+    'PreActBottleneckBlock', 'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet',
+    'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'list_models',
+    'load_config', 'make_layers', 'model_defaults', 'model_info', 'stack_blocks',
     'unstack_blocks',
 ]

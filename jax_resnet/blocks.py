@@ -6,7 +6,7 @@ Blocks receive `conv` and `norm` partials built once by the model (the Flax Imag
 dtype, init and cross-replica BatchNorm are decided in one place.
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 
@@ -29,6 +29,14 @@ class _Block(nn.Module):
   residual_scale: float = 1.0
   zero_init_residual: bool = False
   avg_down: bool = False          # ResNet-D: the projection pools, then convolves at stride 1
+  dilation: int = 1               # the 3x3 convolutions' dilation (a dilated stage)
+  first_dilation: Optional[int] = None  # the first 3x3's (None: `dilation`); timm's rule
+                                  # keeps the previous stage's in a dilated stage's first block
+
+  def dilated(self, first: bool = False):
+    """The keyword a 3x3 convolution of this block takes for its dilation (none when 1)."""
+    d = (self.first_dilation or self.dilation) if first else self.dilation
+    return {} if d == 1 else {'kernel_dilation': (d,) * len(self.strides)}
 
   def last_norm(self, name):
     """Post-activation branches end in BN; zero-init its scale (Goyal et al. 2017)."""
@@ -57,7 +65,8 @@ class _Block(nn.Module):
       ones = (1,) * len(self.strides)
       strides = self.strides
       if self.avg_down:
-        shortcut_input, strides = avg_pool_shortcut(shortcut_input, strides), ones
+        shortcut_input = avg_pool_shortcut(shortcut_input, strides, self.dilation)
+        strides = ones
       shortcut = self.conv(out_features, ones, strides, name='proj_conv')(shortcut_input)
       if project_with_norm:
         shortcut = self.norm(name='proj_bn')(shortcut)
@@ -71,9 +80,9 @@ class BasicBlock(_Block):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = self.conv(self.features, (3, 3), self.strides, name='conv1')(x)
+    y = self.conv(self.features, (3, 3), self.strides, name='conv1', **self.dilated(True))(x)
     y = self.act(self.norm(name='bn1')(y))
-    y = self.conv(self.features, (3, 3), name='conv2')(y)
+    y = self.conv(self.features, (3, 3), name='conv2', **self.dilated())(y)
     y = self.last_norm('bn2')(y)
     return self.act(self.merge_residual(x, x, y, train, project_with_norm=True))
 
@@ -92,7 +101,8 @@ class BottleneckBlock(_Block):
     s1, s3 = (self.strides, (1, 1)) if self.stride_in_1x1 else ((1, 1), self.strides)
     y = self.conv(width, (1, 1), s1, name='conv1')(x)
     y = self.act(self.norm(name='bn1')(y))
-    y = self.conv(width, (3, 3), s3, feature_group_count=self.groups, name='conv2')(y)
+    y = self.conv(width, (3, 3), s3, feature_group_count=self.groups, name='conv2',
+                  **self.dilated(True))(y)
     y = self.act(self.norm(name='bn2')(y))
     y = self.conv(self.features * self.expansion, (1, 1), name='conv3')(y)
     y = self.last_norm('bn3')(y)
@@ -110,11 +120,11 @@ class PreActBasicBlock(_Block):
   @nn.compact
   def __call__(self, x, train: bool):
     pre = self.act(self.norm(name='bn1')(x))
-    y = self.conv(self.features, (3, 3), self.strides, name='conv1')(pre)
+    y = self.conv(self.features, (3, 3), self.strides, name='conv1', **self.dilated(True))(pre)
     y = self.act(self.norm(name='bn2')(y))
     if self.dropout_rate:
       y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-    y = self.last_conv(self.features, (3, 3), 'conv2')(y)
+    y = self.last_conv(self.features, (3, 3), 'conv2', **self.dilated())(y)
     return self.merge_residual(x, pre, y, train, project_with_norm=False)
 
 
@@ -132,7 +142,8 @@ class PreActBottleneckBlock(_Block):
     pre = self.act(self.norm(name='bn1')(x))
     y = self.conv(width, (1, 1), s1, name='conv1')(pre)
     y = self.act(self.norm(name='bn2')(y))
-    y = self.conv(width, (3, 3), s3, feature_group_count=self.groups, name='conv2')(y)
+    y = self.conv(width, (3, 3), s3, feature_group_count=self.groups, name='conv2',
+                  **self.dilated(True))(y)
     y = self.act(self.norm(name='bn3')(y))
     y = self.last_conv(self.features * self.expansion, (1, 1), 'conv3')(y)
     return self.merge_residual(x, pre, y, train, project_with_norm=False)

@@ -14,13 +14,15 @@ he_normal_fan_out = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 SHORTCUT_TYPES = ('A', 'B', 'C')
 
 
-def same_padding(kernel_size: Sequence[int]):
-  """Symmetric padding k//2 per side, as torch's `padding=k//2`.
+def same_padding(kernel_size: Sequence[int], dilation: Optional[Sequence[int]] = None):
+  """Symmetric padding k//2 per side, as torch's `padding=k//2` (d * (k - 1) // 2 for a
+  convolution dilated by d, torch's `padding=dilation` for 3x3).
 
   Flax's 'SAME' pads (0, 1) for stride 2 on even inputs; torch pads (1, 1). Explicit symmetric
   padding keeps the two numerically identical, which the weight import relies on.
   """
-  return [(k // 2, k // 2) for k in kernel_size]
+  dilation = dilation or (1,) * len(kernel_size)
+  return [(d * (k - 1) // 2,) * 2 for k, d in zip(kernel_size, dilation)]
 
 
 PADDINGS = ('torch', 'same')
@@ -49,12 +51,15 @@ def window_pads(sizes: Sequence[int], window: Sequence[int], strides: Sequence[i
   raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
 
 
-def conv_padding(kernel_size: Sequence[int], padding: str = 'torch'):
-  """`nn.Conv`'s padding argument under `padding`: explicit k//2 pads, or the string 'SAME'
-  that XLA resolves per input size (`xla_same_pads`)."""
+def conv_padding(kernel_size: Sequence[int], padding: str = 'torch',
+                 dilation: Optional[Sequence[int]] = None):
+  """`nn.Conv`'s padding argument under `padding`: explicit symmetric pads (`same_padding`,
+  dilation included), or the string 'SAME' that XLA resolves per input size and dilation."""
   if padding == 'same':
     return 'SAME'
-  return window_pads((), kernel_size, (), padding)
+  if padding != 'torch':
+    raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
+  return same_padding(kernel_size, dilation)
 
 
 def subsample(x, strides: Sequence[int]):
@@ -76,14 +81,19 @@ def zero_pad_shortcut(x, out_features: int, strides: Sequence[int]):
   return x
 
 
-def avg_pool_shortcut(x, strides: Sequence[int]):
+def avg_pool_shortcut(x, strides: Sequence[int], dilation: int = 1):
   """ResNet-D's shortcut pool (He et al. 2019, "Bag of Tricks" §4.1): average over
   non-overlapping `strides` windows, so the 1x1 projection after it (stride 1) reads every
   input position instead of one in four. As timm's AvgPool2d(ceil_mode=True,
   count_include_pad=False): an odd side gets a last, partial window averaged over its valid
-  positions, giving ceil(size / stride) outputs like the 3x3/2 convolution of the branch."""
+  positions, giving ceil(size / stride) outputs like the 3x3/2 convolution of the branch.
+  In a dilated stage (stride 1, `dilation` > 1) timm still pools, 2x2 at stride 1 over the
+  input zero-padded by one at the end of each axis (its AvgPool2dSame), zeros counted."""
   if all(s == 1 for s in strides):
-    return x
+    if dilation == 1:
+      return x
+    n = len(strides)
+    return nn.avg_pool(x, (2,) * n, (1,) * n, padding=[(0, 1)] * n, count_include_pad=True)
   pads = [(0, -size % s) for size, s in zip(x.shape[1:-1], strides)]
   return nn.avg_pool(x, tuple(strides), tuple(strides), padding=pads, count_include_pad=False)
 

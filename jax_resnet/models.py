@@ -37,6 +37,7 @@ class ResNetBase(nn.Module):
   bn_epsilon: float = 1e-5                   # the epsilon of either norm
   norm: str = 'batch'                        # 'batch' | 'group' (GroupNorm, no batch statistics)
   weight_standardization: bool = False       # every conv standardizes its kernel (BiT)
+  output_stride: int = 32                    # 16 | 8: dilate the last stages (stage_plan)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -147,13 +148,15 @@ class ResNet(ResNetBase):
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
     block_cls = block_class(self.block, self.preact)
-    options = dict(conv=conv, norm=norm, **self._block_options())
+    plan = stage_plan(STEM_REDUCTION.get(self.stem, 4), len(self.stage_sizes), self.output_stride)
     rates = drop_path_rates(self.drop_path_rate, sum(self.stage_sizes))
     first = 0
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
       stage_rates, first = rates[first:first + size], first + size
-      strides = (2, 2) if i > 0 else (1, 1)
-      x = block_cls(width, strides, drop_path_rate=stage_rates[0], name=f'stage{i + 1}_block1',
+      stride, dilation, first_dilation = plan[i]
+      options = dict(conv=conv, norm=norm, dilation=dilation, **self._block_options())
+      x = block_cls(width, (stride, stride), drop_path_rate=stage_rates[0],
+                    first_dilation=first_dilation, name=f'stage{i + 1}_block1',
                     **options)(x, train=train)
       if self.scan_blocks and size > 1:
         x = scan_identity_blocks(block_cls, width, options, stage_rates[1:], train,
@@ -166,6 +169,34 @@ class ResNet(ResNetBase):
     if self.preact:
       x = nn.relu(norm(name='final_bn')(x))
     return self.classifier_head(x, features, return_features)
+
+
+# How much each stem reduces the input's height and width.
+STEM_REDUCTION = {'imagenet': 4, 'deep': 4, 'bit': 4, 'cifar': 1}
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def stage_plan(stem_reduction: int, num_stages: int, output_stride: int = 32):
+  """(stride, dilation, first block's first 3x3 dilation) of each stage. Stage 1 keeps the
+  stem's resolution and each later one halves it, until the reduction reaches `output_stride`;
+  from there a stage keeps the resolution and doubles its 3x3 convolutions' dilation instead
+  (atrous convolution, Chen et al. 2017, DeepLab), so the receptive field and the parameters
+  stay. As timm's ResNet does it, a dilated stage's first 3x3 keeps the previous stage's
+  dilation. 32 dilates no ImageNet-stem stage; a value the net never reaches is refused."""
+  if output_stride not in OUTPUT_STRIDES:
+    raise ValueError(f'output_stride must be 8, 16 or 32, got {output_stride!r}.')
+  native = stem_reduction * 2 ** (num_stages - 1)
+  if output_stride != 32 and native < output_stride:
+    raise ValueError(f'output_stride={output_stride} cannot be honoured: this net reduces its '
+                     f'input {native} times at most; leave output_stride at 32 (no dilation).')
+  plan, reduction, dilation = [], stem_reduction, 1
+  for i in range(num_stages):
+    stride, previous = (2 if i > 0 else 1), dilation
+    if reduction >= output_stride:
+      stride, dilation = 1, dilation * stride
+    reduction *= stride
+    plan.append((stride, dilation, previous))
+  return plan
 
 
 def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jnp.float32):
@@ -226,4 +257,5 @@ def _Conv(features, kernel_size, strides=None, conv1x1_as_dot=False,
     kwargs.pop('feature_group_count', None)
     return wrap(PointwiseConv)(features, strides or (1,) * len(kernel_size), **kwargs)
   return wrap(nn.Conv)(features, kernel_size, strides or (1,) * len(kernel_size),
-                       padding=conv_padding(kernel_size, padding), use_bias=False, **kwargs)
+                       padding=conv_padding(kernel_size, padding, kwargs.get('kernel_dilation')),
+                       use_bias=False, **kwargs)

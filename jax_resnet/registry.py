@@ -3,15 +3,17 @@
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import math
 from typing import Optional, Tuple
 
+import jax
 import jax.numpy as jnp
 
 from jax_resnet.layers import SHORTCUT_TYPES
-from jax_resnet.models import ResNet
+from jax_resnet.models import STEM_REDUCTION, ResNet, stage_plan
 from jax_resnet.stems import check_padding, check_stem_conv
-from jax_resnet.video import VideoResNet, downsample_strides
+from jax_resnet.video import VideoResNet, check_video_output_stride, downsample_strides
 
 _REGISTRY = {}
 
@@ -136,6 +138,39 @@ class ModelInfo:
     image = (self.input_size, self.input_size, 3)
     return image if self.num_frames is None else (self.num_frames,) + image
 
+  def feature_info(self, output_stride: int = 32) -> Tuple['FeatureLevel', ...]:
+    """`jax_resnet.feature_info(self.name, output_stride)`."""
+    return feature_info(self.name, output_stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureLevel:
+  """One feature map of `model.apply(..., return_features=True)`, as timm's feature_info
+  describes its levels: the map's key, its channels, and how many times smaller than the
+  input its height and width are."""
+  name: str                      # 'stem' | 'stage1' ... the key in the features dict
+  channels: int
+  reduction: int
+
+
+@functools.lru_cache(maxsize=None)
+def feature_info(name: str, output_stride: int = 32) -> Tuple[FeatureLevel, ...]:
+  """The spatial levels of image model `name`'s `return_features` dict at `output_stride`, in
+  order: 'stem' (after its pooling, reduction 4; CIFAR stems 1) and each stage. Read from the
+  model itself (an abstract forward pass, jax.eval_shape), so they are what it returns."""
+  info = model_info(name)
+  if info.input_kind != 'image':
+    raise ValueError(f'feature_info describes image models; {name} takes video clips.')
+  model = create_model(name, output_stride=output_stride)
+  side = 2 * info.min_input_size  # a multiple of every reduction
+  x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  forward = lambda key, x: model.init_with_output(key, x, train=False,
+                                                  return_features=True)[0]
+  features = jax.eval_shape(forward, jax.random.key(0), x)  # a dict, its keys sorted
+  names = ['stem'] + [f'stage{i}' for i in range(1, len(model.stage_sizes) + 1)]
+  return tuple(FeatureLevel(key, features[key].shape[-1], side // features[key].shape[1])
+               for key in names)
+
 
 def model_info(name: str) -> ModelInfo:
   """The input kind, native input, classes and minimum input of registered model `name`,
@@ -152,7 +187,7 @@ def model_info(name: str) -> ModelInfo:
   else:
     # The ImageNet, deep and BiT stems' stride-2 convolution and 3x3/2 max pool; the CIFAR
     # stem keeps the size.
-    min_size, min_frames = (1 if stem == 'cifar' else 4) * 2 ** (stages - 1), None
+    min_size, min_frames = STEM_REDUCTION[stem] * 2 ** (stages - 1), None
   return ModelInfo(name=name, family=family, input_kind=cls.input_kind, input_size=input_size,
                    num_frames=num_frames, num_classes=option('num_classes'),
                    min_input_size=min_size, min_num_frames=min_frames, stem=stem)
@@ -185,7 +220,21 @@ def create_model(name: str, **overrides):
     if key in kwargs:
       kwargs[key] = jnp.dtype(kwargs[key])
   _validate(name, kwargs)
+  _check_output_stride(name, cls, kwargs)
   return cls(**kwargs)
+
+
+def _check_output_stride(name, cls, kwargs):
+  """The output_stride refusals at creation, in one line naming the model."""
+  output_stride = kwargs.get('output_stride', 32)
+  try:
+    if cls is VideoResNet:
+      check_video_output_stride(output_stride)
+    else:
+      stages = len(kwargs.get('stage_sizes', ()))
+      stage_plan(STEM_REDUCTION.get(kwargs.get('stem', cls.stem), 4), stages, output_stride)
+  except ValueError as error:
+    raise ValueError(f'{name}: {error}') from None
 
 
 def _validate(name, kwargs):

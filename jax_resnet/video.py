@@ -53,6 +53,12 @@ class VideoBasicBlock(_Block):
     return self.act(self.merge_residual(x, x, y, train, project_with_norm=True))
 
 
+def check_video_output_stride(output_stride):
+  if output_stride != 32:
+    raise ValueError(f'output_stride={output_stride!r}: video nets keep their strides (no '
+                     'dilated stages); leave output_stride at 32.')
+
+
 class VideoResNet(ResNetBase):
   """torchvision's VideoResNet with this library's uniform options (`ResNetBase`)."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -77,6 +83,7 @@ class VideoResNet(ResNetBase):
   @nn.compact
   def __call__(self, x, train: bool = True, return_features: bool = False):
     self.check_input(x)
+    check_video_output_stride(self.output_stride)
     conv, norm = self.conv_and_norm(train)
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)

@@ -40,6 +40,7 @@ def _model_options():
   o.norm = config_dict.placeholder(str)              # 'batch' | 'group' (BiT's GroupNorm)
   o.weight_standardization = config_dict.placeholder(bool)  # standardized kernels (BiT)
   o.avg_down = config_dict.placeholder(bool)         # ResNet-D: average-pool projection
+  o.output_stride = config_dict.placeholder(int)     # 16 | 8: dilate the last stages (32: none)
   return o
 
 
