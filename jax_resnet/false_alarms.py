@@ -4,8 +4,9 @@ Each is identified by the module that logs it and its format string (the record'
 the rendered text), so nothing else from those libraries is hidden:
 - Orbax's "Metadata file does not exist" when it looks for an optional metadata file while
   listing or restoring checkpoints this package wrote;
-- Orbax's "Given directory is read only", said whenever the read-only tools (analysis,
-  weights.load of a workdir) open a checkpoint directory as asked;
+- Orbax's "Given directory is read only" and "read_only=True, setting save_interval_steps=0"
+  (or max_to_keep=None), said whenever the read-only tools (analysis, weights.load of a workdir)
+  open a checkpoint directory as asked;
 - TFDS's "Variant folder ... has no dataset_info.json" while it searches a data_dir for an
   unprepared dataset, just before our own error saying how to prepare it.
 """
@@ -16,6 +17,9 @@ FALSE_ALARMS = frozenset({
     ('checkpoint', 'Metadata file does not exist: %s'),
     ('serialization', 'Metadata file does not exist: %s'),
     ('checkpoint_manager', 'Given directory is read only=%s'),
+    ('checkpoint_manager',
+     'CheckpointManagerOptions.read_only=True, setting save_interval_steps=0.'),
+    ('checkpoint_manager', 'CheckpointManagerOptions.read_only=True, setting max_to_keep=None.'),
     ('file_utils', 'Variant folder %s has no %s'),
 })
 
