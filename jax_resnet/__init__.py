@@ -2,10 +2,10 @@
 
     import jax_resnet as jr
     model = jr.create_model('resnet50', num_classes=1000)
-    config = jr.load_config('configs/r50.py')   # a trainer recipe (jax_resnet.config)
+    config = jr.load_config('r50')   # a shipped trainer recipe (jax_resnet.config)
 """
 
-from jax_resnet import config
+from jax_resnet import config, false_alarms
 from jax_resnet import nnx as nnx  # jax_resnet.nnx: the same models as Flax NNX modules
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
@@ -18,6 +18,8 @@ from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
 
 __version__ = '0.1.0'
+
+false_alarms.install()
 
 __all__ = [
     'BasicBlock', 'BottleneckBlock', 'FeatureLevel', 'ModelInfo', 'PreActBasicBlock',

@@ -1,10 +1,12 @@
 """Throughput of the public train (or eval) step, optionally beside torchvision in one run.
 
-    python -m jax_resnet.benchmark --model resnet50 --batch-size 64 --dtype bfloat16 \
+    jax-resnet benchmark --model resnet50 --batch-size 64 --dtype bfloat16 \
         [--mode train|eval] [--steps N] [--image-size 224] [--stem-conv auto] [--vs torch] \
         [--json FILE]
-    python -m jax_resnet.benchmark --model resnet20 \
+    jax-resnet benchmark --model resnet20 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
+
+(`python -m jax_resnet.benchmark` is the same program.)
 
 --image-size and --num-classes default to the model's own (`jax_resnet.model_info`): 224 and
 1000 for ImageNet models, 32 and 10 for the CIFAR ones. Image models only.
@@ -134,7 +136,11 @@ def bench_jax(args):
 
 
 def _measure(args, run, jitted, jit_args):
+  _progress(f'jax: compiling the {args.mode} step of {args.model} (batch {args.batch_size}, '
+            f'{args.image_size}x{args.image_size}, {args.dtype}, {args.parallelism})')
   compile_seconds, flops = _compile(jitted, *jit_args)
+  _progress(f'jax: compiled in {compile_seconds:.1f} s; {1 + args.warmup} warm-up and '
+            f'{args.steps} timed steps')
   _timed(run, 1 + args.warmup)
   times = _timed(run, args.steps)
   return summarise(args, times, compile_seconds, flops)
@@ -170,19 +176,24 @@ def summarise(args, times, compile_seconds, flops):
   return result
 
 
-def parse_args(argv):
-  p = argparse.ArgumentParser(prog='python -m jax_resnet.benchmark', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--model', default='resnet50')
-  p.add_argument('--batch-size', type=int, default=64)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+  """The module's usage text as written, each option with its default."""
+
+
+def parse_args(argv, prog='python -m jax_resnet.benchmark'):
+  p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
+  p.add_argument('--model', default='resnet50', help='a name from jax_resnet.list_models()')
+  p.add_argument('--batch-size', type=int, default=64, help='global batch over all devices')
   p.add_argument('--image-size', type=int,
                  help="default: the model's native input_size (jax_resnet.model_info)")
   p.add_argument('--num-classes', type=int, help="default: the model's registered num_classes")
-  p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  p.add_argument('--mode', default='train', choices=['train', 'eval'])
+  p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
+                 help='compute dtype (parameters float32)')
+  p.add_argument('--mode', default='train', choices=['train', 'eval'], help='the step timed')
   p.add_argument('--steps', type=int, default=10, help='timed steps')
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
-  p.add_argument('--parallelism', default='pmap', choices=['pmap', 'shard_map'])
+  p.add_argument('--parallelism', default=jax_resnet.base_config().parallelism,
+                 choices=['pmap', 'shard_map'], help="the trainer's data parallelism")
   p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
   p.add_argument('--conv1x1', default='auto', choices=boundary.CONV1X1_CHOICES,
                  help="1x1 convs as convolutions or matrix products (auto: dot on CPU only)")
@@ -192,7 +203,8 @@ def parse_args(argv):
                  help='train on N synthetic images held on the device (the device_data path)')
   p.add_argument('--steps-per-dispatch', type=int, default=1,
                  help='with --device-data: train steps per host call (lax.scan)')
-  p.add_argument('--vs', choices=['torch'], help='also time torchvision in this run')
+  p.add_argument('--vs', choices=['torch'], default=None,
+                 help='also time torchvision in this run')
   p.add_argument('--json', help='write the results to this file')
   args = p.parse_args(argv)
   if args.steps < 1 or args.batch_size < 1 or args.steps_per_dispatch < 1:
@@ -214,11 +226,17 @@ def parse_args(argv):
   return args
 
 
-def main(argv=None):
-  args = parse_args(sys.argv[1:] if argv is None else argv)
+def _progress(line):
+  """What the benchmark is doing, on stderr (stdout keeps the result lines)."""
+  print(line, file=sys.stderr, flush=True)
+
+
+def main(argv=None, prog='python -m jax_resnet.benchmark'):
+  args = parse_args(sys.argv[1:] if argv is None else argv, prog)
   results = {'machine': platform.processor() or platform.machine()}
   if args.vs == 'torch':  # first, in a child process, before JAX takes the device's memory
     from jax_resnet import benchmark_torch
+    _progress(f'torch: timing torchvision {args.model} in a child process')
     results['torch'] = benchmark_torch.bench_torch_in_child(args)
   results['jax'] = bench_jax(args)
   print(format_line(results['jax']))

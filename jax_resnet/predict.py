@@ -1,13 +1,19 @@
 """Classify images with pretrained weights and the preprocessing they were published with.
 
-    python -m jax_resnet.predict --model resnet50 --weights resnet50.safetensors cat.jpg dog.jpg
-    python -m jax_resnet.predict --model resnet50d --weights model.safetensors \
-        --tag resnet50d.ra2_in1k cat.jpg
+    jax-resnet predict --model resnet50 --weights resnet50.safetensors cat.jpg dog.jpg
+    jax-resnet predict --weights model.safetensors --tag resnet50d.ra2_in1k cat.jpg
+    jax-resnet predict --weights runs/cifar10_resnet20 cat.png    # a training workdir
 
-prints, per image, the top-5 classes with their softmax probabilities.
+prints, per image, the top-5 classes with their softmax probabilities (`python -m
+jax_resnet.predict` is the same program). The model comes from --model, else the weight tag
+(--tag, or the one an .npz records), else the workdir's config.json. Images are fed at the tag's
+crop, the workdir's image_size, or the model's own input size (jax_resnet.model_info: 224 for
+ImageNet models, resized to 256 first; 32 for the CIFAR ones, resized to 32).
 """
 
 import argparse
+import json
+import os
 import sys
 
 import jax
@@ -89,10 +95,15 @@ def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
   return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def _parser():
-  parser = argparse.ArgumentParser(
-      prog='python -m jax_resnet.predict', description=__doc__.strip().splitlines()[0])
-  parser.add_argument('--model', default='resnet50', help='registered model name')
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+  """The module's usage text as written, each option with its default."""
+
+
+def _parser(prog='python -m jax_resnet.predict'):
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
+  parser.add_argument('--model', default=None,
+                      help='registered model name; by default the weight tag\'s model or the '
+                           "workdir's")
   parser.add_argument('--weights', required=True,
                       help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir')
   parser.add_argument('--top', type=int, default=5, help='classes to print per image')
@@ -115,12 +126,39 @@ def format_predictions(path: str, predictions, class_names) -> str:
   return '\n'.join(lines)
 
 
-def _transform(args, weights) -> dict:
-  """read_image's arguments: from --tag, else the tag the file records, else torchvision V1;
+def _workdir_config(path: str) -> dict:
+  """The config.json of a training workdir at `path`, else {}."""
+  config_path = os.path.join(path, 'config.json')
+  if not os.path.isfile(config_path):
+    return {}
+  with open(config_path) as f:
+    return json.load(f)
+
+
+def model_name(args, weights) -> str:
+  """--model, else the weight tag's model (--tag or the tag an .npz records), else the model in
+  the workdir's config.json."""
+  from jax_resnet.errors import UserError
+  if args.model:
+    return args.model
+  tag = args.tag or weights.read_tag(args.weights)
+  if tag:
+    return weights.get_tag(tag).model
+  config = _workdir_config(args.weights)
+  if config.get('model'):
+    return config['model']
+  raise UserError(f'{args.weights} does not say which model it holds (no weight tag, not a '
+                  'training workdir); pass --model NAME (a name from jax_resnet.list_models()).')
+
+
+def _transform(args, weights, input_size: int = CROP) -> dict:
+  """read_image's arguments: from --tag, else the tag the file records, else the workdir's
+  image_size or the model's input_size (torchvision V1's resize to 256 and crop for 224);
   --resize overrides the tag's."""
   from jax_resnet.errors import UserError
   name = args.tag or weights.read_tag(args.weights)
-  transform = dict(resize=RESIZE, crop=CROP)
+  crop = _workdir_config(args.weights).get('image_size') or input_size
+  transform = dict(resize=RESIZE if crop == CROP else crop, crop=crop)
   if name:
     tag = weights.get_tag(name)
     if tag.model != args.model:
@@ -133,21 +171,17 @@ def _transform(args, weights) -> dict:
   return transform
 
 
-def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+def main(argv=None, prog='python -m jax_resnet.predict') -> int:
+  args = _parser(prog).parse_args(argv)
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
   try:
+    args.model = model_name(args, weights)
     info = jax_resnet.model_info(args.model)
     if info.input_kind == 'video':
       raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
-    if info.input_size != CROP:
-      raise UserError(f'{args.model} takes {info.input_size}x{info.input_size} images; this tool '
-                      f'preprocesses for {CROP}x{CROP} (ImageNet) models: preprocess to '
-                      f'{info.input_size}x{info.input_size} yourself and call '
-                      'jax_resnet.predict.classify.')
-    transform = _transform(args, weights)
+    transform = _transform(args, weights, info.input_size)
     if args.top < 1 or transform['resize'] < transform['crop']:
       raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
     images = np.stack([read_image(path, **transform) for path in args.images])

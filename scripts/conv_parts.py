@@ -5,6 +5,7 @@ convolution as a matrix product. Used for the CPU investigation in docs/benchmar
     python scripts/conv_parts.py
 """
 
+import argparse
 import time
 
 import jax
@@ -56,6 +57,8 @@ def torch_parts(n, size, cin, cout, k):
 
 
 def main():
+  argparse.ArgumentParser(description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
   for shape in SHAPES:
     parts = jax_parts(*shape)
     line = (f'N{shape[0]} {shape[1]}x{shape[1]} {shape[2]}->{shape[3]} k{shape[4]}: jax forward '

@@ -24,6 +24,10 @@
 # torchvision; the few pure-Python needs missing there travel as wheels in .whl/ (git-ignored),
 # installed below when present.
 set -uo pipefail
+if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then  # the comment above, then stop
+  sed -n '2,/^$/p' "$0" | sed -n '/^#/s/^# \{0,1\}//p'
+  exit 0
+fi
 out=${OUT:-gpu_results}
 mkdir -p "$out"
 exec > >(tee -a "$out/gpu_check.log") 2>&1

@@ -5,7 +5,7 @@ and the weight gradient of a sum of squares (forward included), jitted, float32,
     python scripts/stem_conv_timing.py [batch] [size]      # default: 8 224
 """
 
-import sys
+import argparse
 import time
 
 import jax
@@ -32,7 +32,12 @@ def plain(x, kernel, strides):
 
 
 def main():
-  batch, size = (int(a) for a in (sys.argv[1:] or ['8', '224']))
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('batch', type=int, nargs='?', default=8, help='images per call')
+  parser.add_argument('size', type=int, nargs='?', default=224, help='image side')
+  args = parser.parse_args()
+  batch, size = args.batch, args.size
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(7, 7, 3, 64)), jnp.float32)

@@ -1,9 +1,22 @@
 """Test settings: CPU only, and XLA's slow optimisation passes off (tests use tiny inputs, so
-compile time dominates; numerics are unchanged at the tolerances asserted)."""
+compile time dominates; numerics are unchanged at the tolerances asserted).
+
+The default run (`python -m pytest -q`) deselects the tests marked slow; `--all` runs them too
+(`-m slow` runs only them, `-m "not slow"` the default selection). Compiled programs go to JAX's
+persistent compilation cache under .pytest_cache/, shared by the tests, the processes they start
+and later runs (JAX_COMPILATION_CACHE_DIR chooses another folder; an empty value turns it off).
+"""
 
 import os
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Set in the environment before jax starts, so that subprocesses (the train CLI's tests) share
+# the cache; the thresholds let the many small test programs in.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(ROOT, '.pytest_cache', 'jax_compilation_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 # 8 simulated CPU devices for the data-parallel tests; single-device tests use one.
 if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -25,3 +38,19 @@ def x64():
   jax.config.update('jax_enable_x64', True)
   yield
   jax.config.update('jax_enable_x64', previous)
+
+
+def pytest_addoption(parser):
+  parser.addoption('--all', action='store_true',
+                   help='also run the tests marked slow (long numerical and every-model checks), '
+                        'which the default run deselects')
+
+
+def pytest_collection_modifyitems(config, items):
+  """Without --all or a -m expression, the tests marked slow are deselected."""
+  if config.getoption('--all') or config.getoption('markexpr'):
+    return
+  slow = [item for item in items if item.get_closest_marker('slow')]
+  if slow:
+    config.hook.pytest_deselected(items=slow)
+    items[:] = [item for item in items if not item.get_closest_marker('slow')]

@@ -328,8 +328,8 @@ def test_prepare_cli_without_tensorflow(tmp_path, capsys):
   from jax_resnet.data import __main__ as cli
   if importlib.util.find_spec('tensorflow') is not None:
     pytest.skip('tensorflow is installed: the missing-TensorFlow message cannot be shown')
-  assert cli.main(['prepare', 'cifar10', '--data_dir', str(tmp_path)]) == 1
-  assert 'pip install -e ".[prepare]"' in capsys.readouterr().err
+  assert cli.main(['prepare', 'cifar10', '--data_dir', str(tmp_path)]) == 2
+  assert 'pip install "jax-resnet-family[prepare]"' in capsys.readouterr().err
 
 
 def test_worker_processes_give_the_same_batches():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import jax_resnet as jr
-from jax_resnet import predict, weights
+from jax_resnet import weights
 
 
 def test_facts_of_a_cifar_an_imagenet_and_two_video_models():
@@ -72,10 +72,3 @@ def test_min_input_size_is_the_smallest_that_every_stride_halves(name):
   assert (at_min[last][1:-1], at_min[before][1:-1]) == (ones, tuple(2 * n for n in ones))
   half = _features(name, info.min_input_size // 2, frames and frames // 2)
   assert half[last][1:-1] == half[before][1:-1] == ones
-
-
-def test_predict_refuses_models_whose_native_input_is_not_its_crop(capsys):
-  assert predict.main(['--model', 'resnet20', '--weights', 'w.npz', 'cat.jpg']) == 2
-  assert capsys.readouterr().err == (
-      'predict: error: resnet20 takes 32x32 images; this tool preprocesses for 224x224 '
-      '(ImageNet) models: preprocess to 32x32 yourself and call jax_resnet.predict.classify.\n')

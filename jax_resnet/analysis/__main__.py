@@ -1,7 +1,12 @@
-"""`python -m jax_resnet.analysis <command> [options] --out DIR`.
+"""`jax-resnet analysis <command> [options] --out DIR` (or `python -m jax_resnet.analysis`).
 
 Commands: gradflow, jacobian, lesion, paths, degradation, ode (see docs/analysis.md). Each writes
 DIR/report.md (tables, the exact command, versions, date), DIR/results.json and PNG plots.
+
+examples:
+  jax-resnet analysis gradflow --out reports/gradflow
+  jax-resnet analysis lesion --workdir runs/default --out reports/lesion
+  jax-resnet analysis gradflow --help      # one tool's options
 """
 
 import argparse
@@ -19,8 +24,8 @@ COMMANDS = {
 }
 
 
-def parser():
-  top = argparse.ArgumentParser(prog='python -m jax_resnet.analysis', description=__doc__,
+def parser(prog='python -m jax_resnet.analysis'):
+  top = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = top.add_subparsers(dest='command', required=True)
   for name, help_text in COMMANDS.items():
@@ -33,11 +38,11 @@ def parser():
   return top
 
 
-def main(argv=None):
+def main(argv=None, prog='python -m jax_resnet.analysis'):
   from jax_resnet.analysis import report
   report.COMMAND_STARTED = time.time()
   argv = sys.argv[1:] if argv is None else argv
-  args = parser().parse_args(argv)
+  args = parser(prog).parse_args(argv)
   if args.float64:
     import jax
     jax.config.update('jax_enable_x64', True)

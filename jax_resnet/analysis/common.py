@@ -47,7 +47,7 @@ class Subject:
 
 def data_spec(dataset: str = 'digits'):
   """The trainer's input for `dataset`: the embedded digits recipe (configs/default.py) or the
-  paper's CIFAR recipe (configs/cifar10.py), from the configs/ folder of the checkout."""
+  paper's CIFAR recipe (configs/cifar10.py), both shipped with the package."""
   recipe = 'default' if dataset == 'digits' else 'cifar10'
   config = load_config(recipe)
   config.dataset = dataset

@@ -2,7 +2,7 @@
 the boundary that turns a ConfigDict into plain values (`resolve` -> `RunSpec`).
 
     import jax_resnet as jr
-    config = jr.load_config('configs/cifar10_resnet20.py')   # a recipe from the checkout
+    config = jr.load_config('cifar10_resnet20')   # a shipped recipe (configs/), by name
     config = jr.base_config()                                # or the schema, to fill in
 """
 

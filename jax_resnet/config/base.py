@@ -124,3 +124,23 @@ def base_config() -> ml_collections.ConfigDict:
   _add_optimisation(c)
   _add_run(c)
   return c
+
+
+def key_comments() -> dict:
+  """{'key' or 'model_options.key': its one-line comment above}, read from this file's source:
+  the schema's comments are the documentation `train --help-config` prints."""
+  import inspect
+  import re
+  import sys
+  comments, key = {}, None
+  for line in inspect.getsource(sys.modules[__name__]).splitlines():
+    assignment = re.match(r'\s*([co])\.(\w+)\s*=[^#]*#\s?(.*)$', line)
+    if assignment:
+      prefix = 'model_options.' if assignment.group(1) == 'o' else ''
+      key = prefix + assignment.group(2)
+      comments[key] = assignment.group(3).strip()
+    elif key and re.match(r'\s+#\s', line):  # a comment continued on the next line
+      comments[key] += ' ' + line.strip().lstrip('#').strip()
+    else:
+      key = None
+  return comments

@@ -1,8 +1,13 @@
-"""Prepare a TFDS dataset for training: `python -m jax_resnet.data prepare NAME [--data_dir DIR]`.
+"""Prepare a TFDS dataset for training: `jax-resnet data prepare NAME [--data_dir DIR]` (or
+`python -m jax_resnet.data prepare ...`).
 
 Downloads (or, for imagenet2012, reads the manually downloaded tars) and writes the ArrayRecord
 files that `tfds.data_source` reads at training time. Needs TensorFlow only here:
-`pip install -e ".[prepare]"`.
+`pip install "jax-resnet-family[prepare]"` (in a checkout: `pip install -e ".[prepare]"`).
+
+examples:
+  jax-resnet data prepare cifar10
+  jax-resnet data prepare imagenet2012 --data_dir /data/tfds --manual_dir /data/imagenet_tars
 """
 
 import argparse
@@ -14,8 +19,8 @@ from jax_resnet.data import tfds_source
 from jax_resnet.errors import UserError
 
 
-def _parser():
-  parser = argparse.ArgumentParser(prog='python -m jax_resnet.data', description=__doc__,
+def _parser(prog):
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
   prep = sub.add_parser('prepare', help='download and prepare a TFDS dataset (array_record)')
@@ -32,7 +37,8 @@ def _require_tensorflow():
   if importlib.util.find_spec('tensorflow') is None:
     raise UserError(
         'preparing a TFDS dataset needs TensorFlow (TFDS uses it to generate the files; '
-        'training does not), and it is not installed; run: pip install -e ".[prepare]"')
+        'training does not), and it is not installed; run: '
+        'pip install "jax-resnet-family[prepare]" (in a checkout: pip install -e ".[prepare]")')
 
 
 def _require_manual_files(name, manual_dir):
@@ -59,13 +65,13 @@ def prepare(name, data_dir='', manual_dir=''):
   return builder.data_dir
 
 
-def main(argv=None):
-  args = _parser().parse_args(argv)
+def main(argv=None, prog='python -m jax_resnet.data'):
+  args = _parser(prog).parse_args(argv)
   try:
     path = prepare(args.name, args.data_dir, args.manual_dir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
-    return 1
+    return 2
   except Exception as e:
     # Download/generation failures (network, disk, corrupt tars): one line, not a trace.
     first = str(e).splitlines()[0] if str(e) else ''
