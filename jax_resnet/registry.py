@@ -204,6 +204,8 @@ def create_model(name: str, **overrides):
   only. Image models with a 7x7/2 stem ('imagenet', 'bit') also take stem_conv ('conv' |
   'pad_channels' | 'space_to_depth': that convolution computed another way, same weights;
   `jax_resnet.stems`); the deep 3x3 stem (ResNet-D) takes 'conv' only.
+  Image models take output_stride (32; 16 or 8 dilate the last stages, `models.stage_plan`);
+  CIFAR and video nets refuse values they cannot honour.
   Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)
