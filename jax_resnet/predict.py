@@ -39,6 +39,11 @@ def resized_size(width: int, height: int, shorter: int = RESIZE):
   return int(shorter * width / height), shorter
 
 
+def crop_offsets(width: int, height: int, crop: int):
+  """(top, left) of torchvision's CenterCrop(crop) in a width x height image."""
+  return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+
+
 def preprocess(image, resize: int = RESIZE, crop: int = CROP, interpolation: str = 'bilinear',
                mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
   """PIL image -> (crop, crop, 3) float32: Resize(resize, interpolation), CenterCrop(crop),
@@ -49,8 +54,7 @@ def preprocess(image, resize: int = RESIZE, crop: int = CROP, interpolation: str
   filters = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}
   image = image.convert('RGB')
   image = image.resize(resized_size(*image.size, shorter=resize), filters[interpolation])
-  width, height = image.size
-  top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+  top, left = crop_offsets(*image.size, crop)
   image = image.crop((left, top, left + crop, top + crop))
   pixels = np.asarray(image, np.float32) / 255.0
   return (pixels - np.float32(mean)) / np.float32(std)

@@ -207,6 +207,8 @@ def create_model(name: str, **overrides):
   image models ('imagenet', 'deep', 'bit' stems) take padding ('torch': k//2 per side, the
   default | 'same': strided convolutions and the stem's max pool pad as XLA's 'SAME', the Flax
   ImageNet example's model; same parameters).
+  Image models take output_stride (32; 16 or 8 dilate the last stages, `models.stage_plan`);
+  CIFAR and video nets refuse values they cannot honour.
   Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)

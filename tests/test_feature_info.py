@@ -72,3 +72,12 @@ def test_feature_info_is_computed_once_per_model_and_stride():
   assert jr.feature_info('resnet18', 8) is first
   assert jr.feature_info.cache_info().hits == 1
   assert functools.reduce(max, (lv.reduction for lv in first)) == 8
+
+
+def test_readme_segmentation_example_runs():
+  from test_readme import _python_block_with
+  namespace = {}
+  source = _python_block_with('class Segmenter(')
+  exec(compile(source, 'README.md', 'exec'), namespace)  # noqa: S102  the README's own code
+  assert namespace['masks'].shape == (2, 64, 64, 21)
+  assert set(namespace['variables']['params']) == {'backbone', 'classifier'}
