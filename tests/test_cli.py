@@ -80,6 +80,12 @@ def test_train_help_exits_0_and_help_config_prints_every_key_resolved():
   assert 'batch_size = 7  # global batch over all devices and hosts' in lines
   assert "model_options.shortcut = None  # 'A' zero-pad | 'B' projection | 'C' all" in lines
   assert len(lines) == len(base.key_comments()) - 1  # every leaf key; model_options is a group
+  # The checkout's train.py, with a path as before: the same program.
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  by_path = subprocess.run([sys.executable, 'train.py', '--config=configs/cifar10.py:resnet32',
+                            '--config.batch_size=7', '--help-config'], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert (by_path.returncode, by_path.stdout) == (0, listing.stdout)
 
 
 def test_a_recipe_without_get_config_or_returning_none_is_one_line(tmp_path):
@@ -191,3 +197,33 @@ def test_false_alarms_are_dropped_and_other_lines_kept():
                     record('checkpoint_manager', 'Saving checkpoint at step %s', 3))]
   assert kept == [False, False, True]
   assert absl_logging.get_absl_logger() is logging.getLogger('absl')
+
+
+def test_every_script_answers_help_without_running():
+  """Each scripts/*.py under runpy in one interpreter (jax imported once), then the shell one."""
+  scripts = sorted(name for name in os.listdir(os.path.join(ROOT, 'scripts'))
+                   if name.endswith('.py'))
+  code = '''
+import contextlib, io, json, runpy, sys
+results = {}
+for script in sys.argv[1:]:
+  sys.argv, out = [script, '--help'], io.StringIO()
+  with contextlib.redirect_stdout(out):
+    try:
+      runpy.run_path(script, run_name='__main__')
+      code = None
+    except SystemExit as exit_:
+      code = exit_.code
+  results[script] = (code, out.getvalue().splitlines()[0] if out.getvalue() else '')
+print(json.dumps(results))
+'''
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  done = subprocess.run([sys.executable, '-c', code, *scripts], cwd=os.path.join(ROOT, 'scripts'),
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  results = json.loads(done.stdout.splitlines()[-1])
+  assert {name: (code, line.split(' ', 2)[:2]) for name, (code, line) in results.items()} == {
+      name: (0, ['usage:', name]) for name in scripts}
+  shell = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'gpu_check.sh'), '--help'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert shell.returncode == 0 and shell.stdout.startswith('One prepared run of the GPU checks')

@@ -70,7 +70,9 @@ def test_kept_branches_are_scaled_so_expectations_match_eval():
 @pytest.mark.parametrize('name, overrides', [
     ('resnet26d', dict(stage_sizes=(1, 1, 1, 1), stage_widths=(16, 32, 64, 128))),
     # 64 wide, not 32: GroupNorm's 32 groups of one channel would zero a 1x1 map exactly.
-    ('bit_resnet50x1', dict(stage_sizes=(1, 1, 1, 1), stem_width=32, stage_widths=(64,) * 4))])
+    pytest.param('bit_resnet50x1',
+                 dict(stage_sizes=(1, 1, 1, 1), stem_width=32, stage_widths=(64,) * 4),
+                 marks=pytest.mark.slow)])  # 14 s; resnet26d keeps the rule in the default run
 def test_resnet_d_and_bit_follow_the_same_rule(name, overrides):
   """Four blocks at drop_path_rate 0.6: block l drops with probability 0.15 * l, whole branches
   per sample; eval is the net without stochastic depth."""

@@ -149,6 +149,7 @@ def test_sgd_nesterov_l2_label_smoothing_warmup_cosine_on_a_basic_block_net(x64)
          _batches(4, 8, 32), steps_per_epoch=warmup, total_steps=total)
 
 
+@pytest.mark.slow  # 19 s (resnet50); the basic-block and AdamW comparisons stay in the default run
 def test_sgd_step_schedule_on_a_bottleneck_net(x64):
   """resnet50 with 1x1 convolutions as matrix products (the trainer's CPU path); 1x1 maps in
   the last stage, so each of its BatchNorms sees n = 8 values per channel (n/(n-1) = 8/7)."""

@@ -102,6 +102,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 30 s; the SIGTERM test below keeps two processes in the default run
 def test_two_processes_on_loopback_match_one_process_with_four_devices(tmp_path):
   args = ['--config.num_train_steps=6', '--config.checkpoint_every_steps=1000', *SHORT]
   port = _free_port()

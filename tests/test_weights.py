@@ -261,18 +261,19 @@ def test_predict_cli_prints_top5_per_image(tmp_path, capsys):
 
 def test_predict_cli_errors_are_one_line_exit_2(tmp_path, capsys):
   missing = tmp_path / 'nope.jpg'
-  assert predict.main(['--weights', 'w.npz', str(missing)]) == 2
+  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(missing)]) == 2
   assert capsys.readouterr().err == (
       f'predict: error: cannot read image {missing}: No such file or directory\n')
   text = tmp_path / 'notes.jpg'
   text.write_text('not an image')
-  assert predict.main(['--weights', 'w.npz', str(text)]) == 2
+  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(text)]) == 2
   err = capsys.readouterr().err
   assert err.startswith(f'predict: error: cannot read image {text}: cannot identify image file')
   assert err.count('\n') == 1
   image = tmp_path / 'ok.png'
   Image.new('RGB', (300, 300)).save(image)
-  assert predict.main(['--weights', str(tmp_path / 'w.npz'), str(image)]) == 2
+  assert predict.main(['--model', 'resnet50', '--weights', str(tmp_path / 'w.npz'),
+                       str(image)]) == 2
   assert capsys.readouterr().err == (
       f'predict: error: weights file {tmp_path / "w.npz"} not found.\n')
   assert predict.main(['--model', 'r3d_18', '--weights', 'w.npz', str(image)]) == 2
@@ -367,7 +368,7 @@ def test_predict_refuses_an_image_declaring_too_many_pixels_before_decoding(tmp_
   ihdr = struct.pack('>IIBBBBB', 40000, 40000, 8, 2, 0, 0, 0)
   path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
                    + chunk(b'IDAT', zlib.compress(b'\x00' * 1000)) + chunk(b'IEND', b''))
-  assert predict.main(['--weights', 'w.npz', str(path)]) == 2
+  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(path)]) == 2
   err = capsys.readouterr().err
   assert err.startswith(f'predict: error: cannot read image {path}: Image size (1600000000 '
                         'pixels) exceeds limit of ')
