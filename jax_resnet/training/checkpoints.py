@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import time
 import zlib
 
@@ -86,10 +87,27 @@ def _is_transient(error) -> bool:
              or any(status in str(e) for status in _TRANSIENT_STATUS) for e in _chain(error))
 
 
+# tensorstore raises ValueError('RESOURCE_EXHAUSTED: ... [os_error_code=28] ...'): Python gets
+# no errno attribute, only the status with its os_error_code payload written out.
+_OS_ERROR_PAYLOAD = re.compile(r"\[os_error_code='?(\d+)'?\]")
+
+
+def _errno_of(error):
+  """The operating system's error number behind an exception: OSError's, or the payload of a
+  tensorstore status; None if it carries none."""
+  if isinstance(error, OSError):
+    return error.errno
+  found = _OS_ERROR_PAYLOAD.search(str(error))
+  return int(found[1]) if found else None
+
+
 def _write_failure(error):
-  """The OSError behind a failed save, if it is one of the storage's."""
-  return next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS),
-              None)
+  """The storage error behind a failed save, as an OSError, if it is one of the storage's."""
+  for cause in _chain(error):
+    number = _errno_of(cause)
+    if number in _WRITE_ERRNOS:
+      return cause if isinstance(cause, OSError) else OSError(number, os.strerror(number))
+  return None
 
 
 def agree(code: int, gather=None) -> int:
@@ -102,6 +120,19 @@ def agree(code: int, gather=None) -> int:
   return int(np.max(np.asarray(gather(np.int32(code)))))
 
 
+@contextlib.contextmanager
+def _quiet_orbax(quiet: bool):
+  """Orbax's warnings (absl's logger) off while `quiet`."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  if quiet:
+    absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 class Checkpoints:
 
   def __init__(self, directory: str, keep: int, read_only: bool = False):
@@ -111,7 +142,9 @@ class Checkpoints:
                                            create=not read_only, read_only=read_only)
     handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler(),
                 'meta': ocp.JsonCheckpointHandler()}
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    with _quiet_orbax(read_only):  # its notes on read-only managers are noise for readers
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_handlers=handlers)
     self.writing = None      # the step of the save in flight
     self.write_failed = False
 
