@@ -280,7 +280,7 @@ def test_rows_replayed_after_a_resume_are_not_duplicated(copied_run):
   loop.train_and_evaluate(_config(), copied_run)
   rows = [json.loads(line) for line in open(os.path.join(copied_run, 'metrics.jsonl'))]
   assert [(r['split'], r['step']) for r in rows] == [
-      ('train', 4), ('eval', 6), ('train', 8), ('train', 12), ('eval', 12)]
+      ('train', 4), ('train', 6), ('eval', 6), ('train', 8), ('train', 12), ('eval', 12)]
 
 
 def test_a_finished_workdir_trains_nothing_and_keeps_its_summary(copied_run, capsys):

@@ -3,7 +3,6 @@
 `error:` line (or one explaining line), never a traceback. Mounting needs root; where the tests
 cannot mount, those tests are skipped with the reason."""
 
-import json
 import os
 import signal
 import subprocess
@@ -57,11 +56,10 @@ def test_a_full_disk_on_config_json_is_one_line(small_tmpfs):
   workdir = small_tmpfs / 'w'
   workdir.mkdir()
   (workdir / '.lock').write_text('x' * 100)  # its page is reused for the lock holder's line
-  with open(small_tmpfs / 'filler', 'wb') as f:  # fill the rest of the filesystem
+  with open(small_tmpfs / 'filler', 'wb', buffering=0) as f:  # fill the rest of the filesystem
     try:
       while True:
         f.write(b'\0' * 4096)
-        f.flush()
     except OSError:
       pass
   code, _, err = _run([f'--workdir={workdir}', *SHORT])
@@ -143,7 +141,8 @@ def test_ctrl_c_saves_the_current_step_and_the_rerun_resumes(tmp_path):
   step = int(saved[0].split('at step ')[1].split(' ')[0])
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
   code, out, _ = _run(args[:1] + [f'--config.num_train_steps={step + 2}'] + args[2:])
-  assert code == 0 and f', resumed at step {step}' in out.splitlines()[0]
+  banner = [line for line in out.splitlines() if line.startswith('jax_resnet: training')]
+  assert code == 0 and banner[0].endswith(f', resumed at step {step}')
 
 
 def test_sigterm_during_setup_is_one_line_and_exit_0(tmp_path):
@@ -156,5 +155,4 @@ def test_sigterm_during_setup_is_one_line_and_exit_0(tmp_path):
   assert proc.returncode == 0
   assert out.splitlines() == ['SIGTERM before training started: nothing was lost (no step was '
                               'trained); rerun the same command to resume.']
-  assert not os.path.exists(workdir / 'checkpoints' / '0')
-  assert json.load(open(workdir / 'config.json'))['num_train_steps'] >= 0
+  assert os.listdir(workdir / 'checkpoints') == []

@@ -179,6 +179,10 @@ class Checkpoints:
         raise
       self.write_failed = True
       kept = [s for s in self.manager.all_steps() if s != self.writing]
+      try:  # end Orbax's background work now, not in interpreter shutdown (which prints it)
+        self.manager.close()
+      except Exception:  # the same failure again: reported below
+        pass
       previous = f'step {max(kept)} is intact there' if kept else 'no earlier checkpoint exists'
       raise CheckpointWriteError(
           f'Writing a checkpoint to {self.directory} failed ({_reason(failure)}); {previous}. '
