@@ -2,6 +2,7 @@
 
 import errno
 import glob
+import json
 import logging
 import os
 import shutil
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import jax_resnet as jr
 from jax_resnet.config import boundary, resolve
-from jax_resnet.errors import ConfigError
+from jax_resnet.errors import ConfigError, UserError
 from jax_resnet.training import loop, optim, steps
 from jax_resnet.training.checkpoints import Checkpoints, CheckpointWriteError
 from test_training import _config, _restore
@@ -208,3 +209,115 @@ def test_image_size_must_survive_the_downsampling(model, size):
       resolve(config)
     assert str(err.value) == (f'Invalid config: image_size={size} must be an integer >= 8 (the '
                               'digits are 8x8, CIFAR 32, ImageNet 224).')
+
+
+@pytest.fixture
+def copied_run(finished_run, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(finished_run, workdir)
+  return workdir
+
+
+def test_summary_is_written_only_after_the_final_checkpoint_is_committed(tmp_path, monkeypatch):
+  full = OSError(errno.ENOSPC, 'No space left on device')
+  original_save = Checkpoints.save
+
+  def save(self, step, *args):  # the final save (step 6) fails when it is awaited
+    saved = original_save(self, step, *args)
+    if step == 6:
+      def failing_wait():
+        raise RuntimeError('async save failed') from full
+      self.manager.wait_until_finished = failing_wait
+    return saved
+
+  monkeypatch.setattr(Checkpoints, 'save', save)
+  with pytest.raises(CheckpointWriteError) as err:
+    loop.train_and_evaluate(_config(num_train_steps=6, checkpoint_every_steps=4), str(tmp_path))
+  assert str(err.value).startswith(f'Writing a checkpoint to {tmp_path}/checkpoints failed '
+                                   '(OSError: [Errno 28] No space left on device); step 4 is '
+                                   'intact there.')
+  assert not os.path.exists(tmp_path / 'summary.json')
+
+
+def test_skipping_nonfinite_updates_also_checks_the_batchnorm_statistics(tmp_path):
+  """lr 1e12: finite loss and weights, but running statistics that overflow; on main the run
+  failed at its save."""
+  config = _config(learning_rate=1e12, skip_nonfinite_updates=True, num_train_steps=24,
+                   log_every_steps=8, checkpoint_every_steps=24, eval_every_steps=24)
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert summary['steps'] == 24 and 1 <= summary['skipped_updates'] <= 24
+  _, state, _, _ = _restore(str(tmp_path), config)
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.batch_stats))
+
+
+@pytest.mark.slow  # 50 s: device_data compiles a scan of steps
+def test_resuming_with_another_steps_per_dispatch_that_would_overshoot_is_refused(tmp_path):
+  device = dict(device_data=True, log_every_steps=2, eval_every_steps=1000)
+  loop.train_and_evaluate(_config(num_train_steps=6, checkpoint_every_steps=6,
+                                  steps_per_dispatch=2, **device), str(tmp_path))
+  with pytest.raises(ConfigError) as err:
+    loop.train_and_evaluate(_config(num_train_steps=8, steps_per_dispatch=4, **device),
+                            str(tmp_path))
+  assert str(err.value) == (
+      'The checkpoint is at step 6, so 2 steps are left to num_train_steps=8, '
+      'not a multiple of steps_per_dispatch=4 (the last dispatch would overshoot); resume with '
+      'a steps_per_dispatch that divides 2.')
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['6']
+
+
+def test_a_refused_resume_leaves_config_json_as_it_was(copied_run):
+  before = open(os.path.join(copied_run, 'config.json')).read()
+  with pytest.raises(ConfigError) as err:
+    loop.train_and_evaluate(_config(seed=7, num_train_steps=18), copied_run)
+  assert 'the saved data iterator has seed=0 but this run has 7' in str(err.value)
+  assert open(os.path.join(copied_run, 'config.json')).read() == before
+
+
+def test_rows_replayed_after_a_resume_are_not_duplicated(copied_run):
+  """As after kill -9 between two checkpoints: rows up to step 12, checkpoint 6 only."""
+  shutil.rmtree(os.path.join(copied_run, 'checkpoints', '12'))
+  os.remove(os.path.join(copied_run, 'summary.json'))
+  loop.train_and_evaluate(_config(), copied_run)
+  rows = [json.loads(line) for line in open(os.path.join(copied_run, 'metrics.jsonl'))]
+  assert [(r['split'], r['step']) for r in rows] == [
+      ('train', 4), ('train', 6), ('eval', 6), ('train', 8), ('train', 12), ('eval', 12)]
+
+
+def test_a_finished_workdir_trains_nothing_and_keeps_its_summary(copied_run, capsys):
+  before = open(os.path.join(copied_run, 'summary.json')).read()
+  summary = loop.train_and_evaluate(_config(num_train_steps=8), copied_run)
+  assert summary['steps'] == 12
+  assert open(os.path.join(copied_run, 'summary.json')).read() == before
+  assert capsys.readouterr().out == (
+      f'jax_resnet: nothing to train: {copied_run} finished at step 12 and this config trains '
+      '8 steps; its summary.json is kept.\n')
+
+
+def test_changed_settings_are_named_and_each_start_keeps_its_config(copied_run, capsys):
+  os.remove(os.path.join(copied_run, 'summary.json'))
+  history = os.path.join(copied_run, 'config_history')
+  first = sorted(os.listdir(history))
+  loop.train_and_evaluate(_config(weight_decay=0.001, num_train_steps=14), copied_run)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == ('jax_resnet: settings changed since checkpoint step 12 was written: '
+                      'num_train_steps: 12 -> 14; weight_decay: 0.0001 -> 0.001.')
+  configs = [json.load(open(os.path.join(history, name))) for name in sorted(os.listdir(history))]
+  assert len(configs) == len(first) + 1
+  assert configs[-1]['weight_decay'] == 0.001 and configs[0]['weight_decay'] == 0.0001
+
+
+@pytest.mark.parametrize('overrides, what', [
+    (dict(dataset='no_such_dataset_xyz'), 'an unknown dataset'),
+    (dict(init_from='HEAD5_NPZ'), 'a pretrained head of another size'),
+])
+def test_a_refusal_leaves_nothing_behind(tmp_path, overrides, what):
+  if overrides.get('init_from') == 'HEAD5_NPZ':
+    from jax_resnet import weights
+    model = jr.create_model('resnet20', num_classes=5)
+    variables = jax.jit(lambda k: model.init(k, np.zeros((1, 16, 16, 3)), train=False))(
+        jax.random.key(0))
+    overrides = dict(init_from=weights.save_npz(tmp_path / 'head5.npz', variables))
+  workdir = tmp_path / 'runs' / 'new'
+  with pytest.raises(UserError):
+    loop.train_and_evaluate(_config(**overrides), str(workdir))
+  assert not os.path.exists(tmp_path / 'runs'), what

@@ -154,3 +154,52 @@ def test_read_only_tools_skip_a_corrupt_step_and_move_nothing(copied_run):
   subject = common.workdir_subject(copied_run)
   assert subject.step == 6
   assert _listing(copied_run) == before
+
+
+def _saved_variables(workdir, step):
+  """params and batch_stats of one step, read by Orbax directly (no checksum, no fallback)."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return {k: state['state'][k] for k in ('params', 'batch_stats')}
+
+
+def test_weights_load_of_a_workdir_verifies_checksums_and_uses_the_previous_step(
+    copied_run, caplog):
+  """weights.load (so predict --weights and init_from) reads a workdir as the trainer does."""
+  from jax_resnet import weights
+  step6 = _saved_variables(copied_run, 6)
+  _flip_bytes(os.path.join(copied_run, 'checkpoints', '12'))
+  before = _listing(copied_run)
+  with caplog.at_level(logging.WARNING):
+    loaded = weights.load('resnet20', copied_run)
+  assert _listing(copied_run) == before  # read-only: nothing moved
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(step6)):
+    np.testing.assert_array_equal(a, b)
+  directory = os.path.join(copied_run, 'checkpoints')
+  messages = [r.getMessage() for r in caplog.records if r.name.startswith('jax_resnet')]
+  assert messages[0].startswith(f'checkpoint step 12 in {directory} is unreadable (')
+  assert messages[-1] == (f'using checkpoint step 6 in {directory}; newer step(s) 12 did not '
+                          'verify (see above), nothing was moved.')
+  # One named step is verified alone: no silent fallback to another.
+  with pytest.raises(weights.WeightsFileError) as err:
+    weights.load('resnet20', os.path.join(directory, '12'))
+  assert str(err.value).startswith(f'None of the 1 checkpoint(s) in {directory} verifies (steps '
+                                   '12; step 12: ')
+  assert str(err.value).endswith('nothing was moved. Read another workdir, or rerun its '
+                                 'training to write a new checkpoint.')
+
+
+def test_analysis_of_a_workdir_whose_checkpoints_all_fail_is_one_line(copied_run, tmp_path,
+                                                                      capsys):
+  from jax_resnet.analysis.__main__ import main
+  for step in ('6', '12'):
+    _garbage_metadata(os.path.join(copied_run, 'checkpoints', step))
+  before = _listing(copied_run)
+  assert main(['gradflow', '--out', str(tmp_path / 'out'), '--models', '',
+               '--workdir', copied_run]) == 2
+  err = capsys.readouterr().err
+  directory = os.path.join(copied_run, 'checkpoints')
+  assert err.startswith(f'error: None of the 2 checkpoint(s) in {directory} verifies (steps 12, '
+                        '6; step 12: ')
+  assert err.count('\n') == 1 and 'checkpoints_unreadable' not in err
+  assert _listing(copied_run) == before

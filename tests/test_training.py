@@ -47,8 +47,8 @@ def short_run(tmp_path_factory):
 
 def test_workdir_contract(short_run):
   config, workdir, summary = short_run
-  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'config.json', 'metrics.jsonl',
-                                         'summary.json', 'tensorboard']
+  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'config.json', 'config_history',
+                                         'metrics.jsonl', 'summary.json', 'tensorboard']
   with open(os.path.join(workdir, 'summary.json')) as f:
     assert json.load(f) == summary
   assert {'final_eval_top1', 'final_eval_loss', 'steps', 'wall_seconds',

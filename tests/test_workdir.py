@@ -99,3 +99,19 @@ def test_weights_from_a_workdir_are_the_ema_the_run_evaluated(tmp_path, monkeypa
   evaluated = common.workdir_subject(str(workdir)).variables  # the trainer's eval weights
   kernel = lambda tree: np.asarray(tree['params']['conv_init']['kernel'])
   np.testing.assert_array_equal(kernel(loaded), kernel(evaluated))
+
+
+def test_weights_from_a_scan_blocks_workdir_are_unrolled(tmp_path):
+  from jax_resnet import weights
+  from jax_resnet.weights.trees import flatten
+  from jax_resnet.analysis import common
+  config = _config(batch_size=32)
+  config.model_options.scan_blocks = True
+  train_and_evaluate(config, str(tmp_path))
+  loaded = weights.load('resnet20', str(tmp_path))
+  unrolled = common.workdir_subject(str(tmp_path)).variables  # the analysis tools unstack too
+  assert 'stage1_block3' in loaded['params'] and 'stage1_scan' not in loaded['params']
+  flat_loaded, flat_unrolled = (flatten(v) for v in (loaded, unrolled))
+  assert sorted(flat_loaded) == sorted(flat_unrolled)
+  for name, value in flat_unrolled.items():
+    np.testing.assert_array_equal(flat_loaded[name], value, err_msg=name)

@@ -47,9 +47,10 @@ def main(argv=None, prog='python -m jax_resnet.analysis'):
     import jax
     jax.config.update('jax_enable_x64', True)
   module = importlib.import_module(f'jax_resnet.analysis.{args.command}')
+  from jax_resnet.errors import UserError
   try:
     path, _ = module.main(args, argv)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
+  except (UserError, ValueError, FileNotFoundError, RuntimeError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   print(f'{args.command}: wrote {path}')

@@ -200,6 +200,13 @@ def _flat_settings(mapping, prefix=''):
   return flat
 
 
+def changed_settings(saved_config, config) -> list:
+  """'key: old -> new' for every setting that differs between two configs (dicts)."""
+  saved, now = _flat_settings(saved_config), _flat_settings(config)
+  return [f'{k}: {saved.get(k)!r} -> {now.get(k)!r}'
+          for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+
+
 def explain_state_mismatch(step, directory, paths, saved_config, config) -> str:
   """One line for a checkpoint whose tree differs from the config's: which settings changed
   (those that shape the differing parts first), and what to do."""

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import time
 import zlib
 
@@ -86,10 +87,27 @@ def _is_transient(error) -> bool:
              or any(status in str(e) for status in _TRANSIENT_STATUS) for e in _chain(error))
 
 
+# tensorstore raises ValueError('RESOURCE_EXHAUSTED: ... [os_error_code=28] ...'): Python gets
+# no errno attribute, only the status with its os_error_code payload written out.
+_OS_ERROR_PAYLOAD = re.compile(r"\[os_error_code='?(\d+)'?\]")
+
+
+def _errno_of(error):
+  """The operating system's error number behind an exception: OSError's, or the payload of a
+  tensorstore status; None if it carries none."""
+  if isinstance(error, OSError):
+    return error.errno
+  found = _OS_ERROR_PAYLOAD.search(str(error))
+  return int(found[1]) if found else None
+
+
 def _write_failure(error):
-  """The OSError behind a failed save, if it is one of the storage's."""
-  return next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS),
-              None)
+  """The storage error behind a failed save, as an OSError, if it is one of the storage's."""
+  for cause in _chain(error):
+    number = _errno_of(cause)
+    if number in _WRITE_ERRNOS:
+      return cause if isinstance(cause, OSError) else OSError(number, os.strerror(number))
+  return None
 
 
 def agree(code: int, gather=None) -> int:
@@ -102,6 +120,19 @@ def agree(code: int, gather=None) -> int:
   return int(np.max(np.asarray(gather(np.int32(code)))))
 
 
+@contextlib.contextmanager
+def _quiet_orbax(quiet: bool):
+  """Orbax's warnings (absl's logger) off while `quiet`."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  if quiet:
+    absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 class Checkpoints:
 
   def __init__(self, directory: str, keep: int, read_only: bool = False):
@@ -111,7 +142,9 @@ class Checkpoints:
                                            create=not read_only, read_only=read_only)
     handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler(),
                 'meta': ocp.JsonCheckpointHandler()}
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    with _quiet_orbax(read_only):  # its notes on read-only managers are noise for readers
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_handlers=handlers)
     self.writing = None      # the step of the save in flight
     self.write_failed = False
 
@@ -146,30 +179,49 @@ class Checkpoints:
         raise
       self.write_failed = True
       kept = [s for s in self.manager.all_steps() if s != self.writing]
+      try:  # end Orbax's background work now, not in interpreter shutdown (which prints it)
+        self.manager.close()
+      except Exception:  # the same failure again: reported below
+        pass
       previous = f'step {max(kept)} is intact there' if kept else 'no earlier checkpoint exists'
       raise CheckpointWriteError(
           f'Writing a checkpoint to {self.directory} failed ({_reason(failure)}); {previous}. '
           'Free space or fix the storage, then rerun the same command to resume.') from None
 
-  def restore(self, template_state, config=None):
+  def restore(self, template_state=None, config=None, only_step=None):
     """Newest checkpoint that restores, as (step, state, data_state, meta); None if there is
-    none. `config` (the run's config as a dict) names the settings behind a mismatch."""
+    none. `config` (the run's config as a dict) names the settings behind a mismatch. Without
+    a template the state comes back as the saved tree of numpy arrays (the weights readers);
+    `only_step` verifies that one step and falls back to no other."""
     steps = sorted(self.manager.all_steps(), reverse=True)
-    set_aside = []
+    if only_step is not None:
+      steps = [s for s in steps if s == only_step]
+    skipped = []
     for step in steps:
       code, outcome = self._try(step, template_state, config)
       agreed = agree(code)
       if agreed == OK:
-        if set_aside:
-          log.warning('resuming from checkpoint step %d in %s.', step, self.directory)
+        if skipped:
+          log.warning('%s checkpoint step %d in %s; newer step(s) %s did not verify (see above)%s.',
+                      'using' if self.read_only else 'resuming from', step, self.directory,
+                      ', '.join(str(s) for s, _ in skipped),
+                      ', nothing was moved' if self.read_only else '')
         return outcome
       if agreed == FATAL:
         raise outcome if code == FATAL else CheckpointReadError(
             f'Another process could not read checkpoint step {step} in {self.directory} (see '
             'its log); nothing was moved. Rerun every process with the same command.')
-      set_aside.append(step)
-      self._set_aside(step, outcome if code == CORRUPT else 'corrupt on another process')
+      reason = outcome if code == CORRUPT else 'corrupt on another process'
+      skipped.append((step, reason))
+      if only_step is None:
+        self._set_aside(step, reason)
     if steps:
+      first = f'step {skipped[0][0]}: {skipped[0][1]}'
+      if self.read_only:
+        raise CheckpointReadError(
+            f'None of the {len(steps)} checkpoint(s) in {self.directory} verifies (steps '
+            f'{", ".join(map(str, steps))}; {first}); nothing was moved. Read another workdir, '
+            'or rerun its training to write a new checkpoint.')
       raise CheckpointReadError(
           f'None of the {len(steps)} checkpoint(s) in {self.directory} restores (steps '
           f'{", ".join(map(str, steps))}, each corrupt); not starting again from step 0. They '
@@ -186,6 +238,8 @@ class Checkpoints:
       return self._failure(step, error)
     if not flat_arrays(saved):  # Orbax reports a missing tree metadata file as no tree
       return CORRUPT, 'the saved tree metadata is missing or empty'
+    if template is None:  # numpy arrays: the saved shardings may name absent devices
+      template = jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), saved)
     mismatch = _tree_difference(saved, template)
     if mismatch:
       return FATAL, CheckpointMismatchError(boundary.explain_state_mismatch(
@@ -248,3 +302,37 @@ def _tree_difference(saved, template) -> list:
         want).dtype:
       differ.append(name)
   return differ
+
+
+def trainer_layout(path: str):
+  """(checkpoints directory, step or None) when `path` is a train.py workdir, its checkpoints/
+  folder, one checkpoints/<step> folder or that step's state/ folder; else None."""
+  path = os.path.abspath(path)  # Orbax takes absolute paths only
+  if os.path.basename(path) == 'state' and os.path.basename(os.path.dirname(path)).isdigit():
+    path = os.path.dirname(path)
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    return os.path.join(path, 'checkpoints'), None
+  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, 'state')):
+    return os.path.dirname(path), int(os.path.basename(path))
+  if any(name.isdigit() and os.path.isdir(os.path.join(path, name, 'state'))
+         for name in os.listdir(path)):
+    return path, None
+  return None
+
+
+def read_verified(path: str):
+  """The one reader of a train.py workdir for tools that have no train state template
+  (weights.load, predict, init_from): (step, state as nested dicts of numpy arrays, meta) of
+  the newest step whose tree and CRC-32s verify, with the trainer's rule and fallback (a newer
+  step that fails is named in a warning; nothing is moved); a step folder is verified alone.
+  None when `path` is not in that layout or holds no step; CheckpointReadError when no step
+  verifies."""
+  layout = trainer_layout(path)
+  if layout is None:
+    return None
+  directory, step = layout
+  restored = Checkpoints(directory, 1, read_only=True).restore(only_step=step)
+  if restored is None:
+    return None
+  step, state, _, meta = restored
+  return step, state, meta

@@ -1,6 +1,8 @@
 """Metrics out: metrics.jsonl, TensorBoard events (tensorboardX, no TensorFlow), a tqdm bar.
 
-Only process 0 writes; other processes get a writer that does nothing.
+Only process 0 writes; other processes get a writer that does nothing. A resumed run keeps one
+row per step: rows past the restored step (written by a run killed before its next checkpoint,
+and replayed now) are dropped from metrics.jsonl, and TensorBoard is told to purge them.
 """
 
 import json
@@ -8,6 +10,8 @@ import os
 import sys
 
 import tqdm
+
+from jax_resnet.training.workdir import storage_errors, write_atomic
 
 
 class MetricWriter:
@@ -19,8 +23,13 @@ class MetricWriter:
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
-    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-    self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    path = os.path.join(workdir, 'metrics.jsonl')
+    self.what = f'writing {path}'
+    with storage_errors(self.what):
+      _drop_rows_after(path, initial_step)
+      self.jsonl = open(path, 'a')
+      self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                       purge_step=initial_step + 1)
     if progress_bar:
       self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step',
                            dynamic_ncols=True, file=sys.stderr)
@@ -29,8 +38,9 @@ class MetricWriter:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self.jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) + '\n')
-    self.jsonl.flush()
+    with storage_errors(self.what):
+      self.jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) + '\n')
+      self.jsonl.flush()
     for key, value in scalars.items():
       self.tensorboard.add_scalar(f'{split}/{key}', value, step)
 
@@ -53,4 +63,25 @@ class MetricWriter:
     if self.bar is not None:
       self.bar.close()
     self.tensorboard.close()
-    self.jsonl.close()
+    try:
+      self.jsonl.close()
+    except OSError:  # a write that failed already said so; the buffer cannot be written
+      pass
+
+
+def _drop_rows_after(path: str, step: int):
+  """Rewrites metrics.jsonl without the rows of steps after `step` (atomically)."""
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _row_step(line) <= step]
+  if len(kept) != len(lines):
+    write_atomic(path, ''.join(kept))
+
+
+def _row_step(line: str) -> float:
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError, TypeError):  # a row cut short by a crash: dropped
+    return float('inf')

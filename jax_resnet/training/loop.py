@@ -7,7 +7,6 @@ are dispatched asynchronously and their metrics stay on the device.
 import collections
 import json
 import os
-import signal
 import time
 
 import jax
@@ -21,6 +20,7 @@ from jax_resnet.errors import UserError
 from jax_resnet.training import setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
+from jax_resnet.training.signals import Interrupted, Preemption  # noqa: F401 (public here)
 
 
 class TrainingDivergedError(UserError):
@@ -88,39 +88,6 @@ def make_feeder(spec, runner, data_state, process_index, process_count):
                                              spec.data.prefetch_batches))
 
 
-class Preemption:
-  """SIGTERM asks the run to checkpoint the current step and return cleanly. One process: a
-  Python handler sets a flag. Several: JAX's preemption service (jax.distributed installs its
-  SIGTERM notifier and shares the notice), so every process stops at the same sync point even
-  when only one received the signal. `due()` is called at the same points by every process."""
-
-  def __init__(self):
-    self.requested = False
-    self.calls = 0
-    self.multihost = jax.process_count() > 1
-    self._previous = None
-    if not self.multihost:  # a Python handler would replace the service's notifier
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    self.requested = True
-
-  def due(self) -> bool:
-    if not self.multihost:
-      return self.requested
-    from jax.experimental import multihost_utils
-    self.calls += 1  # the sync protocol counts calls; every process makes the same ones
-    try:
-      self.requested = multihost_utils.reached_preemption_sync_point(self.calls)
-    except RuntimeError:  # the preemption service is switched off: no notice can come
-      return False
-    return self.requested
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_batches=0,
              stop=lambda: False):
   """Top-1, mean loss and example count over the eval split (the first max_batches if > 0);
@@ -145,12 +112,12 @@ def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_bat
 
 
 def _initial_state(spec, parts, image_shape, checkpoints):
+  """(step, host state, data state, the restored checkpoint's meta or None)."""
   host_state = setup.host_state(spec, parts.model, parts.tx, image_shape)
   restored = checkpoints.restore(host_state, config=json.loads(spec.config_json))
   if restored is None:
-    return 0, _load_pretrained(spec, parts.model, host_state), None
-  step, host_state, data_state, _ = restored
-  return step, host_state, data_state
+    return 0, _load_pretrained(spec, parts.model, host_state), None, None
+  return restored
 
 
 def _load_pretrained(spec, model, host_state):
@@ -196,39 +163,93 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def train(spec: boundary.RunSpec, workdir: str) -> dict:
-  """train_and_evaluate after the config boundary: the run from plain values."""
+  """train_and_evaluate after the config boundary: the run from plain values. A refusal
+  (bad input found before the run starts) leaves nothing behind in the workdir."""
   start_time = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+  preemption = Preemption()
   try:
-    return _train_locked(spec, workdir, start_time)
+    created = workdir_lib.create(workdir) if jax.process_index() == 0 else []
+    lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    started = []
+    try:
+      return _train_locked(spec, workdir, start_time, preemption, started)
+    except UserError:
+      if not started:
+        workdir_lib.remove_created(created)
+      raise
+    finally:
+      if lock is not None:
+        lock.release()
   finally:
-    if lock is not None:
-      lock.release()
+    preemption.restore()
 
 
-def _train_locked(spec, workdir, start_time):
+def _check_dispatch(spec, step, total):
+  """device_data runs whole dispatches: the steps left must be a multiple of the dispatch."""
+  per_dispatch = spec.loop.steps_per_dispatch
+  if spec.loop.device_data and step < total and (total - step) % per_dispatch:
+    raise boundary.ConfigError(
+        f'The checkpoint is at step {step}, so {total - step} steps are left to '
+        f'num_train_steps={total}, not a multiple of steps_per_dispatch={per_dispatch} (the '
+        'last dispatch would overshoot); resume with a steps_per_dispatch that divides '
+        f'{total - step}.')
+
+
+def _finished_summary(workdir, step):
+  """The summary.json of a run that finished at `step`, if the workdir holds it."""
+  try:
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return summary if isinstance(summary, dict) and summary.get('steps') == step else None
+
+
+def _train_locked(spec, workdir, start_time, preemption, started):
   workdir_lib.check_config(spec, workdir)
   info = data.dataset_info(spec.data)
   boundary.check_against_dataset(spec, info.num_train, info.num_classes, info.num_eval)
   parts = setup.build_run(spec, info.num_train)
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
-  step, host_state, data_state = _initial_state(spec, parts, info.image_shape, checkpoints)
-  workdir_lib.write_config(spec, workdir)
+  step, host_state, data_state, meta = _initial_state(spec, parts, info.image_shape, checkpoints)
+  total = parts.total_steps
+  say = print if jax.process_index() == 0 else (lambda *_: None)
+  if step >= total:
+    summary = _finished_summary(workdir, step)
+    if summary is not None:
+      say(f'jax_resnet: nothing to train: {os.path.abspath(workdir)} finished at step {step} '
+          f'and this config trains {total} steps; its summary.json is kept.', flush=True)
+      return summary
+  _check_dispatch(spec, step, total)
   process_index, process_count = jax.process_index(), jax.process_count()
   runner = parts.runner
   feeder = make_feeder(spec, runner, data_state if not spec.loop.device_data else None,
                        process_index, process_count)
+  workdir_lib.write_config(spec, workdir)  # the resume is accepted: record its settings
+  started.append(step)
+  changed = boundary.changed_settings((meta or {}).get('config'), json.loads(spec.config_json))
+  if meta is not None and (meta or {}).get('config') is not None and changed:
+    say(f'jax_resnet: settings changed since checkpoint step {step} was written: '
+        f'{"; ".join(changed)}.', flush=True)
+  if preemption.due():
+    say(f'{preemption.signal_name} before training started: nothing was lost ('
+        + (f'checkpoint step {step} is intact' if meta is not None else 'no step was trained')
+        + '); rerun the same command to resume.', flush=True)
+    return {'preempted_at_step': step}
   state = runner.place_state(host_state)
-  writer = MetricWriter(workdir, process_index == 0, parts.total_steps, step,
-                        spec.loop.progress_bar)
-  writer.print(f'jax_resnet: training {spec.model} on {spec.data.dataset} for '
-               f'{parts.total_steps} steps on {jax.device_count()} {jax.devices()[0].platform} '
-               f'device(s) ({spec.loop.parallelism}); workdir {os.path.abspath(workdir)}'
-               + (f', resumed at step {step}' if step else ''))
+  writer = MetricWriter(workdir, process_index == 0, total, step, spec.loop.progress_bar)
+  if step >= total:
+    writer.print(f'jax_resnet: nothing to train: the checkpoint in {os.path.abspath(workdir)} '
+                 f'is at step {step}, at or past the {total} steps this config trains; '
+                 'evaluating it.')
+  else:
+    writer.print(f'jax_resnet: training {spec.model} on {spec.data.dataset} for {total} steps '
+                 f'on {jax.device_count()} {jax.devices()[0].platform} device(s) '
+                 f'({spec.loop.parallelism}); workdir {os.path.abspath(workdir)}'
+                 + (f', resumed at step {step}' if step else ''))
   run = _Run(spec, workdir, parts, checkpoints, writer)
   try:
-    summary = run.loop(state, step, feeder, start_time)
+    summary = run.loop(state, step, feeder, start_time, preemption)
   finally:
     checkpoints.wait()
     writer.close()
@@ -297,56 +318,56 @@ class _Run:
     result = evaluate(self.runner, state, self.spec.data, jax.process_index(),
                       jax.process_count(), self.spec.loop.eval_max_batches, stop=stop)
     if result is None:
-      self.writer.print(f'SIGTERM during evaluation at step {step}: evaluation abandoned.')
+      self.writer.print(f'Stop requested during evaluation at step {step}: evaluation '
+                        'abandoned.')
       return None
     self.writer.write(step, 'eval', result)
     self.writer.print(f'step {step}: eval top1 {result["top1"]:.4f}, loss {result["loss"]:.4f} '
                       f'({int(result["count"])} examples)')
     return result
 
-  def _preempted(self, state, step, feeder):
-    self._save(state, step, feeder)
-    self.writer.print(f'SIGTERM: saved a checkpoint at step {step} in '
+  def _preempted(self, state, step, feeder, preemption):
+    if self.checkpoints.latest_step() != step:
+      self._save(state, step, feeder)
+    self.checkpoints.wait()  # committed before saying so
+    self.writer.print(f'{preemption.signal_name}: saved a checkpoint at step {step} in '
                       f'{self.checkpoints.directory}; rerun the same command to resume.')
     return {'preempted_at_step': step}
 
-  def loop(self, state, step, feeder, start_time):
+  def loop(self, state, step, feeder, start_time, preemption):
     intervals, total = self.spec.loop, self.parts.total_steps
-    preemption = Preemption()
     pending, first, tick = [], step, time.time()
-    try:
-      while step < total:
-        state, metrics = feeder.step(state, self.rng)
-        pending.append(metrics)
-        previous, step = step, step + feeder.advance
-        preempted = preemption.due()  # read once: a signal may land mid-iteration
-        save_due = _crossed(previous, step, intervals.checkpoint_every_steps) or preempted
-        log_due = (_crossed(previous, step, intervals.log_every_steps) or step == total
-                   or preempted)
-        eval_due = _crossed(previous, step, self.eval_every) and step < total and not preempted
-        if log_due or eval_due:  # flush first, so eval time stays out of the throughput
-          self._log(pending, first, step, tick)
-          pending, first = [], step
-        elif save_due:  # every step since the last check must be finite before a save
-          self._checked_means(pending, first)
-        if eval_due and self._eval(state, step, preemption.due) is None:
-          preempted = True
-        if preempted:
-          return self._preempted(state, step, feeder)
-        if save_due:
-          self._save(state, step, feeder)
-        if not pending:
-          tick = time.time()
-      return self._finish(state, step, feeder, start_time, preemption)
-    finally:
-      preemption.restore()
+    while step < total:
+      state, metrics = feeder.step(state, self.rng)
+      pending.append(metrics)
+      previous, step = step, step + feeder.advance
+      preempted = preemption.due()  # read once: a signal may land mid-iteration
+      save_due = _crossed(previous, step, intervals.checkpoint_every_steps) or preempted
+      log_due = (_crossed(previous, step, intervals.log_every_steps) or step == total
+                 or preempted)
+      eval_due = _crossed(previous, step, self.eval_every) and step < total and not preempted
+      if log_due or eval_due:  # flush first, so eval time stays out of the throughput
+        self._log(pending, first, step, tick)
+        pending, first = [], step
+      elif save_due:  # every step since the last check must be finite before a save
+        self._checked_means(pending, first)
+      if eval_due and self._eval(state, step, preemption.due) is None:
+        preempted = True
+      if preempted:
+        return self._preempted(state, step, feeder, preemption)
+      if save_due:
+        self._save(state, step, feeder)
+      if not pending:
+        tick = time.time()
+    return self._finish(state, step, feeder, start_time, preemption)
 
   def _finish(self, state, step, feeder, start_time, preemption):
     result = self._eval(state, step, preemption.due)
     if result is None:
-      return self._preempted(state, step, feeder)
+      return self._preempted(state, step, feeder, preemption)
     if self.checkpoints.latest_step() != step:
       self._save(state, step, feeder)
+    self.checkpoints.wait()  # summary.json only once the final checkpoint is committed
     # The first interval holds the compilation; leave it out when there are others.
     rates = self.throughput[1:] or self.throughput
     summary = {

@@ -58,9 +58,9 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
   (step -> rate) and loss; returns the pure per-replica `train_step(state, batch, rng)`.
 
   ema_decay > 0 needs a state made with ema=True; warmup_lr applies while state.warming_up
-  (He et al. 2015's ResNet-110 warmup); skip_nonfinite_updates keeps the old weights when the
-  loss, a gradient or an updated weight is not finite (else the step applies them and reports
-  grads_finite=0).
+  (He et al. 2015's ResNet-110 warmup); skip_nonfinite_updates keeps the old state when the
+  loss, a gradient or any array of the new state is not finite (else the step applies them and
+  reports grads_finite=0).
   With `axis_name` the step averages gradients and metrics over that device axis."""
   # Per-replica BN statistics (no bn_axis_name) differ between replicas: average them, as the
   # Flax ImageNet example does. Synced or frozen statistics are equal already: left bit-exact.
@@ -89,13 +89,15 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
     opt_state = set_learning_rate(state.opt_state, lr)
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(metrics['loss'])
-    # Finite gradients can still overflow the weights (a huge learning rate): check both.
-    for leaf in jax.tree.leaves((grads, params)):
-      finite &= jnp.all(jnp.isfinite(leaf))
     ema = state.ema_params
     if ema is not None:
       ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
+    finite = jnp.isfinite(metrics['loss'])
+    # Finite gradients can still overflow the weights, BatchNorm's running statistics, the
+    # optimizer's moments or the EMA (a huge learning rate): the whole new state is checked.
+    for leaf in jax.tree.leaves((grads, params, batch_stats, opt_state, ema)):
+      if jnp.issubdtype(leaf.dtype, jnp.inexact):
+        finite &= jnp.all(jnp.isfinite(leaf))
     still_warming = state.warming_up & (metrics['error'] >= warmup_until_error)
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,

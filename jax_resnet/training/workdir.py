@@ -1,7 +1,10 @@
-"""The run directory: one run at a time (an exclusive lock), its remembered config, and small
-files written atomically (a crash or a full disk leaves the old file or the new one, never a
-truncated mix)."""
+"""The run directory: one run at a time (an exclusive lock), its remembered config (config.json
+and a dated copy per accepted start, so what earlier steps used is kept), and small files
+written atomically (a crash or a full disk leaves the old file or the new one, never a
+truncated mix). A storage error on any of them is one line (`WorkdirError`)."""
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -11,9 +14,63 @@ import time
 import jax
 
 from jax_resnet.config.boundary import IDENTITY_KEYS, RunSpec
-from jax_resnet.errors import ConfigError
+from jax_resnet.errors import ConfigError, UserError
 
 LOCK_FILE = '.lock'
+HISTORY_DIR = 'config_history'
+
+
+class WorkdirError(UserError):
+  """The workdir cannot be created or written (read-only storage, full disk, not a folder)."""
+
+
+@contextlib.contextmanager
+def storage_errors(what: str):
+  """An OSError while `what` (e.g. 'writing runs/x/config.json') as one WorkdirError line."""
+  try:
+    yield
+  except OSError as error:
+    if isinstance(error, UserError):
+      raise
+    reason = error.strerror or str(error)
+    hint = {errno.ENOSPC: 'free space', errno.EDQUOT: 'free space (quota)',
+            errno.EROFS: 'use a writable --workdir', errno.EACCES: 'use a writable --workdir',
+            errno.EPERM: 'use a writable --workdir'}.get(error.errno, 'fix the storage')
+    raise WorkdirError(f'{what} failed ([Errno {error.errno}] {reason}); {hint}, then rerun the '
+                       'same command (it resumes from the newest checkpoint).') from None
+
+
+def create(workdir: str) -> list:
+  """Makes the workdir; returns the paths this call created (removed again if the run is
+  refused before it starts, so a refusal leaves nothing behind)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'Workdir {workdir} exists and is not a directory; pass a directory '
+                       '(a new one, or a previous run\'s to resume it).')
+  created, missing = [], os.path.abspath(workdir)
+  while missing and not os.path.exists(missing):
+    created.insert(0, missing)
+    missing = os.path.dirname(missing)
+  with storage_errors(f'creating workdir {workdir}'):
+    os.makedirs(workdir, exist_ok=True)
+  if not os.path.exists(os.path.join(workdir, LOCK_FILE)):
+    created.append(os.path.join(os.path.abspath(workdir), LOCK_FILE))
+  for name in ('checkpoints',):
+    if not os.path.exists(os.path.join(workdir, name)):
+      created.append(os.path.join(os.path.abspath(workdir), name))
+  return created
+
+
+def remove_created(created: list):
+  """Removes what `create` made (and the trainer put in it empty), newest first: empty
+  folders and the lock file only, so nothing a person wrote can go."""
+  for path in reversed(created):
+    try:
+      if os.path.isdir(path):
+        os.rmdir(path)  # only when empty
+      elif os.path.basename(path) == LOCK_FILE:
+        os.remove(path)
+    except OSError:
+      pass  # not empty or already gone: keep it
 
 
 def write_atomic(path: str, text: str):
@@ -40,7 +97,8 @@ class WorkdirLock:
     self.file = None
 
   def acquire(self):
-    handle = open(self.path, 'a+')
+    with storage_errors(f'opening the lock file {self.path}'):
+      handle = open(self.path, 'a+')
     try:
       fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -51,11 +109,16 @@ class WorkdirLock:
           f'Workdir {os.path.dirname(self.path)} is in use by {holder}; two runs in one workdir '
           'would interleave their checkpoints and logs. Wait for that run, stop it, or use '
           'another --workdir.') from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f'pid {os.getpid()} on host {socket.gethostname()} '
-                 f'(since {time.strftime("%Y-%m-%d %H:%M:%S")})\n')
-    handle.flush()
+    try:
+      with storage_errors(f'writing the lock file {self.path}'):
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f'pid {os.getpid()} on host {socket.gethostname()} '
+                     f'(since {time.strftime("%Y-%m-%d %H:%M:%S")})\n')
+        handle.flush()
+    except WorkdirError:
+      handle.close()
+      raise
     self.file = handle
     return self
 
@@ -74,6 +137,8 @@ def check_config(spec: RunSpec, workdir: str):
   try:
     with open(path) as f:
       previous = json.load(f)
+    if not isinstance(previous, dict):
+      raise ValueError(f'it holds {json.dumps(previous)[:40]}, not a JSON object of settings')
   except (OSError, ValueError) as error:
     raise ConfigError(
         f'{path} cannot be read ({type(error).__name__}: {error}); it records the run in this '
@@ -87,6 +152,13 @@ def check_config(spec: RunSpec, workdir: str):
 
 
 def write_config(spec: RunSpec, workdir: str):
-  if jax.process_index() == 0:
-    text = json.dumps(json.loads(spec.config_json), indent=2, sort_keys=True)
-    write_atomic(os.path.join(workdir, 'config.json'), text)
+  """config.json (the latest) and config_history/<UTC start time>.json (this start's)."""
+  if jax.process_index() != 0:
+    return
+  text = json.dumps(json.loads(spec.config_json), indent=2, sort_keys=True)
+  history = os.path.join(workdir, HISTORY_DIR)
+  stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+  for path in (os.path.join(history, f'{stamp}.json'), os.path.join(workdir, 'config.json')):
+    with storage_errors(f'writing {path}'):
+      os.makedirs(history, exist_ok=True)
+      write_atomic(path, text)

@@ -167,6 +167,7 @@ def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, 
 
 
 TAG_MEMBER = '__tag__'  # an .npz member naming the weight tag (jax_resnet.weights.tags)
+MAX_TAG_CHARACTERS = 256
 
 
 def save_npz(path, variables: Mapping, tag: Optional[str] = None) -> str:
@@ -194,10 +195,13 @@ def read_tag(path) -> Optional[str]:
   if not (path.endswith('.npz') and os.path.isfile(path)):
     return None
   try:
-    with np.load(path, allow_pickle=False) as data:
-      return str(data[TAG_MEMBER]) if TAG_MEMBER in data.files else None
-  except Exception:  # load() reports an unreadable file in full
-    return None
+    npz_headers(path)  # every member's header, the tag's included, before the tag is read
+  except WeightsFileError as error:
+    if getattr(error, 'member', None) == TAG_MEMBER:
+      raise
+    return None  # load() reports an unreadable file in full
+  with np.load(path, allow_pickle=False) as data:
+    return str(data[TAG_MEMBER]) if TAG_MEMBER in data.files else None
 
 
 def _first_line(error: Exception) -> str:
@@ -335,6 +339,14 @@ def npz_headers(path: str) -> dict:
           shape, _, dtype = read_header(member)
           header_size = member.tell()
         name = info.filename[:-4] if info.filename.endswith('.npy') else info.filename
+        if name == TAG_MEMBER and not (shape == () and dtype.kind == 'U'
+                                       and dtype.itemsize <= 4 * MAX_TAG_CHARACTERS):
+          error = WeightsFileError(
+              f'{path}: {name} declares shape {shape} of {dtype}, not one string of at most '
+              f'{MAX_TAG_CHARACTERS} characters (what save_npz writes); the file is crafted or '
+              'not ours.')
+          error.member = name
+          raise error
         if name == TAG_MEMBER:
           continue
         needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -360,29 +372,38 @@ def read_npz(path: str) -> dict:
                            'corrupt or not an .npz archive.') from None
 
 
-def _orbax_state_dir(path: str) -> str:
-  """The 'state' item of the newest step under a workdir, checkpoints/ or checkpoints/<step>."""
-  if os.path.isdir(os.path.join(path, 'state')):
-    return os.path.join(path, 'state')
-  if os.path.exists(os.path.join(path, '_METADATA')):
-    return path
-  import orbax.checkpoint as ocp
-  base = os.path.join(path, 'checkpoints')
-  base = base if os.path.isdir(base) else path
-  steps = [step for step in ocp.utils.checkpoint_steps(base)
-           if os.path.isdir(os.path.join(base, str(step), 'state'))]
-  if not steps:
+def read_orbax(path: str) -> dict:
+  """params and batch_stats of a saved TrainState, as flat numpy arrays, without a template.
+  A train.py workdir (or its checkpoints/, or one step) is read through the trainer's verified
+  reader (`training.checkpoints.read_verified`: the newest step whose checksums hold); any other
+  Orbax PyTree directory is read as it is. A run that kept an exponential moving average gives
+  its EMA weights, the ones it evaluated; a scan_blocks run's stacked blocks are unrolled."""
+  from jax_resnet.training.checkpoints import CheckpointError, read_verified
+  path = os.path.abspath(path)  # Orbax takes absolute paths only
+  try:
+    verified = read_verified(path)
+  except CheckpointError as error:
+    raise WeightsFileError(str(error)) from None
+  if verified is not None:
+    state, source = verified[1], f'{path} (step {verified[0]})'
+  elif os.path.exists(os.path.join(path, '_METADATA')):
+    state, source = _read_pytree(path), path
+  else:
     raise WeightsFileError(f'{path} is a directory without an Orbax checkpoint; expected a '
                            'train.py workdir (with checkpoints/<step>/state) or one '
                            'checkpoints/<step> folder.')
-  return os.path.join(base, str(max(steps)), 'state')
+  if not isinstance(state, Mapping) or 'params' not in state:
+    raise WeightsFileError(f'{source} is not a train.py TrainState (no params).')
+  if state.get('ema_params'):
+    state = {**state, 'params': state['ema_params']}
+  variables = {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}
+  from jax_resnet.scan import unstack_blocks  # a scan_blocks run: stageN_scan/block stacked
+  return flatten(unstack_blocks(variables))
 
 
-def read_orbax(path: str) -> dict:
-  """params and batch_stats of a saved TrainState, as flat numpy arrays, without a template.
-  A run that kept an exponential moving average gives its EMA weights, the ones it evaluated."""
+def _read_pytree(state_dir: str):
+  """An Orbax PyTree checkpoint that is not a trainer's step (no checksums to verify)."""
   import orbax.checkpoint as ocp
-  state_dir = _orbax_state_dir(os.path.abspath(path))  # Orbax takes absolute paths only
   try:
     checkpointer = ocp.PyTreeCheckpointer()
     metadata = checkpointer.metadata(state_dir)
@@ -390,13 +411,7 @@ def read_orbax(path: str) -> dict:
     tree = getattr(tree, 'tree', tree)
     # numpy restore types: the saved shardings may name devices this machine does not have.
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(state_dir,
-                                 args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   except Exception as error:  # orbax/tensorstore raise many types
     raise WeightsFileError(f'cannot read the Orbax checkpoint {state_dir} '
                            f'({_first_line(error)}).') from None
-  if not isinstance(state, Mapping) or 'params' not in state:
-    raise WeightsFileError(f'{state_dir} is not a train.py TrainState (no params).')
-  if state.get('ema_params'):
-    state = {**state, 'params': state['ema_params']}
-  return flatten(state)
