@@ -21,6 +21,8 @@ _CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), num_classe
 
 
 def _register(name, cls, **defaults):
+  if name in _REGISTRY:  # a second row would silently replace the first
+    raise ValueError(f'model {name!r} is registered twice.')
   _REGISTRY[name] = (cls, defaults)
 
 
