@@ -1,5 +1,6 @@
 """Classify images with pretrained weights and the preprocessing they were published with.
 
+    python -m jax_resnet.predict --tag resnet50d.ra2_in1k cat.jpg        # fetched, cached
     python -m jax_resnet.predict --model resnet50 --weights resnet50.safetensors cat.jpg dog.jpg
     python -m jax_resnet.predict --model resnet50d --weights model.safetensors \
         --tag resnet50d.ra2_in1k cat.jpg
@@ -92,14 +93,17 @@ def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
 def _parser():
   parser = argparse.ArgumentParser(
       prog='python -m jax_resnet.predict', description=__doc__.strip().splitlines()[0])
-  parser.add_argument('--model', default='resnet50', help='registered model name')
-  parser.add_argument('--weights', required=True,
-                      help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir')
+  parser.add_argument('--model', default=None,
+                      help="registered model name (default: the tag's, else resnet50)")
+  parser.add_argument('--weights', default=None,
+                      help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir; without '
+                           'it, the published file of --tag (jax_resnet.load_pretrained)')
   parser.add_argument('--top', type=int, default=5, help='classes to print per image')
   parser.add_argument('--tag', default=None,
                       help="the weights' tag (e.g. resnet50.tv2_in1k, jax_resnet.weights."
-                           'list_tags()): its resize, crop, interpolation, mean and std; by '
-                           'default the tag recorded in the file, else torchvision V1')
+                           'list_tags(), or hf-hub:<owner>/<repo>): its resize, crop, '
+                           'interpolation, mean and std, and its file when --weights is not '
+                           'given; by default the tag recorded in the file, else torchvision V1')
   parser.add_argument('--resize', type=int, default=None,
                       help='shorter side before the centre crop (overrides the tag; 256 without '
                            'one)')
@@ -119,10 +123,11 @@ def _transform(args, weights) -> dict:
   """read_image's arguments: from --tag, else the tag the file records, else torchvision V1;
   --resize overrides the tag's."""
   from jax_resnet.errors import UserError
+  from jax_resnet.weights.pretrained import resolve_tag
   name = args.tag or weights.read_tag(args.weights)
   transform = dict(resize=RESIZE, crop=CROP)
-  if name:
-    tag = weights.get_tag(name)
+  tag = resolve_tag(name) if name else None
+  if tag:
     if tag.model != args.model:
       raise UserError(f'weight tag {name} is for {tag.model}, not {args.model}; pass '
                       f'--model {tag.model} or another --tag.')
@@ -138,7 +143,13 @@ def main(argv=None) -> int:
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
+  from jax_resnet.weights.pretrained import pretrained_variables, resolve_tag
   try:
+    if args.weights is None and not args.tag:
+      raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
+    if args.model is None:
+      tag = resolve_tag(args.tag) if args.tag and args.weights is None else None
+      args.model = tag.model if tag else 'resnet50'
     info = jax_resnet.model_info(args.model)
     if info.input_kind == 'video':
       raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
@@ -151,9 +162,16 @@ def main(argv=None) -> int:
     if args.top < 1 or transform['resize'] < transform['crop']:
       raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
     images = np.stack([read_image(path, **transform) for path in args.images])
-    variables = weights.load(args.model, args.weights)
+    if args.weights is None:
+      model_name, variables, _ = pretrained_variables(args.tag)
+      if model_name != args.model:
+        raise UserError(f'{args.tag} holds {model_name} weights, not {args.model}; pass '
+                        f'--model {model_name}.')
+    else:
+      variables = weights.load(args.model, args.weights)
     if 'head' not in variables['params']:
-      raise UserError(f'{args.weights} has no classifier head; it cannot predict classes.')
+      raise UserError(f'{args.weights or args.tag} has no classifier head; it cannot predict '
+                      'classes.')
   except (ImageError, UserError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 2

@@ -57,7 +57,7 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
     else:
       raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
                              f'expected {FORMATS}.')
-  _check_values(variables, path)
+  check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
 
 
@@ -135,7 +135,7 @@ def guess_model(arrays: Mapping) -> Optional[str]:
   return None
 
 
-def _check_values(variables: dict, source: str):
+def check_values(variables: dict, source: str):
   """Weights are finite floating-point numbers: integer (quantised), boolean or complex arrays
   would load and compute nonsense, and a non-finite value poisons every output."""
   for name, array in flatten(variables).items():
