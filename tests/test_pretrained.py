@@ -310,3 +310,43 @@ def test_registering_a_name_twice_raises():
   with pytest.raises(ValueError) as err:
     registry._register('resnet18', ResNet, block='basic', stage_sizes=(2, 2, 2, 2))
   assert str(err.value) == "model 'resnet18' is registered twice."
+
+
+def test_trainer_init_from_a_tag_sets_init_tag_and_loads_it(env, timm_resnet18d):
+  import jax
+  from flax import struct
+
+  from jax_resnet.config import resolve
+  from jax_resnet.errors import ConfigError
+  from jax_resnet.training import loop as training_loop
+  config = jax_resnet.load_config('finetune_cifar10_resnet50')
+  config.model, config.init_from = 'preact_resnet50', 'resnetv2_50.a1h_in1k'
+  data = resolve(config).data
+  assert (data.mean, data.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+  config.model = 'resnet50'
+  with pytest.raises(ConfigError) as err:
+    resolve(config)
+  assert str(err.value) == (
+      "Invalid config: init_from='resnetv2_50.a1h_in1k' is a preact_resnet50 checkpoint but "
+      "model='resnet50'; use a tag of resnet50 (jax_resnet.weights.list_tags('resnet50')).")
+
+  @struct.dataclass
+  class State:
+    params: dict
+    batch_stats: dict
+    ema_params: dict = None
+
+  model = jax_resnet.create_model('resnet18d', num_classes=3)
+  fresh = jax.jit(lambda k: model.init(k, np.zeros((1, 32, 32, 3), np.float32)))(
+      jax.random.key(0))
+  spec = type('Spec', (), {'model': 'resnet18d', 'loop': type('Loop', (), {
+      'init_from': 'resnet18d.ra2_in1k', 'init_reinit_head': True})})
+  with WeightsServer() as server:
+    serve(env, server)
+    server.files[TIMM_PATH] = timm_resnet18d[0]
+    state = training_loop._load_pretrained(spec, model, State(fresh['params'],
+                                                              fresh['batch_stats']))
+  _, published = load_pretrained('resnet18d.ra2_in1k')  # from the cache
+  np.testing.assert_array_equal(state.params['conv_init1']['kernel'],
+                                published['params']['conv_init1']['kernel'])
+  np.testing.assert_array_equal(state.params['head']['kernel'], fresh['params']['head']['kernel'])
