@@ -26,15 +26,14 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from jax_resnet.registry import model_defaults
+from jax_resnet.registry import model_defaults, models_with_source
 from jax_resnet.weights.torch_layout import checked_for_export, modules, variable_shapes
 from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare,
                                       mismatch_message, to_float32, unflatten)
 
 PREFIX = 'resnet/'
 _DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
-BIG_VISION_MODELS = tuple(f'bit_resnet{d}x{k}'
-                          for d, k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)))
+BIG_VISION_MODELS = models_with_source('bit')  # the registry rows BiT published
 
 _UNIT = {'bn1': 'a/group_norm', 'bn2': 'b/group_norm', 'bn3': 'c/group_norm',
          'conv1': 'a/standardized_conv2d', 'conv2': 'b/standardized_conv2d',

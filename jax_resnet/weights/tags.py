@@ -17,6 +17,8 @@ import math
 from typing import Optional, Tuple
 
 from jax_resnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from jax_resnet.registry import model_for_source
+
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)  # BiT and timm's ResNetV2: inputs in [-1, 1]
 
 TORCHVISION_LICENCE = ('BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms allow '
@@ -54,6 +56,7 @@ KINETICS_LICENCE = ('BSD-3-Clause (torchvision); trained on Kinetics-400, whose 
 def _torchvision(model, version, file_name, top1, size_mb):
   """torchvision's IMAGENET1K_V1 (resize 256) and V2 (resize 232) weights; timm re-hosts them
   as `<model>.tv_in1k` / `<model>.tv2_in1k`. size_mb: torchvision's meta `_file_size`."""
+  model = model_for_source('torchvision', model)
   suffix = 'tv_in1k' if version == 1 else 'tv2_in1k'
   resize = 256 if version == 1 and model != 'resnext101_64x4d' else 232
   return WeightTag(f'{model}.{suffix}', model, 'torchvision', TORCHVISION_URL + file_name,
@@ -63,23 +66,27 @@ def _torchvision(model, version, file_name, top1, size_mb):
 
 def _kinetics(model, file_name, top1, size_mb):
   """torchvision's KINETICS400_V1 video weights: frames resized to 128x171, centre crop 112."""
+  model = model_for_source('torchvision', model)
   return WeightTag(f'{model}.tv_kinetics400', model, 'torchvision', TORCHVISION_URL + file_name,
                    KINETICS_LICENCE, top1, crop=112, resize=128, interpolation='bilinear',
                    mean=KINETICS_MEAN, std=KINETICS_STD, num_classes=400, size_mb=size_mb,
                    dataset='Kinetics-400')
 
 
-def _bit_npz(model, file_name, top1, size):
+def _bit_npz(file_name, top1, size):
   """BiT-M (ImageNet-21k, fine-tuned on ImageNet-1k) as the BiT authors publish it, an .npz;
   top-1 and preprocessing are timm's for the same weights (its goog_in21k_ft_in1k copies)."""
+  model = model_for_source('bit', file_name.split('-ILSVRC2012')[0])
   return WeightTag(f'{model}.bit_m_in21k_ft_in1k', model, 'big_vision', BIT_URL + file_name,
                    BIT_LICENCE, top1, crop=size, resize=size, interpolation='bilinear',
                    mean=INCEPTION_MEAN, std=INCEPTION_STD)
 
 
-def _timm(name, model, top1, size, crop_pct, interpolation='bicubic', mean=IMAGENET_MEAN,
+def _timm(name, top1, size, crop_pct, interpolation='bicubic', mean=IMAGENET_MEAN,
           std=IMAGENET_STD, licence=TIMM_LICENCE):
-  """timm's eval transform: resize the shorter side to floor(size / crop_pct), crop size."""
+  """timm's eval transform: resize the shorter side to floor(size / crop_pct), crop size. The
+  model is the registry row whose timm name the tag starts with."""
+  model = model_for_source('timm', name.split('.')[0])
   return WeightTag(name, model, 'timm', f'hf-hub:timm/{name}', licence, top1, crop=size,
                    resize=math.floor(size / crop_pct), interpolation=interpolation, mean=mean,
                    std=std)
@@ -111,37 +118,37 @@ _TAGS = [
 _I = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD)
 _BIT = dict(interpolation='bilinear', licence=BIT_LICENCE, **_I)
 _TAGS += [
-    _timm('resnet18.a1_in1k', 'resnet18', 73.158, 288, 1.0),
-    _timm('resnet34.a1_in1k', 'resnet34', 77.918, 288, 1.0),
-    _timm('resnet50.a1_in1k', 'resnet50', 81.214, 288, 1.0),
-    _timm('resnet50.a1h_in1k', 'resnet50', 80.676, 224, 1.0),
-    _timm('resnet101.a1h_in1k', 'resnet101', 82.778, 288, 1.0),
-    _timm('resnet152.a1h_in1k', 'resnet152', 83.450, 288, 1.0),
-    _timm('resnet26.bt_in1k', 'resnet26', 76.366, 288, 0.95),
-    _timm('resnet26d.bt_in1k', 'resnet26d', 77.408, 288, 0.95),
-    _timm('resnet18d.ra2_in1k', 'resnet18d', 73.794, 288, 0.95),
-    _timm('resnet34d.ra2_in1k', 'resnet34d', 78.436, 288, 0.95),
-    _timm('resnet50d.ra2_in1k', 'resnet50d', 81.356, 288, 0.95),
-    _timm('resnet50d.a1_in1k', 'resnet50d', 81.450, 288, 1.0),
-    _timm('resnet101d.ra2_in1k', 'resnet101d', 83.016, 320, 1.0),
-    _timm('resnet152d.ra2_in1k', 'resnet152d', 83.684, 320, 1.0),
-    _timm('resnet200d.ra2_in1k', 'resnet200d', 83.964, 320, 1.0),
-    _timm('resnetv2_50.a1h_in1k', 'preact_resnet50', 81.398, 288, 1.0, **_I),
-    _timm('resnetv2_101.a1h_in1k', 'preact_resnet101', 83.002, 288, 1.0, **_I),
-    _timm('resnetv2_50x1_bit.goog_in21k_ft_in1k', 'bit_resnet50x1', 80.340, 448, 1.0, **_BIT),
-    _timm('resnetv2_50x3_bit.goog_in21k_ft_in1k', 'bit_resnet50x3', 84.020, 448, 1.0, **_BIT),
-    _timm('resnetv2_101x1_bit.goog_in21k_ft_in1k', 'bit_resnet101x1', 82.342, 448, 1.0, **_BIT),
-    _timm('resnetv2_101x3_bit.goog_in21k_ft_in1k', 'bit_resnet101x3', 84.438, 448, 1.0, **_BIT),
-    _timm('resnetv2_152x2_bit.goog_in21k_ft_in1k', 'bit_resnet152x2', 84.510, 448, 1.0, **_BIT),
-    _timm('resnetv2_152x4_bit.goog_in21k_ft_in1k', 'bit_resnet152x4', 84.916, 480, 1.0, **_BIT),
+    _timm('resnet18.a1_in1k', 73.158, 288, 1.0),
+    _timm('resnet34.a1_in1k', 77.918, 288, 1.0),
+    _timm('resnet50.a1_in1k', 81.214, 288, 1.0),
+    _timm('resnet50.a1h_in1k', 80.676, 224, 1.0),
+    _timm('resnet101.a1h_in1k', 82.778, 288, 1.0),
+    _timm('resnet152.a1h_in1k', 83.450, 288, 1.0),
+    _timm('resnet26.bt_in1k', 76.366, 288, 0.95),
+    _timm('resnet26d.bt_in1k', 77.408, 288, 0.95),
+    _timm('resnet18d.ra2_in1k', 73.794, 288, 0.95),
+    _timm('resnet34d.ra2_in1k', 78.436, 288, 0.95),
+    _timm('resnet50d.ra2_in1k', 81.356, 288, 0.95),
+    _timm('resnet50d.a1_in1k', 81.450, 288, 1.0),
+    _timm('resnet101d.ra2_in1k', 83.016, 320, 1.0),
+    _timm('resnet152d.ra2_in1k', 83.684, 320, 1.0),
+    _timm('resnet200d.ra2_in1k', 83.964, 320, 1.0),
+    _timm('resnetv2_50.a1h_in1k', 81.398, 288, 1.0, **_I),
+    _timm('resnetv2_101.a1h_in1k', 83.002, 288, 1.0, **_I),
+    _timm('resnetv2_50x1_bit.goog_in21k_ft_in1k', 80.340, 448, 1.0, **_BIT),
+    _timm('resnetv2_50x3_bit.goog_in21k_ft_in1k', 84.020, 448, 1.0, **_BIT),
+    _timm('resnetv2_101x1_bit.goog_in21k_ft_in1k', 82.342, 448, 1.0, **_BIT),
+    _timm('resnetv2_101x3_bit.goog_in21k_ft_in1k', 84.438, 448, 1.0, **_BIT),
+    _timm('resnetv2_152x2_bit.goog_in21k_ft_in1k', 84.510, 448, 1.0, **_BIT),
+    _timm('resnetv2_152x4_bit.goog_in21k_ft_in1k', 84.916, 480, 1.0, **_BIT),
 ]
 _TAGS += [
-    _bit_npz('bit_resnet50x1', 'BiT-M-R50x1-ILSVRC2012.npz', 80.340, 448),
-    _bit_npz('bit_resnet50x3', 'BiT-M-R50x3-ILSVRC2012.npz', 84.020, 448),
-    _bit_npz('bit_resnet101x1', 'BiT-M-R101x1-ILSVRC2012.npz', 82.342, 448),
-    _bit_npz('bit_resnet101x3', 'BiT-M-R101x3-ILSVRC2012.npz', 84.438, 448),
-    _bit_npz('bit_resnet152x2', 'BiT-M-R152x2-ILSVRC2012.npz', 84.510, 448),
-    _bit_npz('bit_resnet152x4', 'BiT-M-R152x4-ILSVRC2012.npz', 84.916, 480),
+    _bit_npz('BiT-M-R50x1-ILSVRC2012.npz', 80.340, 448),
+    _bit_npz('BiT-M-R50x3-ILSVRC2012.npz', 84.020, 448),
+    _bit_npz('BiT-M-R101x1-ILSVRC2012.npz', 82.342, 448),
+    _bit_npz('BiT-M-R101x3-ILSVRC2012.npz', 84.438, 448),
+    _bit_npz('BiT-M-R152x2-ILSVRC2012.npz', 84.510, 448),
+    _bit_npz('BiT-M-R152x4-ILSVRC2012.npz', 84.916, 480),
 ]
 TAGS = {tag.name: tag for tag in _TAGS}
 

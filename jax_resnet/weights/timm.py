@@ -13,23 +13,15 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_defaults
+from jax_resnet.registry import model_defaults, model_sources, models_with_source
 from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
 from jax_resnet.weights.trees import WeightsError
 
-_RESNET = ('resnet18', 'resnet26', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-           'resnet200', 'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d',
-           'resnext101_32x8d', 'resnext101_64x4d')
-# Our name -> timm's (timm 1.0 registers these; their parameter counts equal ours).
-TIMM_NAMES = {
-    **{name: name for name in _RESNET},
-    **{f'resnet{d}d': f'resnet{d}d' for d in (18, 26, 34, 50, 101, 152, 200)},
-    'preact_resnet50': 'resnetv2_50', 'preact_resnet101': 'resnetv2_101',
-    **{f'bit_resnet{d}x{k}': f'resnetv2_{d}x{k}_bit'
-       for d, k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4))},
-}
+# Our name -> timm's, from the registry rows (timm 1.0 registers these; their parameter counts
+# equal ours).
+TIMM_NAMES = {name: model_sources(name)['timm'] for name in models_with_source('timm')}
 _OURS = {timm: ours for ours, timm in TIMM_NAMES.items()}
 
 # timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.

@@ -11,17 +11,18 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_defaults, model_info
+from jax_resnet.registry import model_defaults, model_info, models_with_source
 from jax_resnet.weights.torch_layout import (checked_for_export, compare_layout,
                                              default_num_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
 from jax_resnet.weights.trees import WeightsError
 
-IMAGE_MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-                'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d', 'resnext101_32x8d',
-                'resnext101_64x4d')
-VIDEO_MODELS = ('r3d_18', 'mc3_18', 'r2plus1d_18')
+# The registry rows that torchvision publishes, images first.
+IMAGE_MODELS = tuple(name for name in models_with_source('torchvision')
+                     if model_info(name).input_kind == 'image')
+VIDEO_MODELS = tuple(name for name in models_with_source('torchvision')
+                     if model_info(name).input_kind == 'video')
 TORCHVISION_MODELS = IMAGE_MODELS + VIDEO_MODELS
 
 _STEMS = {

@@ -19,14 +19,14 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_defaults
+from jax_resnet.registry import model_defaults, models_with_source
 from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
 from jax_resnet.weights.trees import WeightsError
 
-# Our models with a transformers counterpart: microsoft/resnet-<depth> for each depth.
-TRANSFORMERS_MODELS = ('resnet18', 'resnet26', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+# The registry rows with a transformers counterpart (microsoft/resnet-<depth>).
+TRANSFORMERS_MODELS = models_with_source('transformers')
 HEAD_NAMES = ('classifier.1.weight',)
 _STEM = {'conv_init': 'resnet.embedder.embedder.convolution',
          'bn_init': 'resnet.embedder.embedder.normalization'}
