@@ -143,13 +143,14 @@ def main(argv=None) -> int:
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
-  from jax_resnet.weights.pretrained import pretrained_variables, resolve_tag
+  from jax_resnet.weights.pretrained import pretrained_variables
   try:
     if args.weights is None and not args.tag:
       raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
-    if args.model is None:
-      tag = resolve_tag(args.tag) if args.tag and args.weights is None else None
-      args.model = tag.model if tag else 'resnet50'
+    published = None  # (model name, variables, tag) of --tag's file when no --weights
+    if args.weights is None:
+      published = pretrained_variables(args.tag)
+    args.model = args.model or (published[0] if published else 'resnet50')
     info = jax_resnet.model_info(args.model)
     if info.input_kind == 'video':
       raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
@@ -162,8 +163,8 @@ def main(argv=None) -> int:
     if args.top < 1 or transform['resize'] < transform['crop']:
       raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
     images = np.stack([read_image(path, **transform) for path in args.images])
-    if args.weights is None:
-      model_name, variables, _ = pretrained_variables(args.tag)
+    if published:
+      model_name, variables, _ = published
       if model_name != args.model:
         raise UserError(f'{args.tag} holds {model_name} weights, not {args.model}; pass '
                         f'--model {model_name}.')

@@ -350,3 +350,29 @@ def test_trainer_init_from_a_tag_sets_init_tag_and_loads_it(env, timm_resnet18d)
   np.testing.assert_array_equal(state.params['conv_init1']['kernel'],
                                 published['params']['conv_init1']['kernel'])
   np.testing.assert_array_equal(state.params['head']['kernel'], fresh['params']['head']['kernel'])
+
+
+def test_registry_rows_carry_the_sources_the_converters_and_tags_use():
+  assert registry.model_sources('resnet50') == {
+      'torchvision': 'resnet50', 'timm': 'resnet50', 'transformers': 'microsoft/resnet-50'}
+  assert registry.model_for_source('timm', 'resnetv2_50') == 'preact_resnet50'
+  assert weights.TRANSFORMERS_MODELS == registry.models_with_source('transformers')
+  assert set(weights.TIMM_NAMES) == set(registry.models_with_source('timm'))
+  kinds = {'torchvision': 'torchvision', 'timm': 'timm', 'big_vision': 'bit'}
+  for tag in weights.TAGS.values():
+    assert kinds[tag.source] in registry.model_sources(tag.model), tag.name
+
+
+def test_predict_with_a_tag_and_no_weights_file(env, timm_resnet18d, tmp_path, capsys):
+  from PIL import Image
+  image = str(tmp_path / 'img.png')
+  Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 50, 3), np.uint8)).save(image)
+  with WeightsServer() as server:
+    serve(env, server)
+    server.files[TIMM_PATH] = timm_resnet18d[0]
+    assert predict.main(['--tag', 'resnet18d.ra2_in1k', '--top', '3', image]) == 0
+  by_tag = capsys.readouterr().out
+  cached = download.fetch_hub('timm/resnet18d.ra2_in1k', 'model.safetensors')  # server stopped
+  assert predict.main(['--model', 'resnet18d', '--weights', cached, '--tag',
+                       'resnet18d.ra2_in1k', '--top', '3', image]) == 0
+  assert capsys.readouterr().out == by_tag and len(by_tag.splitlines()) == 4
