@@ -3,6 +3,7 @@
     import jax_resnet as jr
     model = jr.create_model('resnet50', num_classes=1000)
     config = jr.load_config('r50')   # a shipped trainer recipe (jax_resnet.config)
+    model, variables = jr.load_pretrained('resnet50.tv2_in1k')   # published weights
 """
 
 from jax_resnet import config, false_alarms
@@ -16,6 +17,7 @@ from jax_resnet.registry import (FeatureLevel, ModelInfo, create_model, feature_
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
+from jax_resnet.weights.pretrained import load_pretrained
 
 __version__ = '0.1.0'
 
@@ -25,6 +27,7 @@ __all__ = [
     'BasicBlock', 'BottleneckBlock', 'FeatureLevel', 'ModelInfo', 'PreActBasicBlock',
     'PreActBottleneckBlock', 'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet',
     'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'list_models',
-    'load_config', 'make_layers', 'model_defaults', 'model_info', 'stack_blocks',
+    'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
+    'stack_blocks',
     'unstack_blocks',
 ]

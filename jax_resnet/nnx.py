@@ -7,6 +7,7 @@
     logits = model(x)                  # batch statistics; running statistics updated in place
     model.eval(); logits = model(x)    # running statistics; dropout / drop-path off
     model = jrn.from_linen('resnet50', weights.load('resnet50', path))   # Linen variables in
+    model = jrn.load_pretrained('resnet50.tv2_in1k', rngs=nnx.Rngs(0))    # published weights
     variables = jrn.to_linen(model)                                       # and back out
 
 The wrapper is a small bridge written here, not `flax.nnx.bridge.ToNNX`: ToNNX has no
@@ -210,10 +211,18 @@ def _check_match(expected, variables, label):
     raise ValueError(f'variables do not fit {label}: {"; ".join(parts)}.')
 
 
+def load_pretrained(tag: str, *, rngs: flax_nnx.Rngs, **options) -> BridgedModel:
+  """`jax_resnet.load_pretrained(tag, **options)` as an NNX model holding the weights; a fresh
+  head (num_classes other than the file's) is drawn from the `params` stream of `rngs`."""
+  from jax_resnet.weights.pretrained import load_pretrained as load_linen
+  module, variables = load_linen(tag, rng=rngs['params'](), **options)
+  return from_linen(module, variables, rngs=rngs)
+
+
 def to_linen(model: BridgedModel) -> dict:
   """The model's variables as Linen's {'params', 'batch_stats'} of arrays, for
   `model.module.apply`, a TrainState or `jax_resnet.weights`."""
   return {'params': _values(model.params), 'batch_stats': _values(model.batch_stats)}
 
 
-__all__ = ['BridgedModel', 'create_model', 'from_linen', 'to_linen']
+__all__ = ['BridgedModel', 'create_model', 'from_linen', 'load_pretrained', 'to_linen']

@@ -1,5 +1,6 @@
 """Classify images with pretrained weights and the preprocessing they were published with.
 
+    jax-resnet predict --tag resnet50d.ra2_in1k cat.jpg           # published file, fetched, cached
     jax-resnet predict --model resnet50 --weights resnet50.safetensors cat.jpg dog.jpg
     jax-resnet predict --weights model.safetensors --tag resnet50d.ra2_in1k cat.jpg
     jax-resnet predict --weights runs/cifar10_resnet20 cat.png    # a training workdir
@@ -140,13 +141,15 @@ def _parser(prog='python -m jax_resnet.predict'):
   parser.add_argument('--model', default=None,
                       help='registered model name; by default the weight tag\'s model or the '
                            "workdir's")
-  parser.add_argument('--weights', required=True,
-                      help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir')
+  parser.add_argument('--weights', default=None,
+                      help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir; without '
+                           'it, the published file of --tag (jax_resnet.load_pretrained)')
   parser.add_argument('--top', type=int, default=5, help='classes to print per image')
   parser.add_argument('--tag', default=None,
                       help="the weights' tag (e.g. resnet50.tv2_in1k, jax_resnet.weights."
-                           'list_tags()): its resize, crop, interpolation, mean and std; by '
-                           'default the tag recorded in the file, else torchvision V1')
+                           'list_tags(), or hf-hub:<owner>/<repo>): its resize, crop, '
+                           'interpolation, mean and std, and its file when --weights is not '
+                           'given; by default the tag recorded in the file, else torchvision V1')
   parser.add_argument('--resize', type=int, default=None,
                       help='shorter side before the centre crop (overrides the tag; 256 without '
                            'one)')
@@ -164,6 +167,8 @@ def format_predictions(path: str, predictions, class_names) -> str:
 
 def _workdir_config(path: str) -> dict:
   """The config.json of a training workdir at `path`, else {}."""
+  if not path:
+    return {}
   config_path = os.path.join(path, 'config.json')
   if not os.path.isfile(config_path):
     return {}
@@ -175,11 +180,13 @@ def model_name(args, weights) -> str:
   """--model, else the weight tag's model (--tag or the tag an .npz records), else the model in
   the workdir's config.json."""
   from jax_resnet.errors import UserError
+  from jax_resnet.weights.pretrained import resolve_tag
   if args.model:
     return args.model
-  tag = args.tag or weights.read_tag(args.weights)
+  name = args.tag or weights.read_tag(args.weights)
+  tag = resolve_tag(name) if name else None
   if tag:
-    return weights.get_tag(tag).model
+    return tag.model
   config = _workdir_config(args.weights)
   if config.get('model'):
     return config['model']
@@ -192,11 +199,12 @@ def _transform(args, weights, input_size: int = CROP) -> dict:
   image_size or the model's input_size (torchvision V1's resize to 256 and crop for 224);
   --resize overrides the tag's."""
   from jax_resnet.errors import UserError
+  from jax_resnet.weights.pretrained import resolve_tag
   name = args.tag or weights.read_tag(args.weights)
   crop = _workdir_config(args.weights).get('image_size') or input_size
   transform = dict(resize=RESIZE if crop == CROP else crop, crop=crop)
-  if name:
-    tag = weights.get_tag(name)
+  tag = resolve_tag(name) if name else None
+  if tag:
     if tag.model != args.model:
       raise UserError(f'weight tag {name} is for {tag.model}, not {args.model}; pass '
                       f'--model {tag.model} or another --tag.')
@@ -212,7 +220,14 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
+  from jax_resnet.weights.pretrained import pretrained_variables
   try:
+    if args.weights is None and not args.tag:
+      raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
+    published = None  # (model name, variables, tag) of --tag's file when no --weights
+    if args.weights is None:
+      published = pretrained_variables(args.tag)
+      args.model = args.model or published[0]
     args.model = model_name(args, weights)
     info = jax_resnet.model_info(args.model)
     if info.input_kind == 'video':
@@ -221,9 +236,16 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
     if args.top < 1 or transform['resize'] < transform['crop']:
       raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
     images = np.stack([read_image(path, **transform) for path in args.images])
-    variables = weights.load(args.model, args.weights)
+    if published:
+      published_model, variables, _ = published
+      if published_model != args.model:
+        raise UserError(f'{args.tag} holds {published_model} weights, not {args.model}; pass '
+                        f'--model {published_model}.')
+    else:
+      variables = weights.load(args.model, args.weights)
     if 'head' not in variables['params']:
-      raise UserError(f'{args.weights} has no classifier head; it cannot predict classes.')
+      raise UserError(f'{args.weights or args.tag} has no classifier head; it cannot predict '
+                      'classes.')
   except (ImageError, UserError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 2

@@ -23,6 +23,8 @@ _CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), num_classe
 
 
 def _register(name, cls, **defaults):
+  if name in _REGISTRY:  # a second row would silently replace the first
+    raise ValueError(f'model {name!r} is registered twice.')
   _REGISTRY[name] = (cls, defaults)
 
 
@@ -88,6 +90,62 @@ for _depth, _k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
 _register('r3d_18', VideoResNet, conv_types=('3d',) * 4, stem='basic')
 _register('mc3_18', VideoResNet, conv_types=('3d', '2d', '2d', '2d'), stem='basic')
 _register('r2plus1d_18', VideoResNet, conv_types=('2+1d',) * 4, stem='r2plus1d')
+
+
+# Each family's published counterparts, by library: torchvision's and timm's model names, BiT's
+# release checkpoints (BiT-M-R50x1...), transformers' Hub repositories (microsoft/resnet-<depth>,
+# whose ResNetConfig has this row's block and stage sizes). The weights converters list their
+# models from here, and weight tags find their model by these names.
+_SOURCES = {}
+SOURCE_KINDS = ('torchvision', 'timm', 'bit', 'transformers')
+
+
+def _sources(name, **sources):
+  if name not in _REGISTRY or name in _SOURCES or set(sources) - set(SOURCE_KINDS):
+    raise ValueError(f'sources of {name!r}: the model must be registered, listed once, with '
+                     f'kinds among {SOURCE_KINDS}.')
+  _SOURCES[name] = sources
+
+
+for _depth in (18, 34, 50, 101, 152):
+  _sources(f'resnet{_depth}', torchvision=f'resnet{_depth}', timm=f'resnet{_depth}',
+           transformers=f'microsoft/resnet-{_depth}')
+_sources('resnet26', timm='resnet26', transformers='microsoft/resnet-26')
+_sources('resnet200', timm='resnet200')
+for _name in ('wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d', 'resnext101_32x8d',
+              'resnext101_64x4d'):
+  _sources(_name, torchvision=_name, timm=_name)
+for _depth in (18, 26, 34, 50, 101, 152, 200):
+  _sources(f'resnet{_depth}d', timm=f'resnet{_depth}d')
+_sources('preact_resnet50', timm='resnetv2_50')
+_sources('preact_resnet101', timm='resnetv2_101')
+for _depth, _k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+  _sources(f'bit_resnet{_depth}x{_k}', timm=f'resnetv2_{_depth}x{_k}_bit',
+           bit=f'BiT-M-R{_depth}x{_k}')
+for _name in ('r3d_18', 'mc3_18', 'r2plus1d_18'):
+  _sources(_name, torchvision=_name)
+
+
+def model_sources(name: str) -> dict:
+  """{library: its name} of registered model `name`'s published counterparts (may be empty)."""
+  model_defaults(name)  # unknown names: the error with close matches
+  return dict(_SOURCES.get(name, {}))
+
+
+def models_with_source(kind: str) -> tuple:
+  """Registered names that `kind` ('torchvision', 'timm', 'bit', 'transformers') publishes,
+  in the order of their rows."""
+  return tuple(name for name, sources in _SOURCES.items() if kind in sources)
+
+
+def model_for_source(kind: str, their_name: str) -> str:
+  """The registered name whose `kind` counterpart is `their_name` ('resnetv2_50' ->
+  'preact_resnet50'); ValueError if none."""
+  for name, sources in _SOURCES.items():
+    if sources.get(kind) == their_name:
+      return name
+  raise ValueError(f'no registered model is {kind}\'s {their_name!r}; those with one: '
+                   f'{", ".join(models_with_source(kind))}.')
 
 
 def list_models(pattern: str = '*'):

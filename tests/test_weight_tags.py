@@ -13,12 +13,13 @@ from test_weights import random_variables
 
 
 def test_every_tag_names_a_registered_model_and_a_sane_transform():
-  assert len(weights.TAGS) == 40
+  assert len(weights.TAGS) == 49
   for name, tag in weights.TAGS.items():
     assert name == tag.name and name.split('.')[1]
     assert tag.model in jax_resnet.list_models(), name
     assert tag.resize >= tag.crop and tag.interpolation in ('bilinear', 'bicubic')
-    assert 60.0 < tag.top1 < 90.0 and tag.source in ('torchvision', 'timm')
+    assert 60.0 < tag.top1 < 90.0 and tag.source in ('torchvision', 'timm', 'big_vision')
+    assert (tag.size_mb is not None) == (tag.source == 'torchvision'), name
   assert weights.list_tags('resnet50d') == ['resnet50d.a1_in1k', 'resnet50d.ra2_in1k']
 
 
@@ -27,19 +28,22 @@ def test_unknown_tag_suggests_close_ones():
     weights.get_tag('resnet50.tv3_in1k')
   assert str(err.value) == ("Unknown weight tag 'resnet50.tv3_in1k'. Did you mean "
                             'resnet50.tv_in1k, resnet50.tv2_in1k, resnet152.tv_in1k? '
-                            'jax_resnet.weights.list_tags() lists all 40.')
+                            'jax_resnet.weights.list_tags() lists all 49.')
 
 
 def test_torchvision_tags_equal_torchvision_weights_meta():
   models = pytest.importorskip('torchvision.models')
   for tag in (t for t in weights.TAGS.values() if t.source == 'torchvision'):
-    version = 'IMAGENET1K_V1' if tag.name.endswith('.tv_in1k') else 'IMAGENET1K_V2'
+    version = {'tv_in1k': 'IMAGENET1K_V1', 'tv2_in1k': 'IMAGENET1K_V2',
+               'tv_kinetics400': 'KINETICS400_V1'}[tag.name.split('.')[1]]
     published = models.get_weight(f'{models.get_model_weights(tag.model).__name__}.{version}')
     transform = published.transforms()
     assert (tag.resize, tag.crop) == (transform.resize_size[0], transform.crop_size[0]), tag.name
     assert tag.interpolation == transform.interpolation.value
     assert (list(tag.mean), list(tag.std)) == (transform.mean, transform.std)
-    assert tag.top1 == published.meta['_metrics']['ImageNet-1K']['acc@1']
+    metric = 'Kinetics-400' if tag.dataset == 'Kinetics-400' else 'ImageNet-1K'
+    assert tag.top1 == published.meta['_metrics'][metric]['acc@1']
+    assert tag.size_mb == published.meta['_file_size']
     assert tag.fetch == published.url
 
 

@@ -13,14 +13,14 @@ import safetensors.numpy
 from PIL import Image
 
 from jax_resnet import predict, weights
-from jax_resnet.weights.torchvision import variable_shapes
+from jax_resnet.weights.torch_layout import variable_shapes
 from jax_resnet.weights.trees import flatten, unflatten
 
 
 def random_variables(name, num_classes=None, seed=0):
   """A {'params', 'batch_stats'} tree of random float32 numpy arrays for model `name`."""
   if num_classes is None:
-    num_classes = weights.torchvision.default_num_classes(name)
+    num_classes = weights.torch_layout.default_num_classes(name)
   rng = np.random.RandomState(seed)
   flat = {k: rng.standard_normal(s.shape).astype(np.float32)
           for k, s in flatten(variable_shapes(name, num_classes)).items()}

@@ -54,10 +54,11 @@ def _add_model(c):
   #                                     same weights) | 'auto' (per backend, docs/benchmarks.md)
   c.stem_conv = 'auto'                # ImageNet 7x7/2 stem as 'conv' | 'pad_channels' |
   #                                     'space_to_depth' (same weights) | 'auto' (per backend)
-  c.init_from = ''                    # fine-tune from a weights file or a workdir ('' = none)
+  c.init_from = ''                    # fine-tune from a weights file, a workdir or a weight tag
   c.init_reinit_head = False          # fine-tune: fresh head (num_classes differs from the file)
-  c.init_tag = ''                     # init_from's weight tag (weights.list_tags()): its mean/std
-                                      # replace ImageNet's under normalize='mean_std'
+  c.init_tag = ''                     # init_from's weight tag (weights.list_tags(); default:
+                                      # init_from if it is one): its mean/std replace ImageNet's
+                                      # under normalize='mean_std'
 
 
 def _add_data(c):

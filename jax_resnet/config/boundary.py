@@ -137,12 +137,21 @@ def _same_names(cls, config):
   return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
 
 
+def init_tag(config) -> str:
+  """The weight tag whose statistics fine-tuning uses: init_tag, else init_from when that names
+  a published tag (weights.list_tags()) rather than a file; '' when none."""
+  if config.init_tag:
+    return config.init_tag
+  from jax_resnet.weights.tags import TAGS
+  return config.init_from if config.init_from in TAGS else ''
+
+
 def data_spec(config) -> DataSpec:
   """The DataSpec of `config`; 'mean_std' takes init_tag's statistics when one is set."""
   data = _same_names(DataSpec, config)
-  if config.init_tag:
+  if init_tag(config):
     from jax_resnet.weights.tags import get_tag
-    tag = get_tag(config.init_tag)
+    tag = get_tag(init_tag(config))
     data = dataclasses.replace(data, mean=tuple(tag.mean), std=tuple(tag.std))
   return data
 
@@ -305,14 +314,15 @@ def _check_data(c):
             + (' (the digits are 8x8, CIFAR 32, ImageNet 224)' if key == 'image_size' else '')
             + '.')
   _choice(c, 'augment', AUGMENTS)
-  if c.init_tag:
+  if init_tag(c):
     from jax_resnet.weights.tags import get_tag
+    key = 'init_tag' if c.init_tag else 'init_from'
     try:
-      tag = get_tag(c.init_tag)
+      tag = get_tag(init_tag(c))
     except ValueError as error:
       _fail(f'init_tag: {error}')
     if tag.model != c.model:
-      _fail(f'init_tag={c.init_tag!r} is a {tag.model} checkpoint but model={c.model!r}; use '
+      _fail(f'{key}={init_tag(c)!r} is a {tag.model} checkpoint but model={c.model!r}; use '
             f'a tag of {c.model} (jax_resnet.weights.list_tags({c.model!r})).')
   _choice(c, 'normalize', NORMALIZATIONS)
   if c.dataset.startswith('imagenet2012') and c.normalize == 'per_pixel_mean':

@@ -1,4 +1,5 @@
-"""Pretrained weights: torchvision / timm checkpoints in, torchvision state dicts out.
+"""Pretrained weights: torchvision / timm / BiT / transformers checkpoints in, torch state dicts
+out; `jax_resnet.load_pretrained(tag)` fetches and loads a published file in one call.
 
     from jax_resnet import weights
     variables = weights.load('resnet50', 'model.safetensors')       # or .pth, .npz, a workdir
@@ -22,7 +23,9 @@ from jax_resnet.weights.files import (from_state_dict, guess_model, load, read_s
 from jax_resnet.weights.flax_imagenet import FLAX_IMAGENET_MODELS, from_flax_imagenet
 from jax_resnet.weights.big_vision import BIG_VISION_MODELS, from_big_vision, to_big_vision
 from jax_resnet.weights.timm import TIMM_NAMES, from_timm, to_timm
-from jax_resnet.weights.tags import TAGS, WeightTag, get_tag, list_tags
+from jax_resnet.weights.tags import TAGS, WeightTag, default_tag, get_tag, list_tags
+from jax_resnet.weights.transformers import (TRANSFORMERS_MODELS, from_transformers,
+                                             to_transformers)
 from jax_resnet.weights.torchvision import (IMAGE_MODELS, TORCHVISION_MODELS, VIDEO_MODELS,
                                             from_torchvision, to_torchvision)
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsError, WeightsFileError,
@@ -37,9 +40,10 @@ def imagenet_classes():
 
 __all__ = [
     'BIG_VISION_MODELS', 'FLAX_IMAGENET_MODELS', 'HeadMismatchError', 'IMAGE_MODELS', 'TAGS',
-    'TIMM_NAMES', 'TORCHVISION_MODELS', 'VIDEO_MODELS', 'WeightTag', 'WeightsError',
-    'WeightsFileError', 'WeightsMismatchError', 'from_big_vision', 'from_flax_imagenet',
-    'from_state_dict', 'from_timm', 'from_torchvision', 'get_tag', 'guess_model',
-    'imagenet_classes', 'list_tags', 'load', 'merge_pretrained', 'read_safetensors', 'read_tag',
-    'read_torch', 'save_npz', 'to_big_vision', 'to_timm', 'to_torchvision',
+    'TIMM_NAMES', 'TORCHVISION_MODELS', 'TRANSFORMERS_MODELS', 'VIDEO_MODELS', 'WeightTag',
+    'WeightsError', 'WeightsFileError', 'WeightsMismatchError', 'default_tag', 'from_big_vision',
+    'from_flax_imagenet', 'from_state_dict', 'from_timm', 'from_torchvision', 'from_transformers',
+    'get_tag', 'guess_model', 'imagenet_classes', 'list_tags', 'load', 'merge_pretrained',
+    'read_safetensors', 'read_tag', 'read_torch', 'save_npz', 'to_big_vision', 'to_timm',
+    'to_torchvision', 'to_transformers',
 ]

@@ -26,15 +26,14 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from jax_resnet.registry import model_defaults
-from jax_resnet.weights.torchvision import _modules, checked_for_export, variable_shapes
+from jax_resnet.registry import model_defaults, models_with_source
+from jax_resnet.weights.torch_layout import checked_for_export, modules, variable_shapes
 from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare,
                                       mismatch_message, to_float32, unflatten)
 
 PREFIX = 'resnet/'
 _DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
-BIG_VISION_MODELS = tuple(f'bit_resnet{d}x{k}'
-                          for d, k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)))
+BIG_VISION_MODELS = models_with_source('bit')  # the registry rows BiT published
 
 _UNIT = {'bn1': 'a/group_norm', 'bn2': 'b/group_norm', 'bn3': 'c/group_norm',
          'conv1': 'a/standardized_conv2d', 'conv2': 'b/standardized_conv2d',
@@ -77,7 +76,7 @@ def big_vision_layout(model_name: str, num_classes: int) -> tuple:
   """((checkpoint name, our flat name, checkpoint shape), ...) in our module order."""
   shapes = variable_shapes(check_supported(model_name), num_classes)
   entries = []
-  for path, leaves in _modules(shapes['params']).items():
+  for path, leaves in modules(shapes['params']).items():
     scope, head = _bv_module(path), path == ('head',)
     for leaf, value in leaves.items():
       shape = (1, 1) + tuple(value.shape) if head and leaf == 'kernel' else tuple(value.shape)
@@ -146,7 +145,7 @@ def check_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int
               'backbone) and that the file is a BiT checkpoint (resnet/root_block/...).')
     raise WeightsMismatchError(mismatch_message(
         f'{source} does not match BiT {model_name} ({len(entries)} arrays)', missing,
-        unexpected, wrong, hint))
+        unexpected, wrong, hint), holds=guess if guess != model_name else None)
   return num_classes
 
 

@@ -9,7 +9,8 @@ from typing import Mapping, NamedTuple, Optional
 import jax
 import numpy as np
 
-from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision, variable_shapes
+from jax_resnet.weights.torch_layout import variable_shapes
+from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
                                       compare, flatten, mismatch_message, unflatten)
 
@@ -61,7 +62,7 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
     else:
       raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
                              f'expected {FORMATS}.')
-  _check_values(variables, path)
+  check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
 
 
@@ -96,12 +97,12 @@ def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict'
         f'{model_name} has no torchvision or timm layout; {source} cannot be converted. Models '
         f'with one: {", ".join(sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)))}.')
   except WeightsMismatchError as error:
-    if 'The file holds' in str(error):
+    if error.holds is not None:  # the converter already named the model the file holds
       raise
     guess = guess_model(arrays)
     if guess is None or guess == model_name:
       raise
-    raise WeightsMismatchError(f'{error} The file holds {guess} weights.') from None
+    raise WeightsMismatchError(f'{error} The file holds {guess} weights.', holds=guess) from None
 
 
 def _stage_sizes(names) -> tuple:
@@ -120,10 +121,11 @@ def guess_model(arrays: Mapping) -> Optional[str]:
   (candidates: those with its blocks per stage), or None."""
   from jax_resnet.registry import model_defaults
   from jax_resnet.weights import timm as timm_layouts
-  from jax_resnet.weights.torchvision import _compare_layout, torch_layout
+  from jax_resnet.weights.torch_layout import compare_layout, head_classes
+  from jax_resnet.weights.torchvision import torch_layout
   arrays = {str(k): v for k, v in arrays.items()}
   sizes = _stage_sizes(arrays)
-  head = timm_layouts._head_classes(arrays)
+  head = head_classes(arrays, timm_layouts.HEAD_NAMES)
   for name in sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)):
     if tuple(model_defaults(name)[1].get('stage_sizes', ())) != sizes:
       continue
@@ -131,14 +133,14 @@ def guess_model(arrays: Mapping) -> Optional[str]:
     layouts += [torch_layout] if name in TORCHVISION_MODELS else []
     for layout in layouts:
       try:
-        if not any(_compare_layout(layout(name, head), arrays)):
+        if not any(compare_layout(layout(name, head), arrays)):
           return name
       except Exception:  # a layout that cannot take this head size
         continue
   return None
 
 
-def _check_values(variables: dict, source: str):
+def check_values(variables: dict, source: str):
   """Weights are finite floating-point numbers: integer (quantised), boolean or complex arrays
   would load and compute nonsense, and a non-finite value poisons every output."""
   for name, array in flatten(variables).items():

@@ -2,7 +2,7 @@
 ResNet-D, Wide ResNet, ResNeXt) and of its ResNetV2 (resnetv2.py: pre-activation with
 BatchNorm, and BiT with GroupNorm and Weight Standardization).
 
-Layouts are torch's, as in `jax_resnet.weights.torchvision`: convolution kernels (out, in,
+Layouts are torch's (`jax_resnet.weights.torch_layout`): convolution kernels (out, in,
 spatial...), linear kernels (out, in); BiT's head is a 1x1 convolution (num_classes, C, 1, 1)
 where ours is a Dense (C, num_classes). GroupNorm has weight and bias only. Weight
 Standardization keeps the raw kernel as the parameter in both libraries, so kernels copy as
@@ -13,26 +13,15 @@ import functools
 import re
 from typing import Mapping, Optional
 
-import numpy as np
+from jax_resnet.registry import model_defaults, model_sources, models_with_source
+from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
+                                             read_layout, strip_wrapper_prefix, variable_shapes,
+                                             write_layout)
+from jax_resnet.weights.trees import WeightsError
 
-from jax_resnet.registry import model_defaults
-from jax_resnet.weights.torchvision import (_compare_layout, _strip_wrapper_prefix, _to_ours,
-                                            _to_torch, checked_for_export, layout_entries,
-                                            variable_shapes)
-from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, mismatch_message,
-                                      to_float32, unflatten)
-
-_RESNET = ('resnet18', 'resnet26', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-           'resnet200', 'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d',
-           'resnext101_32x8d', 'resnext101_64x4d')
-# Our name -> timm's (timm 1.0 registers these; their parameter counts equal ours).
-TIMM_NAMES = {
-    **{name: name for name in _RESNET},
-    **{f'resnet{d}d': f'resnet{d}d' for d in (18, 26, 34, 50, 101, 152, 200)},
-    'preact_resnet50': 'resnetv2_50', 'preact_resnet101': 'resnetv2_101',
-    **{f'bit_resnet{d}x{k}': f'resnetv2_{d}x{k}_bit'
-       for d, k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4))},
-}
+# Our name -> timm's, from the registry rows (timm 1.0 registers these; their parameter counts
+# equal ours).
+TIMM_NAMES = {name: model_sources(name)['timm'] for name in models_with_source('timm')}
 _OURS = {timm: ours for ours, timm in TIMM_NAMES.items()}
 
 # timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.
@@ -87,13 +76,7 @@ def timm_layout(model_name: str, num_classes: int) -> tuple:
                         functools.partial(_timm_module, model_name), conv_head=_is_v2(model_name))
 
 
-def _head_classes(arrays: Mapping) -> int:
-  """Classes of the state dict's head; 0 when it has none (timm's num_classes=0)."""
-  for name in ('fc.weight', 'head.fc.weight'):
-    weight = arrays.get(name)
-    if weight is not None and len(getattr(weight, 'shape', ())) in (2, 4):
-      return int(weight.shape[0])
-  return 0
+HEAD_NAMES = ('fc.weight', 'head.fc.weight')  # resnet.py's Linear, resnetv2.py's 1x1 conv
 
 
 def from_timm(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None, *,
@@ -114,23 +97,13 @@ def from_timm(model_name: str, state_dict: Mapping, num_classes: Optional[int] =
     WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message.
   """
   model_name = resolve(model_name)
-  arrays = _strip_wrapper_prefix({str(k): v for k, v in state_dict.items()})
+  arrays = strip_wrapper_prefix(state_dict)
   if num_classes is None:
-    num_classes = _head_classes(arrays)
-  entries = timm_layout(model_name, num_classes)
-  missing, unexpected, wrong = _compare_layout(entries, arrays)
-  if missing or unexpected or wrong:
-    size = sum(e.kind != 'counter' for e in entries)
-    raise WeightsMismatchError(mismatch_message(
-        f'{source} does not match timm {TIMM_NAMES[model_name]} ({size} tensors)', missing,
-        unexpected, wrong, 'Check the model name and that the dict is its timm state dict.'))
-  flat = {}
-  for e in entries:
-    if e.kind == 'conv_head':  # (n, c, 1, 1) -> (c, n)
-      flat[e.ours] = np.ascontiguousarray(to_float32(arrays[e.torch_name])[:, :, 0, 0].T)
-    elif e.kind != 'counter':
-      flat[e.ours] = _to_ours(e.kind, to_float32(arrays[e.torch_name]))
-  return unflatten(flat)
+    num_classes = head_classes(arrays, HEAD_NAMES)
+  hint = 'Check the model name and that the dict is its timm state dict.'
+  return read_layout(timm_layout(model_name, num_classes), arrays,
+                     f'{source} does not match timm {TIMM_NAMES[model_name]}',
+                     lambda: (hint, None))
 
 
 def to_timm(model_name: str, variables: Mapping) -> dict:
@@ -140,13 +113,4 @@ def to_timm(model_name: str, variables: Mapping) -> dict:
   """
   model_name = resolve(model_name)
   num_classes, flat = checked_for_export(model_name, variables)
-  out = {}
-  for entry in timm_layout(model_name, num_classes):
-    if entry.kind == 'counter':
-      out[entry.torch_name] = np.zeros((), np.int64)
-    elif entry.kind == 'conv_head':
-      out[entry.torch_name] = np.ascontiguousarray(np.asarray(flat[entry.ours]).T[:, :, None,
-                                                                                 None])
-    else:
-      out[entry.torch_name] = _to_torch(entry.kind, np.asarray(flat[entry.ours]))
-  return out
+  return write_layout(timm_layout(model_name, num_classes), flat)

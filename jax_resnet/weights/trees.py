@@ -18,7 +18,12 @@ class WeightsError(UserError):
 
 
 class WeightsMismatchError(WeightsError, ValueError):
-  """Tensors that do not fit the model: missing, unexpected or of the wrong shape."""
+  """Tensors that do not fit the model: missing, unexpected or of the wrong shape. `holds` is
+  the registered model the tensors were recognised as, when one was (else None)."""
+
+  def __init__(self, message: str, holds=None):
+    super().__init__(message)
+    self.holds = holds
 
 
 class HeadMismatchError(WeightsMismatchError):

@@ -1,0 +1,75 @@
+"""A loopback HTTP server standing in for the Hugging Face Hub and download hosts in tests:
+serves in-memory files on 127.0.0.1, counts requests, can cut a response halfway."""
+
+import hashlib
+import http.server
+import threading
+
+COMMIT = 'c0ffee' * 6 + 'c0ff'  # 40 hex digits: the Hub's revision header
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  protocol_version = 'HTTP/1.1'
+
+  def log_message(self, *args):  # quiet
+    pass
+
+  def do_HEAD(self):
+    self._answer(body=False)
+
+  def do_GET(self):
+    self._answer(body=True)
+
+  def _answer(self, body: bool):
+    server = self.server.owner
+    with server.lock:
+      server.requests += 1
+    path = self.path.split('?', 1)[0]
+    data = server.files.get(path)
+    if data is None or server.refuse:
+      self.send_response(404 if data is None else 503)
+      self.send_header('Content-Length', '0')
+      self.end_headers()
+      return
+    self.send_response(200)
+    self.send_header('Content-Length', str(len(data)))
+    etag = server.etags.get(path, hashlib.sha256(data).hexdigest())
+    self.send_header('ETag', f'"{etag}"')
+    self.send_header('X-Repo-Commit', COMMIT)
+    self.end_headers()
+    if not body:
+      return
+    if path in server.cut:  # half the body, then the connection drops; later requests fail
+      self.wfile.write(data[:len(data) // 2])
+      server.refuse = True
+      self.close_connection = True
+      return
+    self.wfile.write(data)
+
+
+class WeightsServer:
+  """`with WeightsServer() as server:` serves `server.files` (URL path -> bytes) at
+  `server.url`; `etags` overrides a file's announced SHA-256, `cut` lists paths sent
+  halfway (the server then answers 503)."""
+
+  def __init__(self):
+    self.files, self.etags, self.cut = {}, {}, set()
+    self.requests, self.refuse, self.lock = 0, False, threading.Lock()
+    self._httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    self._httpd.owner = self
+    self._httpd.daemon_threads = True
+    self.url = f'http://127.0.0.1:{self._httpd.server_address[1]}'
+    self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self.stop()
+
+  def stop(self):
+    if self._thread.is_alive():
+      self._httpd.shutdown()
+      self._thread.join(timeout=10)
+    self._httpd.server_close()
