@@ -20,8 +20,6 @@ import errno
 import logging
 import os
 import re
-import sys
-import threading
 import time
 import zlib
 
@@ -122,39 +120,6 @@ def agree(code: int, gather=None) -> int:
   return int(np.max(np.asarray(gather(np.int32(code)))))
 
 
-_failed_writes = []  # storage failures reported as CheckpointWriteError in this process
-
-
-def _report_once(hook_name: str, is_ours):
-  """Wraps sys/threading `hook_name` so that the exceptions `is_ours` accepts are not printed:
-  after a failed save, Orbax's writer threads die with the error already reported in one line
-  (and their event loops with it), and Python would print each with its traceback."""
-  module = threading if hook_name == 'excepthook' else sys
-  previous = getattr(module, hook_name)
-  if getattr(previous, 'jax_resnet_quiet', False):
-    return
-
-  def hook(args):
-    if not is_ours(args):
-      previous(args)
-  hook.jax_resnet_quiet = True
-  setattr(module, hook_name, hook)
-
-
-def _writer_failed(args) -> bool:
-  """A thread that died of a storage error: Orbax re-raises it where the save is awaited."""
-  if _write_failure(args.exc_value) is None:
-    return False
-  _failed_writes.append(args.thread.name if args.thread else '')
-  return True
-
-
-def _quiet_failed_writers():
-  _report_once('excepthook', _writer_failed)
-  _report_once('unraisablehook',
-               lambda args: bool(_failed_writes) and isinstance(args.exc_value, RuntimeError))
-
-
 @contextlib.contextmanager
 def _quiet_orbax(quiet: bool):
   """Orbax's warnings (absl's logger) off while `quiet`."""
@@ -181,8 +146,6 @@ class Checkpoints:
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_handlers=handlers)
     self.writing = None      # the step of the save in flight
-    if not read_only:
-      _quiet_failed_writers()
     self.write_failed = False
 
   def latest_step(self):
@@ -215,7 +178,6 @@ class Checkpoints:
       if failure is None:
         raise
       self.write_failed = True
-      _failed_writes.append(self.directory)
       kept = [s for s in self.manager.all_steps() if s != self.writing]
       try:  # end Orbax's background work now, not in interpreter shutdown (which prints it)
         self.manager.close()
