@@ -224,7 +224,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
   step, host_state, data_state, meta = _initial_state(spec, parts, info.image_shape, checkpoints)
   total = parts.total_steps
-  say = print if jax.process_index() == 0 else (lambda *_: None)
+  say = print if jax.process_index() == 0 else (lambda *_, **__: None)
   if step >= total:
     summary = _finished_summary(workdir, step)
     if summary is not None:
