@@ -150,8 +150,15 @@ def _train(argv):
   from jax_resnet.training import train_and_evaluate
   logging.set_verbosity(logging.WARNING)
   workdir = FLAGS.workdir or _default_workdir()
+  from jax_resnet.training.checkpoints import CheckpointWriteError
   try:
     train_and_evaluate(FLAGS.config, workdir)
+  except CheckpointWriteError as error:
+    # The run has stopped and its files are closed; Orbax's writer threads would print their
+    # own copy of the storage error while the interpreter shuts down, so leave without it.
+    print(f'error: {error}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
   except UserError as error:
     _fail(str(error))
   except jax.errors.JaxRuntimeError as error:
@@ -166,7 +173,9 @@ def _train(argv):
     os._exit(3)
   if jax.process_index() == 0:
     from jax_resnet.training.curves import plot_curves
-    print(f'training curves: {plot_curves(workdir)}')
+    curves = plot_curves(workdir)
+    if curves:
+      print(f'training curves: {curves}')
   return 0
 
 

@@ -184,6 +184,14 @@ def test_training_curves_from_metrics_jsonl(tmp_path):
     assert (image.format, image.size) == ('PNG', (1000, 400))
 
 
+def test_no_curves_for_a_run_that_logged_nothing(tmp_path):
+  from jax_resnet.training.curves import plot_curves
+  assert plot_curves(str(tmp_path)) is None  # stopped before its first step: no metrics.jsonl
+  (tmp_path / 'metrics.jsonl').write_text('')
+  assert plot_curves(str(tmp_path)) is None
+  assert os.listdir(tmp_path) == ['metrics.jsonl']
+
+
 def test_false_alarms_are_dropped_and_other_lines_kept():
   from absl import logging as absl_logging
   from jax_resnet import false_alarms

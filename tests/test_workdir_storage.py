@@ -40,9 +40,6 @@ def small_tmpfs(tmp_path):
   subprocess.run(['umount', '-l', str(target)], check=False)
 
 
-@pytest.mark.xfail(reason='the error line, exit 2 and no summary.json hold, but Orbax\'s writer '
-                   'threads still print "Event loop is closed" tracebacks as the process exits',
-                   strict=False)
 def test_a_full_disk_during_a_checkpoint_is_one_line_exit_2_and_no_summary(small_tmpfs):
   workdir = small_tmpfs / 'w'
   code, _, err = _run([f'--workdir={workdir}', '--config.num_train_steps=2',

@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import time
 import zlib
 
@@ -110,6 +111,14 @@ def _write_failure(error):
   return None
 
 
+def _check_room(directory: str, state):
+  """A save that cannot fit fails before Orbax starts writing: once its writers meet a full
+  disk, tensorstore's callbacks print pages of tracebacks of their own from other threads."""
+  needed = sum(getattr(leaf, 'nbytes', 0) for leaf in jax.tree.leaves(state)) + 2 ** 16
+  if needed > shutil.disk_usage(directory).free:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def agree(code: int, gather=None) -> int:
   """The worst of every process's outcome, so all act alike (a collective on many hosts)."""
   if jax.process_count() == 1 and gather is None:
@@ -157,9 +166,10 @@ class Checkpoints:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state),
                               meta=ocp.args.JsonSave(meta))
-    with self._writing():
-      saved = self.manager.save(step, args=args, force=True)
     self.writing = step
+    with self._writing():
+      _check_room(self.directory, state)
+      saved = self.manager.save(step, args=args, force=True)
     return saved
 
   def wait(self):

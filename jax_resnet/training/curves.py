@@ -14,7 +14,10 @@ def read_curves(workdir: str) -> dict:
   accuracy of a train interval being 1 - its mean error (the logged train metric) and an
   evaluation's its top-1. A resumed run's repeated steps keep the last row written."""
   rows = {'train': {}, 'eval': {}}
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):  # a run stopped before its first logged step
+    return {split: ([], [], []) for split in rows}
+  with open(path) as f:
     for line in f:
       row = json.loads(line)
       if row.get('split') == 'train' and 'error' in row:
@@ -28,13 +31,15 @@ def read_curves(workdir: str) -> dict:
   return curves
 
 
-def plot_curves(workdir: str) -> str:
+def plot_curves(workdir: str):
   """Writes workdir/curves.png (loss and accuracy against steps, train and eval) and returns its
-  path."""
+  path; None when the run logged nothing to plot."""
+  curves = read_curves(workdir)
+  if not any(steps for steps, _, _ in curves.values()):
+    return None
   import matplotlib
   matplotlib.use('Agg')  # file output only: no display on servers
   import matplotlib.pyplot as plt
-  curves = read_curves(workdir)
   figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
   for split, marker in (('train', ''), ('eval', 'o')):
     steps, losses, accuracies = curves[split]
