@@ -4,7 +4,7 @@ of the inference function (weights baked in, any batch size), and a JSON beside 
     python -m jax_resnet.export --model resnet50 --weights resnet50.safetensors \
         --tag resnet50.tv2_in1k --image-size 224 --out resnet50.jaxexport [--with-preprocessing]
 
-    exported = jax.export.deserialize(open('resnet50.jaxexport', 'rb').read())
+    exported = jax.export.deserialize(bytearray(open('resnet50.jaxexport', 'rb').read()))
     logits = exported.call(images)        # (N, 224, 224, 3) float32, any N
 
 docs/export.md says how to serve it and what it cannot do.
@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+from jax import export as jax_export  # a submodule jax 0.7 does not import itself
 import numpy as np
 
 from jax_resnet import predict
@@ -113,7 +114,7 @@ def preprocessing_function(preprocessing: Preprocessing, height: int, width: int
 
 def export_model(model, variables, image_size: int, dtype: Optional[str] = None,
                  preprocessing: Optional[Preprocessing] = None,
-                 platforms: Optional[Sequence[str]] = None) -> jax.export.Exported:
+                 platforms: Optional[Sequence[str]] = None) -> jax_export.Exported:
   """`jax.export` of `model.apply(variables, images, train=False)` with the variables baked
   in and a symbolic batch size. Inputs: (N, image_size, image_size, 3) float32, or uint8
   images of that size when `preprocessing` is given (it runs first, inside the program).
@@ -132,14 +133,14 @@ def export_model(model, variables, image_size: int, dtype: Optional[str] = None,
     x = images if prepare is None else prepare(images)
     return jnp.asarray(model.apply(constants, x, train=False), jnp.float32)
 
-  batch, = jax.export.symbolic_shape('batch')
+  batch, = jax_export.symbolic_shape('batch')
   input_dtype = jnp.float32 if preprocessing is None else jnp.uint8
   spec = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), input_dtype)
   platforms = tuple(platforms) if platforms else None
-  return jax.export.export(jax.jit(infer), platforms=platforms)(spec)
+  return jax_export.export(jax.jit(infer), platforms=platforms)(spec)
 
 
-def metadata(exported: jax.export.Exported, model_name: str, tag: Optional[str],
+def metadata(exported: jax_export.Exported, model_name: str, tag: Optional[str],
              image_size: int, dtype: str, preprocessing: Optional[Preprocessing],
              mean, std, class_names) -> dict:
   """The JSON written beside the program: what it takes and gives."""
@@ -157,7 +158,7 @@ def metadata(exported: jax.export.Exported, model_name: str, tag: Optional[str],
   }
 
 
-def write_artefact(path: str, exported: jax.export.Exported, meta: dict) -> Tuple[str, str]:
+def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tuple[str, str]:
   """Writes the serialized program to `path` and the JSON to `path` + '.json', each through
   a temporary file renamed into place, so a failure leaves neither half-written."""
   data = bytes(exported.serialize())

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import jax
+import jax.export  # noqa: F401  (jax 0.7 does not import the submodule itself)
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ _PLAIN_JAX = textwrap.dedent('''
       blocked = False
     except ImportError:
       blocked = True
-    import jax, numpy as np
+    import jax, jax.export, numpy as np
     with open(sys.argv[1], 'rb') as f:
       program = jax.export.deserialize(bytearray(f.read()))
     inputs = np.load(sys.argv[2])
