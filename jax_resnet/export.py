@@ -4,7 +4,7 @@ of the inference function (weights baked in, any batch size), and a JSON beside 
     python -m jax_resnet.export --model resnet50 --weights resnet50.safetensors \
         --tag resnet50.tv2_in1k --image-size 224 --out resnet50.jaxexport [--with-preprocessing]
 
-    exported = jax.export.deserialize(open('resnet50.jaxexport', 'rb').read())
+    exported = jax.export.deserialize(bytearray(open('resnet50.jaxexport', 'rb').read()))
     logits = exported.call(images)        # (N, 224, 224, 3) float32, any N
 
 docs/export.md says how to serve it and what it cannot do.
@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+from jax import export as jax_export  # a submodule jax 0.7 does not import itself
 import numpy as np
 
 from jax_resnet import predict
@@ -41,32 +42,79 @@ class Preprocessing:
   std: Tuple[float, float, float] = tuple(float(v) for v in predict.IMAGENET_STD)
 
 
+def _keys_cubic(x, a=-0.5):
+  """Keys' cubic convolution kernel (1981) with a = -0.5, PIL's and torchvision's bicubic."""
+  x = np.abs(x)
+  near = ((a + 2) * x - (a + 3)) * x * x + 1
+  far = ((x - 5) * x + 8) * x * a - 4 * a
+  return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+# interpolation -> (kernel support, kernel): PIL's BILINEAR (triangle) and BICUBIC filters.
+_FILTERS = {'bilinear': (1.0, lambda x: np.maximum(0.0, 1.0 - np.abs(x))),
+            'bicubic': (2.0, _keys_cubic)}
+
+
+def resampling_matrix(in_size: int, out_size: int, interpolation: str) -> np.ndarray:
+  """(out_size, in_size) float64 weights of an antialiased resize along one axis, as PIL's
+  resize computes them: output pixel i centred at (i + 0.5) * in/out, the kernel widened by the
+  downscale factor (a low-pass filter; never narrowed when upscaling) and normalised over the
+  taps inside the image. (jax.image.resize computes these weights in float32 and its result
+  in floating point; PIL's ties at x.5, frequent with such rational weights, need PIL's own
+  fixed-point arithmetic, below.)"""
+  support, kernel = _FILTERS[interpolation]
+  scale = in_size / out_size
+  widen = max(scale, 1.0)
+  centres = (np.arange(out_size) + 0.5) * scale
+  taps = np.arange(in_size) + 0.5
+  weights = kernel((taps[None, :] - centres[:, None]) / widen)
+  weights = np.where(np.abs(taps[None, :] - centres[:, None]) < support * widen, weights, 0.0)
+  return weights / weights.sum(axis=1, keepdims=True)
+
+
+# PIL resamples 8-bit images with its weights in fixed point, 22 fractional bits (ties and
+# rounding then fall as its do: the result equals PIL's pixel for pixel, tests/test_export.py).
+_WEIGHT_BITS = 22
+
+
+def _fixed_point(weights: np.ndarray) -> np.ndarray:
+  """Weights as integers of 2**-22, each rounded half away from zero."""
+  scaled = weights * (1 << _WEIGHT_BITS)
+  return np.trunc(scaled + np.where(scaled < 0, -0.5, 0.5)).astype(np.int32)
+
+
+def _resample_8_bits(pixels, weights, subscripts: str):
+  """One resize pass on int32 pixels: the fixed-point weighted sums, rounded half up and
+  clipped to 0..255. |sum| < 255 * 1.3 * 2**22 < 2**31 for these kernels."""
+  total = jnp.einsum(subscripts, pixels, weights, preferred_element_type=jnp.int32)
+  return jnp.clip(jnp.right_shift(total + (1 << (_WEIGHT_BITS - 1)), _WEIGHT_BITS), 0, 255)
+
+
 def preprocessing_function(preprocessing: Preprocessing, height: int, width: int):
   """(N, height, width, 3) uint8 -> (N, crop, crop, 3) float32: `predict.preprocess` as a JAX
-  function of static image size, resizing in PIL's two passes, each rounded to 8 bits; PIL's
-  fixed-point weights may still round a pixel one level apart (docs/export.md)."""
+  function of static image size. As PIL: the width pass, then the height pass, each an 8-bit
+  image; only the crop's rows and columns are computed."""
   new_width, new_height = predict.resized_size(width, height, preprocessing.resize)
   top, left = predict.crop_offsets(new_width, new_height, preprocessing.crop)
   crop = preprocessing.crop
-  method = {'bilinear': 'linear', 'bicubic': 'cubic'}[preprocessing.interpolation]
+  interpolation = preprocessing.interpolation
+  columns = _fixed_point(resampling_matrix(width, new_width, interpolation)[left:left + crop])
+  rows = _fixed_point(resampling_matrix(height, new_height, interpolation)[top:top + crop])
   mean = np.float32(preprocessing.mean)
   std = np.float32(preprocessing.std)
 
-  def one(image):
-    # PIL's order: the width pass, then the height pass, each rounded to 8 bits.
-    pixels = jnp.asarray(image, jnp.float32)
-    for shape in ((height, new_width, 3), (new_height, new_width, 3)):
-      pixels = jax.image.resize(pixels, shape, method, antialias=True)
-      pixels = jnp.clip(jnp.round(pixels), 0, 255)
-    pixels = pixels[top:top + crop, left:left + crop]
-    return (pixels / np.float32(255.0) - mean) / std
+  def apply(images):
+    pixels = jnp.asarray(images, jnp.int32)
+    pixels = _resample_8_bits(pixels, columns, 'nhwc,vw->nhvc')
+    pixels = _resample_8_bits(pixels, rows, 'nhwc,uh->nuwc')
+    return (jnp.asarray(pixels, jnp.float32) / np.float32(255.0) - mean) / std
 
-  return jax.vmap(one)
+  return apply
 
 
 def export_model(model, variables, image_size: int, dtype: Optional[str] = None,
                  preprocessing: Optional[Preprocessing] = None,
-                 platforms: Optional[Sequence[str]] = None) -> jax.export.Exported:
+                 platforms: Optional[Sequence[str]] = None) -> jax_export.Exported:
   """`jax.export` of `model.apply(variables, images, train=False)` with the variables baked
   in and a symbolic batch size. Inputs: (N, image_size, image_size, 3) float32, or uint8
   images of that size when `preprocessing` is given (it runs first, inside the program).
@@ -85,14 +133,14 @@ def export_model(model, variables, image_size: int, dtype: Optional[str] = None,
     x = images if prepare is None else prepare(images)
     return jnp.asarray(model.apply(constants, x, train=False), jnp.float32)
 
-  batch, = jax.export.symbolic_shape('batch')
+  batch, = jax_export.symbolic_shape('batch')
   input_dtype = jnp.float32 if preprocessing is None else jnp.uint8
   spec = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), input_dtype)
   platforms = tuple(platforms) if platforms else None
-  return jax.export.export(jax.jit(infer), platforms=platforms)(spec)
+  return jax_export.export(jax.jit(infer), platforms=platforms)(spec)
 
 
-def metadata(exported: jax.export.Exported, model_name: str, tag: Optional[str],
+def metadata(exported: jax_export.Exported, model_name: str, tag: Optional[str],
              image_size: int, dtype: str, preprocessing: Optional[Preprocessing],
              mean, std, class_names) -> dict:
   """The JSON written beside the program: what it takes and gives."""
@@ -110,7 +158,7 @@ def metadata(exported: jax.export.Exported, model_name: str, tag: Optional[str],
   }
 
 
-def write_artefact(path: str, exported: jax.export.Exported, meta: dict) -> Tuple[str, str]:
+def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tuple[str, str]:
   """Writes the serialized program to `path` and the JSON to `path` + '.json', each through
   a temporary file renamed into place, so a failure leaves neither half-written."""
   data = bytes(exported.serialize())
