@@ -181,9 +181,11 @@ def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tupl
 def _parser():
   parser = argparse.ArgumentParser(
       prog='python -m jax_resnet.export', description=__doc__.strip().splitlines()[0])
-  parser.add_argument('--model', required=True, help='registered model name')
+  parser.add_argument('--model', default=None,
+                      help="registered model name; by default the weight tag's or the workdir's")
   parser.add_argument('--weights', default=None,
-                      help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir')
+                      help='.safetensors, .pth/.pt/.bin, .npz or a train.py workdir; without '
+                           'it, the published file of --tag (jax_resnet.load_pretrained)')
   parser.add_argument('--tag', default=None,
                       help="the weights' tag (jax_resnet.weights.list_tags()): its mean/std and, "
                            'with --with-preprocessing, its resize and crop; by default the tag '
@@ -205,10 +207,6 @@ def _check_arguments(args, info):
   from jax_resnet.errors import UserError
   if info.input_kind != 'image':
     raise UserError(f'{args.model} takes video clips; export takes image models.')
-  if args.weights is None:
-    hint = f' (the tag {args.tag} names its file: download it first)' if args.tag else ''
-    raise UserError(f'--weights FILE is required: export bakes in weights read from a '
-                    f'file{hint}.')
   if args.dtype not in DTYPES:
     raise UserError(f'--dtype must be one of {", ".join(DTYPES)}, got {args.dtype!r}.')
   platforms = None
@@ -231,7 +229,7 @@ def _preprocessing(args, weights, info):
   """The tag (from --tag or the file) and the Preprocessing of predict's rules."""
   from jax_resnet.errors import UserError
   args.resize = None  # predict's option; export takes the tag's
-  transform = predict._transform(args, weights)
+  transform = predict._transform(args, weights, info.input_size)
   preprocessing = Preprocessing(**{**dataclasses.asdict(Preprocessing()), **transform})
   tag = args.tag or weights.read_tag(args.weights)
   if args.with_preprocessing:
@@ -250,11 +248,20 @@ def main(argv=None) -> int:
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
+  from jax_resnet.weights.pretrained import pretrained_variables
   try:
+    if args.weights is None and not args.tag:
+      raise UserError('pass --weights FILE, or --tag TAG to bake in a published file.')
+    published = pretrained_variables(args.tag) if args.weights is None else None
+    if published and args.model not in (None, published[0]):
+      raise UserError(f'{args.tag} holds {published[0]} weights, not {args.model}; pass '
+                      f'--model {published[0]} or leave --model out.')
+    args.model = args.model or (published[0] if published else None)
+    args.model = predict.model_name(args, weights)
     info = jax_resnet.model_info(args.model)
     platforms = _check_arguments(args, info)
     tag, preprocessing = _preprocessing(args, weights, info)
-    variables = weights.load(args.model, args.weights)
+    variables = published[1] if published else weights.load(args.model, args.weights)
   except (UserError, ValueError, OSError) as error:
     print(f'export: error: {error}', file=sys.stderr)
     return 2

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jax_resnet
-from jax_resnet import predict, registry, weights
+from jax_resnet import export, predict, registry, weights
 from jax_resnet.models import ResNet
 from jax_resnet.weights import download
 from jax_resnet.weights.pretrained import load_pretrained
@@ -377,3 +377,20 @@ def test_predict_with_a_tag_and_no_weights_file(env, timm_resnet18d, tmp_path, c
   assert predict.main(['--model', 'resnet18d', '--weights', cached, '--tag',
                        'resnet18d.ra2_in1k', '--top', '3', image]) == 0
   assert capsys.readouterr().out == by_tag and len(by_tag.splitlines()) == 4
+
+
+def test_export_with_a_tag_and_no_weights_file(env, timm_resnet18d, tmp_path):
+  import jax
+  import jax.export  # noqa: F401  (jax 0.7.2 loads the submodule only when asked)
+  out = tmp_path / 'resnet18d.jaxexport'
+  with WeightsServer() as server:
+    serve(env, server)
+    server.files[TIMM_PATH] = timm_resnet18d[0]
+    assert export.main(['--tag', 'resnet18d.ra2_in1k', '--image-size', str(SIZE),
+                        '--out', str(out)]) == 0
+  model, variables = load_pretrained('resnet18d.ra2_in1k')  # the cache: server stopped
+  program = jax.export.deserialize(bytearray(out.read_bytes()))
+  x = timm_resnet18d[1]
+  expected = np.asarray(model.apply(variables, x, train=False))
+  got = np.asarray(program.call(x))
+  assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
