@@ -54,7 +54,7 @@ def test_each_mode_reads_as_the_8_bit_picture(tmp_path, mode, pixels, suffix):
 def test_a_mode_without_a_known_scale_is_refused_in_one_line(tmp_path, capsys, pixels, message):
   path = tmp_path / 'odd.tif'
   Image.fromarray(pixels).save(path)
-  assert predict.main(['--weights', 'w.npz', str(path)]) == 2
+  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(path)]) == 2
   assert capsys.readouterr().err == f'predict: error: cannot read image {path}: {message}\n'
 
 
