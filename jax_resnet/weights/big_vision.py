@@ -26,9 +26,9 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from jax_resnet.registry import model_defaults, models_with_source
+from jax_resnet.registry import models_with_source
 from jax_resnet.weights.torch_layout import checked_for_export, modules, variable_shapes
-from jax_resnet.weights.trees import (WeightsError, WeightsMismatchError, compare,
+from jax_resnet.weights.trees import (supported_model, WeightsMismatchError, compare,
                                       mismatch_message, to_float32, unflatten)
 
 PREFIX = 'resnet/'
@@ -44,12 +44,9 @@ _UNIT_NAME = re.compile(r'resnet/block(\d+)/unit(\d+)/')
 
 
 def check_supported(model_name: str) -> str:
-  """`model_name` if this format has it; else WeightsError (the registry's for unknown names)."""
-  if model_name in BIG_VISION_MODELS:
-    return model_name
-  model_defaults(model_name)  # unknown names: the registry's error with close matches
-  raise WeightsError(f'{model_name} has no BiT .npz counterpart; BiT checkpoints exist for '
-                     f'{", ".join(BIG_VISION_MODELS)}.')
+  return supported_model(model_name, BIG_VISION_MODELS, (
+      f'{model_name} has no BiT .npz counterpart; BiT checkpoints exist for '
+      f'{", ".join(BIG_VISION_MODELS)}.'))
 
 
 def looks_like_big_vision(names) -> bool:

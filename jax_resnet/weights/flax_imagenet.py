@@ -27,7 +27,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from jax_resnet.registry import model_defaults
-from jax_resnet.weights.trees import (SEP, WeightsError, WeightsFileError, WeightsMismatchError,
+from jax_resnet.weights.trees import (supported_model, SEP, WeightsFileError, WeightsMismatchError,
                                       compare, flatten, mismatch_message, unflatten)
 
 FLAX_IMAGENET_MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
@@ -39,12 +39,9 @@ _BLOCK = re.compile(r'stage(\d+)_block(\d+)')
 
 
 def check_supported(model_name: str) -> str:
-  """`model_name` if the example has it; else WeightsError (the registry's for unknown names)."""
-  if model_name in FLAX_IMAGENET_MODELS:
-    return model_name
-  model_defaults(model_name)  # unknown names: the registry's error with close matches
-  raise WeightsError(f'{model_name} has no counterpart in the Flax ImageNet example; its '
-                     f'models are {", ".join(FLAX_IMAGENET_MODELS)}.')
+  return supported_model(model_name, FLAX_IMAGENET_MODELS, (
+      f'{model_name} has no counterpart in the Flax ImageNet example; its models are '
+      f'{", ".join(FLAX_IMAGENET_MODELS)}.'))
 
 
 def _example_module(path: tuple, stage_sizes, block_name: str) -> tuple:

@@ -11,12 +11,12 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_defaults, model_info, models_with_source
+from jax_resnet.registry import model_info, models_with_source
 from jax_resnet.weights.torch_layout import (checked_for_export, compare_layout,
                                              default_num_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
-from jax_resnet.weights.trees import WeightsError
+from jax_resnet.weights.trees import supported_model
 
 # The registry rows that torchvision publishes, images first.
 IMAGE_MODELS = tuple(name for name in models_with_source('torchvision')
@@ -39,11 +39,10 @@ for _k in (1, 2):
                        f'conv{_k}_temporal': f'conv{_k}.0.3'})
 
 
-def check_supported(model_name: str):
-  if model_name not in TORCHVISION_MODELS:
-    model_defaults(model_name)  # unknown names: the registry's error with close matches
-    raise WeightsError(f'{model_name} has no torchvision counterpart; torchvision weights '
-                       f'exist for {", ".join(TORCHVISION_MODELS)}.')
+def check_supported(model_name: str) -> str:
+  return supported_model(model_name, TORCHVISION_MODELS, (
+      f'{model_name} has no torchvision counterpart; torchvision weights exist for '
+      f'{", ".join(TORCHVISION_MODELS)}.'))
 
 
 def _torch_module(model_name: str, path: tuple) -> str:

@@ -23,7 +23,7 @@ from jax_resnet.registry import model_defaults, models_with_source
 from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
-from jax_resnet.weights.trees import WeightsError
+from jax_resnet.weights.trees import supported_model, WeightsError
 
 # The registry rows with a transformers counterpart (microsoft/resnet-<depth>).
 TRANSFORMERS_MODELS = models_with_source('transformers')
@@ -36,11 +36,10 @@ _REQUIRED = {'num_channels': 3, 'embedding_size': 64, 'hidden_act': 'relu',
              'downsample_in_first_stage': False, 'downsample_in_bottleneck': False}
 
 
-def check_supported(model_name: str):
-  if model_name not in TRANSFORMERS_MODELS:
-    model_defaults(model_name)  # unknown names: the registry's error with close matches
-    raise WeightsError(f'{model_name} has no transformers ResNet counterpart; transformers '
-                       f'layouts exist for {", ".join(TRANSFORMERS_MODELS)}.')
+def check_supported(model_name: str) -> str:
+  return supported_model(model_name, TRANSFORMERS_MODELS, (
+      f'{model_name} has no transformers ResNet counterpart; transformers layouts exist for '
+      f'{", ".join(TRANSFORMERS_MODELS)}.'))
 
 
 def _module(path: tuple) -> str:

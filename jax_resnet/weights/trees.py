@@ -7,6 +7,7 @@ import numpy as np
 from flax import traverse_util
 
 from jax_resnet.errors import UserError
+from jax_resnet.registry import model_defaults
 
 COLLECTIONS = ('params', 'batch_stats')
 SEP = '/'  # our flat names ('params/head/kernel'), as in .npz files and error messages
@@ -146,3 +147,12 @@ def to_float32(value) -> np.ndarray:
   if np.issubdtype(array.dtype, np.floating) or array.dtype.name == 'bfloat16':
     array = array.astype(np.float32)
   return array
+
+
+def supported_model(model_name: str, supported, refusal: str) -> str:
+  """`model_name` if a format has it (`supported`); else the registry's error for an unknown
+  name (with close matches), or WeightsError(refusal) for a model the format lacks."""
+  if model_name in supported:
+    return model_name
+  model_defaults(model_name)
+  raise WeightsError(refusal)
