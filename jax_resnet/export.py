@@ -178,9 +178,12 @@ def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tupl
   return path, path + METADATA_SUFFIX
 
 
-def _parser():
+def _parser(prog='python -m jax_resnet.export'):
   parser = argparse.ArgumentParser(
-      prog='python -m jax_resnet.export', description=__doc__.strip().splitlines()[0])
+      prog=prog, description=__doc__.strip().splitlines()[0],
+      epilog='example:\n  jax-resnet export --tag resnet50.tv2_in1k --image-size 224 '
+             '--out resnet50.jaxexport --with-preprocessing',
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--model', default=None,
                       help="registered model name; by default the weight tag's or the workdir's")
   parser.add_argument('--weights', default=None,
@@ -243,8 +246,8 @@ def _preprocessing(args, weights, info):
   return tag, preprocessing
 
 
-def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+def main(argv=None, prog='python -m jax_resnet.export') -> int:
+  args = _parser(prog).parse_args(argv)
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
