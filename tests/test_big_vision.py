@@ -10,7 +10,7 @@ import pytest
 import jax_resnet as jr
 from jax_resnet.weights import WeightsError, WeightsMismatchError
 from jax_resnet.weights import big_vision as bv
-from jax_resnet.weights.files import npz_headers
+from jax_resnet.weights.npz import npz_headers
 from jax_resnet.weights.timm import from_timm
 
 timm = pytest.importorskip('timm')

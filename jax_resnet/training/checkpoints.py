@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_resnet.config import boundary
+from jax_resnet.config import changes
 from jax_resnet.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class Checkpoints:
       template = jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), saved)
     mismatch = _tree_difference(saved, template)
     if mismatch:
-      return FATAL, CheckpointMismatchError(boundary.explain_state_mismatch(
+      return FATAL, CheckpointMismatchError(changes.explain_state_mismatch(
           step, self.directory, mismatch, (meta or {}).get('config'), config))
     args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
                               data=ocp.args.JsonRestore())  # meta: read above

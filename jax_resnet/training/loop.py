@@ -15,7 +15,7 @@ import numpy as np
 
 import jax_resnet
 from jax_resnet import data
-from jax_resnet.config import boundary
+from jax_resnet.config import boundary, changes
 from jax_resnet.errors import UserError
 from jax_resnet.training import setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
@@ -238,7 +238,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
                        process_index, process_count)
   workdir_lib.write_config(spec, workdir)  # the resume is accepted: record its settings
   started.append(step)
-  changed = boundary.changed_settings((meta or {}).get('config'), json.loads(spec.config_json))
+  changed = changes.changed_settings((meta or {}).get('config'), json.loads(spec.config_json))
   if meta is not None and (meta or {}).get('config') is not None and changed:
     say(f'jax_resnet: settings changed since checkpoint step {step} was written: '
         f'{"; ".join(changed)}.', flush=True)

@@ -19,7 +19,8 @@ reinit_head=True), reinit_head=True)`.
 import importlib.resources
 
 from jax_resnet.weights.files import (from_state_dict, guess_model, load, read_safetensors,
-                                      read_tag, read_torch, save_npz)
+                                      read_torch)
+from jax_resnet.weights.npz import read_tag, save_npz
 from jax_resnet.weights.flax_imagenet import FLAX_IMAGENET_MODELS, from_flax_imagenet
 from jax_resnet.weights.big_vision import BIG_VISION_MODELS, from_big_vision, to_big_vision
 from jax_resnet.weights.timm import TIMM_NAMES, from_timm, to_timm

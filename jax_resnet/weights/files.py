@@ -4,15 +4,16 @@ Orbax checkpoints written by the trainer."""
 import json
 import os
 import re
-from typing import Mapping, NamedTuple, Optional
+from typing import Mapping, Optional
 
 import jax
 import numpy as np
 
 from jax_resnet.weights.torch_layout import variable_shapes
 from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision
+from jax_resnet.weights.npz import npz_headers, read_npz
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
-                                      compare, flatten, mismatch_message, unflatten)
+                                      compare, first_line, flatten, mismatch_message, unflatten)
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 # The first torch release without the published bypasses of torch.load(weights_only=True).
@@ -168,49 +169,6 @@ def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, 
       'reinit_head=True to drop the pretrained head and train a new one.')
 
 
-TAG_MEMBER = '__tag__'  # an .npz member naming the weight tag (jax_resnet.weights.tags)
-MAX_TAG_CHARACTERS = 256
-
-
-def save_npz(path, variables: Mapping, tag: Optional[str] = None) -> str:
-  """Writes {'params', 'batch_stats'} as an .npz of '/'-joined names ('params/head/kernel');
-  bfloat16 leaves are stored as float32. `tag` (a weight tag, e.g. 'resnet50.tv2_in1k') is
-  recorded so predict uses its preprocessing. Returns the path written ('.npz' appended if
-  missing, as numpy does)."""
-  path = os.fspath(path)
-  if not path.endswith('.npz'):
-    path += '.npz'
-  flat = {}
-  for name, value in flatten(jax.device_get(variables)).items():
-    array = np.asarray(value)
-    flat[name] = array.astype(np.float32) if array.dtype.name == 'bfloat16' else array
-  if tag is not None:
-    from jax_resnet.weights.tags import get_tag
-    flat[TAG_MEMBER] = np.array(get_tag(tag).name)  # a known tag, as a unicode array
-  np.savez(path, **flat)
-  return path
-
-
-def read_tag(path) -> Optional[str]:
-  """The weight tag an .npz records (save_npz(tag=...)), else None."""
-  path = os.fspath(path)
-  if not (path.endswith('.npz') and os.path.isfile(path)):
-    return None
-  try:
-    npz_headers(path)  # every member's header, the tag's included, before the tag is read
-  except WeightsFileError as error:
-    if getattr(error, 'member', None) == TAG_MEMBER:
-      raise
-    return None  # load() reports an unreadable file in full
-  with np.load(path, allow_pickle=False) as data:
-    return str(data[TAG_MEMBER]) if TAG_MEMBER in data.files else None
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {text[0][:300] if text else ""}'
-
-
 def _check_native(model_name: str, flat: dict, source: str) -> dict:
   head = flat.get('params/head/kernel')
   num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 0
@@ -230,10 +188,10 @@ def read_safetensors(path: str) -> dict:
     return dict(safetensors.numpy.load_file(path))
   except TypeError as error:
     if 'bfloat16' not in str(error):
-      raise WeightsFileError(f'cannot read {path} as safetensors: {_first_line(error)}') from None
+      raise WeightsFileError(f'cannot read {path} as safetensors: {first_line(error)}') from None
     return _read_safetensors_raw(path)  # older safetensors' numpy API has no bfloat16
   except Exception as error:  # safetensors raises its own untyped errors
-    raise WeightsFileError(f'cannot read {path} as safetensors ({_first_line(error)}); the '
+    raise WeightsFileError(f'cannot read {path} as safetensors ({first_line(error)}); the '
                            'file is corrupt or not a safetensors file.') from None
 
 
@@ -280,14 +238,14 @@ def read_torch(path: str) -> dict:
       obj = torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as error:
     found = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)', str(error))
-    detail = found[1].strip() if found else _first_line(error)
+    detail = found[1].strip() if found else first_line(error)
     raise WeightsFileError(
         f'refused to load {path}: torch.load(weights_only=True) found content other than '
         f'tensors and plain containers ({detail}); unpickling it could run arbitrary code, so '
         'it was not loaded. If the file is corrupt, download it again; if you trust it, '
         're-save its state dict as .safetensors.') from None
   except Exception as error:  # torch reports corrupt archives as RuntimeError
-    raise WeightsFileError(f'cannot read {path} as a torch checkpoint ({_first_line(error)}); '
+    raise WeightsFileError(f'cannot read {path} as a torch checkpoint ({first_line(error)}); '
                            'the file is corrupt or not a torch file.') from None
   state_dict = _state_dict_of(obj, path)
   _check_storage(state_dict, path)
@@ -318,60 +276,6 @@ def _state_dict_of(obj, path: str) -> dict:
     return dict(obj)
   raise WeightsFileError(f'{path} holds a {type(obj).__name__}, not a state dict (a dict of '
                          'tensors).')
-
-
-class _Declared(NamedTuple):
-  shape: tuple
-  dtype: np.dtype
-
-
-def npz_headers(path: str) -> dict:
-  """name -> the shape and dtype each .npy member declares, read from the headers alone (a
-  small compressed member can declare gigabytes). A member whose data is shorter than its
-  declared size is refused."""
-  import zipfile
-  declared = {}
-  try:
-    with zipfile.ZipFile(path) as archive:
-      for info in archive.infolist():
-        with archive.open(info) as member:
-          version = np.lib.format.read_magic(member)
-          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                         else np.lib.format.read_array_header_2_0)
-          shape, _, dtype = read_header(member)
-          header_size = member.tell()
-        name = info.filename[:-4] if info.filename.endswith('.npy') else info.filename
-        if name == TAG_MEMBER and not (shape == () and dtype.kind == 'U'
-                                       and dtype.itemsize <= 4 * MAX_TAG_CHARACTERS):
-          error = WeightsFileError(
-              f'{path}: {name} declares shape {shape} of {dtype}, not one string of at most '
-              f'{MAX_TAG_CHARACTERS} characters (what save_npz writes); the file is crafted or '
-              'not ours.')
-          error.member = name
-          raise error
-        if name == TAG_MEMBER:
-          continue
-        needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if not dtype.hasobject and info.file_size - header_size < needed:
-          raise WeightsFileError(
-              f'{path}: {name} declares shape {shape} ({needed} bytes) but holds '
-              f'{info.file_size - header_size} bytes; the file is truncated or crafted.')
-        declared[name] = _Declared(tuple(shape), dtype)
-  except WeightsFileError:
-    raise
-  except Exception as error:  # zipfile and numpy header errors alike
-    raise WeightsFileError(f'cannot read {path} as .npz ({_first_line(error)}); the file is '
-                           'corrupt or not an .npz archive.') from None
-  return declared
-
-
-def read_npz(path: str) -> dict:
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      return {name: data[name] for name in data.files if name != TAG_MEMBER}
-  except Exception as error:  # zipfile, pickle and value errors alike
-    raise WeightsFileError(f'cannot read {path} as .npz ({_first_line(error)}); the file is '
-                           'corrupt or not an .npz archive.') from None
 
 
 def read_orbax(path: str) -> dict:
@@ -416,4 +320,4 @@ def _read_pytree(state_dir: str):
     return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   except Exception as error:  # orbax/tensorstore raise many types
     raise WeightsFileError(f'cannot read the Orbax checkpoint {state_dir} '
-                           f'({_first_line(error)}).') from None
+                           f'({first_line(error)}).') from None

@@ -156,3 +156,9 @@ def supported_model(model_name: str, supported, refusal: str) -> str:
     return model_name
   model_defaults(model_name)
   raise WeightsError(refusal)
+
+
+def first_line(error: Exception) -> str:
+  """'TypeName: the first line of its message' (at most 300 characters), for one-line errors."""
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0][:300] if text else ""}'
