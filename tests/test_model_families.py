@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import compiled
 import jax_resnet as jr
 from jax_resnet.layers import avg_pool_shortcut, standardize_kernel
 from jax_resnet.training import optim, steps
@@ -24,7 +25,7 @@ def _model(name, **overrides):
 
 def _init(name, **overrides):
   model = _model(name, **overrides)
-  return model, model.init(jax.random.key(0), X, train=False)
+  return model, compiled.init(model, jax.random.key(0), X, train=False)
 
 
 def _relative(a, b):
@@ -36,19 +37,20 @@ def test_computation_options_keep_the_function(name):
   """conv1x1_as_dot and (for BiT's 7x7/2) stem_conv compute the same net from the same
   weights, up to float32 round-off."""
   model, variables = _init(name)
-  ref = model.apply(variables, X, train=False)
+  ref = compiled.apply(model, variables, X, train=False)
   alternatives = [dict(conv1x1_as_dot=True)]
   if name.startswith('bit'):
     alternatives += [dict(stem_conv='pad_channels'), dict(stem_conv='space_to_depth')]
   for overrides in alternatives:
-    assert _relative(_model(name, **overrides).apply(variables, X, train=False), ref) < 1e-5
+    other = compiled.apply(_model(name, **overrides), variables, X, train=False)
+    assert _relative(other, ref) < 1e-5
 
 
 @pytest.mark.parametrize('name', sorted(TINY))
 def test_bfloat16_compute_and_parameters(name):
   model, variables = _init(name, dtype='bfloat16', param_dtype='bfloat16')
   assert {leaf.dtype for leaf in jax.tree.leaves(variables['params'])} == {jnp.dtype('bfloat16')}
-  logits, _ = model.apply(variables, X, train=True, mutable=['batch_stats'])
+  logits, _ = compiled.apply(model, variables, X, train=True, mutable=['batch_stats'])
   assert logits.dtype == jnp.bfloat16 and logits.shape == (2, 1000)
   assert bool(jnp.all(jnp.isfinite(logits)))
 
@@ -58,7 +60,7 @@ def test_zero_init_residual_starts_every_block_as_identity(name):
   """The last BN scale (ResNet-D) or the last conv kernel (BiT, also once standardized) is
   zero: every residual branch is exactly zero at init."""
   model, variables = _init(name, zero_init_residual=True)
-  _, state = model.apply(variables, X, train=False, mutable=['intermediates'])
+  _, state = compiled.apply(model, variables, X, train=False, mutable=['intermediates'])
   residuals = jax.tree.leaves(state['intermediates'])
   assert len(residuals) == 5
   assert all(float(jnp.max(jnp.abs(r))) == 0.0 for r in residuals)
@@ -69,24 +71,24 @@ def test_group_norm_net_has_no_batch_statistics():
   and the BatchNorm options (cross-replica axis, freezing) change nothing."""
   model, variables = _init('bit_resnet50x1')
   assert list(variables) == ['params']
-  train, updates = model.apply(variables, X, train=True, mutable=['batch_stats'])
+  train, updates = compiled.apply(model, variables, X, train=True, mutable=['batch_stats'])
   assert updates == {}
-  np.testing.assert_array_equal(train, model.apply(variables, X, train=False))
+  np.testing.assert_array_equal(train, compiled.apply(model, variables, X, train=False))
   for overrides in (dict(freeze_batch_norm=True), dict(bn_axis_name='batch')):
-    out = _model('bit_resnet50x1', **overrides).apply(variables, X, train=True)
+    out = compiled.apply(_model('bit_resnet50x1', **overrides), variables, X, train=True)
     np.testing.assert_array_equal(out, train)
 
 
 def test_backbone_and_features_of_the_deep_stem():
   model, variables = _init('resnet26d')
-  features = model.apply(variables, X, train=False, return_features=True)
+  features = compiled.apply(model, variables, X, train=False, return_features=True)
   shapes = {k: v.shape for k, v in features.items()}
   assert shapes == {'stem': (2, 10, 10, 64), 'stage1': (2, 10, 10, 64),
                     'stage2': (2, 5, 5, 128), 'stage3': (2, 3, 3, 256),
                     'stage4': (2, 2, 2, 512), 'pre_logits': (2, 512), 'logits': (2, 1000)}
   backbone = _model('resnet26d', num_classes=0)
   params = {k: v for k, v in variables['params'].items() if k != 'head'}
-  pooled = backbone.apply({**variables, 'params': params}, X, train=False)
+  pooled = compiled.apply(backbone, {**variables, 'params': params}, X, train=False)
   np.testing.assert_array_equal(pooled, features['pre_logits'])
 
 

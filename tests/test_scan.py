@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import compiled
 import jax_resnet as jr
 
 
 def _variables(name, x, **overrides):
   model = jr.create_model(name, **overrides)
-  return model, model.init(jax.random.key(0), x, train=False)
+  return model, compiled.init(model, jax.random.key(0), x, train=False)
 
 
 @pytest.mark.parametrize('name, shape, overrides', [
@@ -34,8 +35,8 @@ def test_scanned_model_equals_unrolled_with_converted_weights(name, shape, overr
   assert jax.tree.structure(stacked) == jax.tree.structure(expected_tree)
   assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, expected_tree)
   for train, tolerance in ((False, 1e-10), (True, 1e-10)):
-    ref = unrolled.apply(variables, x, train=train, mutable=['batch_stats'])
-    out = scanned.apply(stacked, x, train=train, mutable=['batch_stats'])
+    ref = compiled.apply(unrolled, variables, x, train=train, mutable=['batch_stats'])
+    out = compiled.apply(scanned, stacked, x, train=train, mutable=['batch_stats'])
     scale = float(jnp.max(jnp.abs(ref[0])))
     np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=tolerance * scale)
     new_stats = jr.unstack_blocks(out[1]).get('batch_stats', {})  # none under GroupNorm
@@ -61,8 +62,9 @@ def test_round_trip_is_exact_and_parameter_counts_agree():
 def test_scanned_stochastic_depth_keeps_the_linear_rule():
   x = jax.random.normal(jax.random.key(2), (512, 8, 8, 3))
   model, variables = _variables('resnet20', x[:2], scan_blocks=True, drop_path_rate=0.6)
-  _, state = model.apply(variables, x, train=True, mutable=['batch_stats', 'intermediates'],
-                         rngs={'dropout': jax.random.key(4)})
+  _, state = compiled.apply(model, variables, x, train=True,
+                            mutable=['batch_stats', 'intermediates'],
+                            rngs={'dropout': jax.random.key(4)})
   residual = state['intermediates']['stage3_scan']['block']['residual'][0]  # blocks 8, 9
   assert residual.shape[0] == 2
   dropped = (jnp.abs(residual).reshape(2, 512, -1).max(-1) == 0).mean(-1)

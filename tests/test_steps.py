@@ -40,7 +40,7 @@ def _data_gradient(settings, model, state, batch):
     logits, _ = model.apply({'params': params, 'batch_stats': state.batch_stats},
                             batch['image'], train=True, mutable=['batch_stats'])
     return jnp.mean(steps.cross_entropy(logits, batch['label'], settings['label_smoothing']))
-  return jax.grad(loss)(state.params)
+  return jax.jit(jax.grad(loss))(state.params)  # one program, not op-by-op dispatch
 
 
 def _assert_tree_close(a, b, rtol=1e-5, atol=1e-7):
@@ -106,7 +106,7 @@ def test_other_optimizers_match_optax_directly(optimizer, x64):
     reference = optax.adamw(0.1, b1=0.9, weight_decay=0.5)
   else:
     reference = optax.lars(0.1, weight_decay=0.5, momentum=0.9)
-  updates, _ = reference.update(grads, reference.init(state.params), state.params)
+  updates, _ = jax.jit(reference.update)(grads, reference.init(state.params), state.params)
   new_state, _ = step(state, batch, jax.random.key(1))
   expected = optax.apply_updates(state.params, updates)
   # Adam's first step is g/(|g| + 1e-8): rounding in tiny |g| moves it; compare the rest.

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import compiled
 import jax_resnet as jr
 from jax_resnet.layers import DropPath, drop_path_rates
 
@@ -78,12 +79,13 @@ def test_resnet_d_and_bit_follow_the_same_rule(name, overrides):
   per sample; eval is the net without stochastic depth."""
   x = jax.random.normal(jax.random.key(3), (128, 32, 32, 3))
   model = jr.create_model(name, drop_path_rate=0.6, **overrides)
-  variables = model.init(jax.random.key(0), x[:2], train=False)
-  np.testing.assert_array_equal(model.apply(variables, x[:4], train=False),
-                                jr.create_model(name, **overrides).apply(variables, x[:4],
-                                                                         train=False))
-  _, state = model.apply(variables, x, train=True, mutable=['batch_stats', 'intermediates'],
-                         rngs={'dropout': jax.random.key(11)})
+  variables = compiled.init(model, jax.random.key(0), x[:2], train=False)
+  np.testing.assert_array_equal(
+      compiled.apply(model, variables, x[:4], train=False),
+      compiled.apply(jr.create_model(name, **overrides), variables, x[:4], train=False))
+  _, state = compiled.apply(model, variables, x, train=True,
+                            mutable=['batch_stats', 'intermediates'],
+                            rngs={'dropout': jax.random.key(11)})
   for stage, p in ((1, 0.15), (4, 0.6)):
     residual = state['intermediates'][f'stage{stage}_block1']['residual'][0]
     per_sample = jnp.abs(residual).reshape(x.shape[0], -1)
