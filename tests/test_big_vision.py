@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+import compiled
 import jax_resnet as jr
 from jax_resnet.weights import WeightsError, WeightsMismatchError
 from jax_resnet.weights import big_vision as bv
@@ -115,7 +116,7 @@ def test_timm_loader_and_ours_read_the_file_to_the_same_logits(published):
   with torch.no_grad():
     logits_timm = fresh(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   model = jr.create_model('bit_resnet50x1', num_classes=NUM_CLASSES)
-  logits = np.asarray(model.apply(variables, x, train=False))
+  logits = np.asarray(compiled.apply(model, variables, x, train=False))
   assert logits.shape == logits_timm.shape == (2, NUM_CLASSES)
   error = float(np.max(np.abs(logits - logits_timm)) / np.max(np.abs(logits_timm)))
   print(f'bit_resnet50x1 .npz vs timm _load_weights: max relative logit error {error:.2e}')

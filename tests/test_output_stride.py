@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import compiled
 import jax_resnet as jr
 from jax_resnet.weights import timm as timm_weights
 from test_timm_models import TOLERANCE, _randomize
@@ -50,7 +51,7 @@ def _relative(ours, expected):
 def test_logits_equal_timm_at_the_same_output_stride(timm_name, output_stride):
   reference, ours, variables = _timm_pair(timm_name, output_stride)
   x = _input()
-  logits = np.asarray(ours.apply(variables, x, train=False))
+  logits = np.asarray(compiled.apply(ours, variables, x, train=False))
   assert _relative(logits, _torch_logits(reference, x)) <= TOLERANCE
 
 
@@ -62,8 +63,8 @@ def test_logits_equal_torchvision_replace_stride_with_dilation():
       replace_stride_with_dilation=[False, True, True]), 0)
   variables = weights.from_torchvision('resnet50', reference.state_dict())
   x = _input()
-  logits = np.asarray(jr.create_model('resnet50', output_stride=8).apply(variables, x,
-                                                                          train=False))
+  logits = np.asarray(compiled.apply(jr.create_model('resnet50', output_stride=8), variables, x,
+                                     train=False))
   assert _relative(logits, _torch_logits(reference, x)) <= TOLERANCE
 
 
@@ -74,7 +75,7 @@ def test_float64_equals_timm_to_round_off(x64):
   ours = jr.create_model('resnet26d', output_stride=8, dtype='float64', param_dtype='float64')
   variables = jax.tree.map(lambda v: np.asarray(v, np.float64), variables)
   x = _input(np.float64, batch=1)
-  logits = np.asarray(ours.apply(variables, x, train=False))
+  logits = np.asarray(compiled.apply(ours, variables, x, train=False))
   assert logits.dtype == np.float64
   assert _relative(logits, _torch_logits(reference, x)) <= 1e-12
 

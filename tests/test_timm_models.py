@@ -4,6 +4,7 @@ logits, and `jax_resnet.weights.timm` converts both ways exactly."""
 import numpy as np
 import pytest
 
+import compiled
 import jax_resnet as jr
 from jax_resnet.weights import WeightsMismatchError
 from jax_resnet.weights import timm as timm_weights
@@ -46,7 +47,7 @@ def _compare(timm_name, batch=2):
     expected = model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   variables = timm_weights.from_timm(timm_name, model.state_dict())
   ours = jr.create_model(timm_weights.resolve(timm_name))
-  logits = np.asarray(ours.apply(variables, x, train=False))
+  logits = np.asarray(compiled.apply(ours, variables, x, train=False))
   assert logits.shape == expected.shape == (batch, 1000)
   return float(np.max(np.abs(logits - expected)) / np.max(np.abs(expected)))
 

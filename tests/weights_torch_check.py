@@ -1,12 +1,13 @@
 """Shared by the torch equivalence tests: a random torchvision model (BN running statistics and
-affine randomised), its logits and stage outputs, and ours from the converted weights, run op by
-op (no jit: one small forward is faster than a whole-graph compile)."""
+affine randomised), its logits and stage outputs, and ours from the converted weights, run as one
+compiled program (tests/compiled.py)."""
 
 import jax
 import numpy as np
 import torch
 import torchvision
 
+import compiled
 import jax_resnet as jr
 from jax_resnet import weights
 
@@ -59,8 +60,8 @@ def relative_errors(name: str, model, seed: int = 0, dtype: str = 'float32') -> 
   theirs = torch_outputs(model.to(getattr(torch, dtype)), x)
   variables = jax.tree.map(lambda a: np.asarray(a, dtype),
                            weights.from_torchvision(name, state_dict))
-  ours = jr.create_model(name, dtype=dtype, param_dtype=dtype).apply(
-      variables, x, train=False, return_features=True)
+  ours = compiled.apply(jr.create_model(name, dtype=dtype, param_dtype=dtype), variables, x,
+                        train=False, return_features=True)
   return {k: float(np.abs(np.asarray(ours[k]) - v).max() / np.abs(v).max())
           for k, v in theirs.items()}
 
