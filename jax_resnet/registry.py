@@ -347,8 +347,8 @@ def feature_info(name: str, output_stride: int = 32) -> Tuple[FeatureLevel, ...]
 
 
 def model_info(name: str) -> ModelInfo:
-  """The input kind, native input, classes and minimum input of registered model `name`,
-  derived from its registry row."""
+  """The input kind, native input, classes, minimum input and weight tags (the default first)
+  of registered model `name`, derived from its registry row and its stem's `stems.STEMS` row."""
   cls, defaults = model_defaults(name)
   option = lambda key: defaults[key] if key in defaults else getattr(cls, key)
   stem, stages = stem_spec(option('stem')), len(option('stage_sizes'))
