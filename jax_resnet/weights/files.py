@@ -241,8 +241,9 @@ def _safetensors_header(path: str) -> dict:
     return json.loads(f.read(size))
 
 
-def _read_safetensors_raw(path: str, header: dict) -> dict:
+def _read_safetensors_raw(path: str, header: Optional[dict] = None) -> dict:
   import ml_dtypes
+  header = _safetensors_header(path) if header is None else header
   dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
             'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
             'I8': np.int8, 'U64': np.uint64, 'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8,
