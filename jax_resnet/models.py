@@ -11,9 +11,8 @@ import jax.numpy as jnp
 
 from jax_resnet.blocks import block_class
 from jax_resnet.layers import (GROUP_NORM_GROUPS, BatchNorm, PointwiseConv, conv_padding,
-                               drop_path_rates, he_normal_fan_out, weight_standardized,
-                               window_pads)
-from jax_resnet.stems import check_padding, check_stem_conv, stem_conv_layer
+                               drop_path_rates, he_normal_fan_out, weight_standardized)
+from jax_resnet.stems import check_padding, check_stem_conv, stem_spec
 
 Dtype = Any
 
@@ -99,33 +98,7 @@ class ResNet(ResNetBase):
   def _stem(self, x, conv, norm):
     check_stem_conv(self.stem_conv, self.stem)
     check_padding(self.padding, self.stem)
-    if self.stem in ('imagenet', 'bit'):
-      # The 7x7/2 pads 3 per side under either padding, as the Flax ImageNet example's does.
-      conv_init = stem_conv_layer(self.stem_conv, functools.partial(conv, padding='torch'),
-                                  self.dtype, self.param_dtype, self.weight_standardization)
-      x = conv_init(self.stem_width, (7, 7), (2, 2), name='conv_init')(x)
-    elif self.stem == 'deep':
-      # He et al. 2019 ("Bag of Tricks", ResNet-C/D): the 7x7/2 as three 3x3 convolutions, the
-      # first two half as wide (timm's stem_type='deep').
-      for i, (width, strides) in enumerate(((self.stem_width // 2, (2, 2)),
-                                            (self.stem_width // 2, (1, 1))), 1):
-        x = conv(width, (3, 3), strides, name=f'conv_init{i}')(x)
-        x = nn.relu(norm(name=f'bn_init{i}')(x))
-      x = conv(self.stem_width, (3, 3), name='conv_init3')(x)
-    elif self.stem == 'cifar':
-      x = conv(self.stem_width, (3, 3), name='conv_init')(x)
-      return x if self.preact else nn.relu(norm(name='bn_init')(x))
-    else:
-      raise ValueError(f"stem must be 'imagenet', 'deep', 'bit' or 'cifar', got {self.stem!r}.")
-    if not self.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
-      x = nn.relu(norm(name='bn_init')(x))
-    pads = window_pads(x.shape[1:3], (3, 3), (2, 2), self.padding)
-    if self.stem == 'bit':
-      # BiT pads with zeros, not -inf, before its 3x3/2 max pool (timm's stem_type='fixed');
-      # after a pre-activation stem's un-normalised conv the two differ.
-      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-      return nn.max_pool(x, (3, 3), (2, 2), padding='VALID')
-    return nn.max_pool(x, (3, 3), (2, 2), padding=pads)
+    return stem_spec(self.stem, 'image').build(self, x, conv, norm)
 
   def _block_options(self):
     extra = {}
@@ -148,7 +121,8 @@ class ResNet(ResNetBase):
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
     block_cls = block_class(self.block, self.preact)
-    plan = stage_plan(STEM_REDUCTION.get(self.stem, 4), len(self.stage_sizes), self.output_stride)
+    plan = stage_plan(stem_spec(self.stem).reduction, len(self.stage_sizes),
+                      self.output_stride)
     rates = drop_path_rates(self.drop_path_rate, sum(self.stage_sizes))
     first = 0
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
@@ -170,9 +144,6 @@ class ResNet(ResNetBase):
       x = nn.relu(norm(name='final_bn')(x))
     return self.classifier_head(x, features, return_features)
 
-
-# How much each stem reduces the input's height and width.
-STEM_REDUCTION = {'imagenet': 4, 'deep': 4, 'bit': 4, 'cifar': 1}
 OUTPUT_STRIDES = (8, 16, 32)
 
 

@@ -195,15 +195,17 @@ def model_name(args, weights) -> str:
 
 
 def _transform(args, weights, input_size: int = CROP) -> dict:
-  """read_image's arguments: from --tag, else the tag the file records, else the workdir's
-  image_size or the model's input_size (torchvision V1's resize to 256 and crop for 224);
-  --resize overrides the tag's."""
+  """read_image's arguments: from --tag (an hf-hub: repository's preprocessor_config.json or
+  timm pretrained_cfg), else the tag the file records, else the workdir's image_size or the
+  model's input_size (torchvision V1's resize to 256 and crop for 224); --resize overrides the
+  tag's."""
   from jax_resnet.errors import UserError
-  from jax_resnet.weights.pretrained import resolve_tag
+  from jax_resnet.weights.pretrained import HUB_PREFIX, hub_tag, resolve_tag
   name = args.tag or weights.read_tag(args.weights)
   crop = _workdir_config(args.weights).get('image_size') or input_size
   transform = dict(resize=RESIZE if crop == CROP else crop, crop=crop)
-  tag = resolve_tag(name) if name else None
+  # An hf-hub: repository's preprocessing is the one its files record (`hub_tag`).
+  tag = (hub_tag if name.startswith(HUB_PREFIX) else resolve_tag)(name) if name else None
   if tag:
     if tag.model != args.model:
       raise UserError(f'weight tag {name} is for {tag.model}, not {args.model}; pass '

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from jax_resnet.layers import SHORTCUT_TYPES
-from jax_resnet.models import STEM_REDUCTION, ResNet, stage_plan
-from jax_resnet.stems import check_padding, check_stem_conv
+from jax_resnet.models import ResNet, stage_plan
+from jax_resnet.stems import check_padding, check_stem_conv, stem_spec
 from jax_resnet.video import VideoResNet, check_video_output_stride, downsample_strides
 
 _REGISTRY = {}
@@ -81,7 +81,8 @@ for _depth, _stages in (*_IMAGENET_STAGES.items(), (26, _STAGES_26)):
 
 # Kolesnikov et al. 2020 (BiT, "Big Transfer"): pre-activation bottleneck nets with GroupNorm and
 # Weight Standardization, every width times k ('resnet50x3': k = 3), timm's resnetv2_*_bit.
-for _depth, _k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+_BIT_SIZES = ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4))  # (depth, k)
+for _depth, _k in _BIT_SIZES:
   _register(f'bit_resnet{_depth}x{_k}', ResNet, block='bottleneck',
             stage_sizes=_IMAGENET_STAGES[_depth], preact=True, stem='bit', norm='group',
             weight_standardization=True, stem_width=64 * _k,
@@ -94,10 +95,11 @@ _register('r2plus1d_18', VideoResNet, conv_types=('2+1d',) * 4, stem='r2plus1d')
 
 # Each family's published counterparts, by library: torchvision's and timm's model names, BiT's
 # release checkpoints (BiT-M-R50x1...), transformers' Hub repositories (microsoft/resnet-<depth>,
-# whose ResNetConfig has this row's block and stage sizes). The weights converters list their
-# models from here, and weight tags find their model by these names.
+# whose ResNetConfig has this row's block and stage sizes), the Flax ImageNet example's classes
+# (its ResNet50... for `padding='same'`). The weights converters list their models from here,
+# and weight tags find their model by these names.
 _SOURCES = {}
-SOURCE_KINDS = ('torchvision', 'timm', 'bit', 'transformers')
+SOURCE_KINDS = ('torchvision', 'timm', 'bit', 'transformers', 'flax_imagenet')
 
 
 def _sources(name, **sources):
@@ -109,9 +111,9 @@ def _sources(name, **sources):
 
 for _depth in (18, 34, 50, 101, 152):
   _sources(f'resnet{_depth}', torchvision=f'resnet{_depth}', timm=f'resnet{_depth}',
-           transformers=f'microsoft/resnet-{_depth}')
+           transformers=f'microsoft/resnet-{_depth}', flax_imagenet=f'ResNet{_depth}')
 _sources('resnet26', timm='resnet26', transformers='microsoft/resnet-26')
-_sources('resnet200', timm='resnet200')
+_sources('resnet200', timm='resnet200', flax_imagenet='ResNet200')
 for _name in ('wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d', 'resnext101_32x8d',
               'resnext101_64x4d'):
   _sources(_name, torchvision=_name, timm=_name)
@@ -119,11 +121,132 @@ for _depth in (18, 26, 34, 50, 101, 152, 200):
   _sources(f'resnet{_depth}d', timm=f'resnet{_depth}d')
 _sources('preact_resnet50', timm='resnetv2_50')
 _sources('preact_resnet101', timm='resnetv2_101')
-for _depth, _k in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+for _depth, _k in _BIT_SIZES:
   _sources(f'bit_resnet{_depth}x{_k}', timm=f'resnetv2_{_depth}x{_k}_bit',
            bit=f'BiT-M-R{_depth}x{_k}')
 for _name in ('r3d_18', 'mc3_18', 'r2plus1d_18'):
   _sources(_name, torchvision=_name)
+
+
+# Each row's published weights files (timm's pretrained configs sit with their models the same
+# way). `weights.tags` turns each into a WeightTag: it owns the hosts' URLs, the licence texts
+# and the mean/std behind a normalization's name.
+@dataclasses.dataclass(frozen=True)
+class PretrainedCfg:
+  """One published weights file of a registry row. Its tag is '<model>.<weights>': timm's name
+  of the row for timm's files (they are timm's tags), ours for torchvision's (the same names)
+  and BiT's."""
+  tag: str
+  model: str                       # the registry row
+  source: str                      # 'torchvision' | 'timm' | 'big_vision': host and reader
+  file: str                        # its name on torchvision's or BiT's host; timm: the Hub repo
+  licence: str                     # 'torchvision' | 'timm' | 'bit' | 'kinetics'
+  top1: float                      # the publisher's top-1 (%) at this preprocessing
+  crop: int                        # square input fed to the model
+  resize: int                      # shorter side before the centre crop
+  interpolation: str = 'bilinear'  # 'bilinear' | 'bicubic' (PIL filters, antialiased)
+  normalization: str = 'imagenet'  # 'imagenet' | 'inception' ([-1, 1]) | 'kinetics'
+  size_mb: Optional[float] = None  # the file's size in MB (10**6 bytes), as published
+  num_classes: int = 1000
+  dataset: str = 'ImageNet-1k'     # where top1 was measured
+
+
+_PRETRAINED = {}  # tag -> PretrainedCfg, in the order the rows list them
+PRETRAINED_SOURCES = ('torchvision', 'timm', 'big_vision')
+
+
+def _pretrained(name, weights, source, **facts):
+  if name not in _SOURCES or source not in PRETRAINED_SOURCES:
+    raise ValueError(f'weights of {name!r}: the model needs its sources row, and the source '
+                     f'must be one of {PRETRAINED_SOURCES}.')
+  tag = f'{_SOURCES[name]["timm"] if source == "timm" else name}.{weights}'
+  if tag in _PRETRAINED:
+    raise ValueError(f'weight tag {tag!r} is listed twice.')
+  _PRETRAINED[tag] = PretrainedCfg(tag, name, source, **facts)
+
+
+def _torchvision_weights(name, version, file, top1, size_mb):
+  """torchvision's IMAGENET1K_V1 (resize 256) and V2 (resize 232) weights; timm re-hosts them
+  as `<model>.tv_in1k` / `<model>.tv2_in1k`. size_mb: torchvision's meta `_file_size`."""
+  resize = 256 if version == 1 and name != 'resnext101_64x4d' else 232
+  _pretrained(name, 'tv_in1k' if version == 1 else 'tv2_in1k', 'torchvision', file=file,
+              licence='torchvision', top1=top1, crop=224, resize=resize, size_mb=size_mb)
+
+
+def _kinetics_weights(name, file, top1, size_mb):
+  """torchvision's KINETICS400_V1 video weights: frames resized to 128x171, centre crop 112."""
+  _pretrained(name, 'tv_kinetics400', 'torchvision', file=file, licence='kinetics', top1=top1,
+              crop=112, resize=128, normalization='kinetics', size_mb=size_mb,
+              num_classes=400, dataset='Kinetics-400')
+
+
+def _timm_weights(name, weights, top1, size, crop_pct, **facts):
+  """timm's eval transform: resize the shorter side to floor(size / crop_pct), crop size."""
+  facts = {'interpolation': 'bicubic', 'licence': 'timm', **facts}
+  _pretrained(name, weights, 'timm', file=f'timm/{_SOURCES[name]["timm"]}.{weights}',
+              top1=top1, crop=size, resize=math.floor(size / crop_pct), **facts)
+
+
+for _args in (
+    ('resnet18', 1, 'resnet18-f37072fd.pth', 69.758, 44.661),
+    ('resnet34', 1, 'resnet34-b627a593.pth', 73.314, 83.275),
+    ('resnet50', 1, 'resnet50-0676ba61.pth', 76.130, 97.781),
+    ('resnet50', 2, 'resnet50-11ad3fa6.pth', 80.858, 97.79),
+    ('resnet101', 1, 'resnet101-63fe2227.pth', 77.374, 170.511),
+    ('resnet101', 2, 'resnet101-cd907fc2.pth', 81.886, 170.53),
+    ('resnet152', 1, 'resnet152-394f9c45.pth', 78.312, 230.434),
+    ('resnet152', 2, 'resnet152-f82ba261.pth', 82.284, 230.474),
+    ('resnext50_32x4d', 1, 'resnext50_32x4d-7cdf4587.pth', 77.618, 95.789),
+    ('resnext50_32x4d', 2, 'resnext50_32x4d-1a0047aa.pth', 81.198, 95.833),
+    ('resnext101_32x8d', 1, 'resnext101_32x8d-8ba56ff5.pth', 79.312, 339.586),
+    ('resnext101_32x8d', 2, 'resnext101_32x8d-110c445d.pth', 82.834, 339.673),
+    ('resnext101_64x4d', 1, 'resnext101_64x4d-173b62eb.pth', 83.246, 319.318),
+    ('wide_resnet50_2', 1, 'wide_resnet50_2-95faca4d.pth', 78.468, 131.82),
+    ('wide_resnet50_2', 2, 'wide_resnet50_2-9ba9bcbe.pth', 81.602, 263.124),
+    ('wide_resnet101_2', 1, 'wide_resnet101_2-32ee1156.pth', 78.848, 242.896),
+    ('wide_resnet101_2', 2, 'wide_resnet101_2-d733dc28.pth', 82.510, 484.747)):
+  _torchvision_weights(*_args)
+for _args in (('r3d_18', 'r3d_18-b3b3357e.pth', 63.200, 127.359),
+              ('mc3_18', 'mc3_18-a90a0ba3.pth', 63.960, 44.672),
+              ('r2plus1d_18', 'r2plus1d_18-91a641e6.pth', 67.463, 120.318)):
+  _kinetics_weights(*_args)
+# timm's tags at the resolution and crop of its published results (results-imagenet.csv).
+for _args in (
+    ('resnet18', 'a1_in1k', 73.158, 288, 1.0), ('resnet34', 'a1_in1k', 77.918, 288, 1.0),
+    ('resnet50', 'a1_in1k', 81.214, 288, 1.0), ('resnet50', 'a1h_in1k', 80.676, 224, 1.0),
+    ('resnet101', 'a1h_in1k', 82.778, 288, 1.0), ('resnet152', 'a1h_in1k', 83.450, 288, 1.0),
+    ('resnet26', 'bt_in1k', 76.366, 288, 0.95), ('resnet26d', 'bt_in1k', 77.408, 288, 0.95),
+    ('resnet18d', 'ra2_in1k', 73.794, 288, 0.95), ('resnet34d', 'ra2_in1k', 78.436, 288, 0.95),
+    ('resnet50d', 'ra2_in1k', 81.356, 288, 0.95), ('resnet50d', 'a1_in1k', 81.450, 288, 1.0),
+    ('resnet101d', 'ra2_in1k', 83.016, 320, 1.0), ('resnet152d', 'ra2_in1k', 83.684, 320, 1.0),
+    ('resnet200d', 'ra2_in1k', 83.964, 320, 1.0)):
+  _timm_weights(*_args)
+_timm_weights('preact_resnet50', 'a1h_in1k', 81.398, 288, 1.0, normalization='inception')
+_timm_weights('preact_resnet101', 'a1h_in1k', 83.002, 288, 1.0, normalization='inception')
+# BiT-M (ImageNet-21k, fine-tuned on ImageNet-1k): timm's copies, then the BiT authors' own
+# .npz files with timm's top-1 and preprocessing for the same weights.
+_BIT_M = {'bit_resnet50x1': (80.340, 448), 'bit_resnet50x3': (84.020, 448),
+          'bit_resnet101x1': (82.342, 448), 'bit_resnet101x3': (84.438, 448),
+          'bit_resnet152x2': (84.510, 448), 'bit_resnet152x4': (84.916, 480)}
+_BIT = dict(interpolation='bilinear', normalization='inception', licence='bit')
+for _name, (_top1, _size) in _BIT_M.items():
+  _timm_weights(_name, 'goog_in21k_ft_in1k', _top1, _size, 1.0, **_BIT)
+for _name, (_top1, _size) in _BIT_M.items():
+  _pretrained(_name, 'bit_m_in21k_ft_in1k', 'big_vision', top1=_top1, crop=_size, resize=_size,
+              file=f'{_SOURCES[_name]["bit"]}-ILSVRC2012.npz', **_BIT)
+
+
+def pretrained_cfgs(name: Optional[str] = None) -> Tuple[PretrainedCfg, ...]:
+  """The published weights files of every row (in the rows' order), or of model `name` with
+  its default first: the highest top-1 (ties: the first listed, a Hub copy before BiT's .npz)."""
+  if name is None:
+    return tuple(_PRETRAINED.values())
+  model_defaults(name)  # unknown names: the error with close matches
+  cfgs = [cfg for cfg in _PRETRAINED.values() if cfg.model == name]
+  if not cfgs:
+    return ()
+  best = max(cfgs, key=lambda cfg: cfg.top1)
+  return (best,) + tuple(cfg for cfg in cfgs if cfg is not best)
 
 
 def model_sources(name: str) -> dict:
@@ -133,8 +256,8 @@ def model_sources(name: str) -> dict:
 
 
 def models_with_source(kind: str) -> tuple:
-  """Registered names that `kind` ('torchvision', 'timm', 'bit', 'transformers') publishes,
-  in the order of their rows."""
+  """Registered names that `kind` (one of SOURCE_KINDS) publishes, in the order of their
+  rows."""
   return tuple(name for name, sources in _SOURCES.items() if kind in sources)
 
 
@@ -164,14 +287,6 @@ def model_defaults(name: str):
   return cls, dict(defaults)
 
 
-# The data each registered stem was designed for, and its native input: ImageNet's 224x224 crops
-# (He et al. 2015), CIFAR's 32x32 images (He et al. 2015, section 4.2), Kinetics-400 clips of 16
-# frames at 112x112 (Tran et al. 2018; torchvision's video weights use clip_len=16).
-_STEM_FAMILY = {'imagenet': 'imagenet', 'deep': 'imagenet', 'bit': 'imagenet',
-                'cifar': 'cifar', 'basic': 'kinetics', 'r2plus1d': 'kinetics'}
-_FAMILY_INPUT = {'imagenet': (224, None), 'cifar': (32, None), 'kinetics': (112, 16)}
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
   """What a registered model takes and gives with its registered options (`model_info`).
@@ -189,6 +304,7 @@ class ModelInfo:
   min_input_size: int
   min_num_frames: Optional[int]
   stem: str
+  tags: Tuple[str, ...] = ()     # its published weights (`weights.get_tag`), the default first
 
   @property
   def input_shape(self) -> Tuple[int, ...]:
@@ -231,24 +347,21 @@ def feature_info(name: str, output_stride: int = 32) -> Tuple[FeatureLevel, ...]
 
 
 def model_info(name: str) -> ModelInfo:
-  """The input kind, native input, classes and minimum input of registered model `name`,
-  derived from its registry row."""
+  """The input kind, native input, classes, minimum input and weight tags (the default first)
+  of registered model `name`, derived from its registry row and its stem's `stems.STEMS` row."""
   cls, defaults = model_defaults(name)
   option = lambda key: defaults[key] if key in defaults else getattr(cls, key)
-  stem, stages = option('stem'), len(option('stage_sizes'))
-  family = _STEM_FAMILY[stem]
-  input_size, num_frames = _FAMILY_INPUT[family]
-  if cls.input_kind == 'video':
-    # Both video stems stride (1, 2, 2); later stages halve time unless 'no temporal' (2d).
-    min_size = 2 * 2 ** (stages - 1)
+  stem, stages = stem_spec(option('stem')), len(option('stage_sizes'))
+  # The stem's reduction, times 2 for each stage after the first (ImageNet: 4 * 8 = 32).
+  min_size = stem.reduction * 2 ** (stages - 1)
+  min_frames = None
+  if cls.input_kind == 'video':  # later stages halve time unless 'no temporal' (2d)
     min_frames = math.prod(downsample_strides(t, 2)[0] for t in option('conv_types')[1:])
-  else:
-    # The ImageNet, deep and BiT stems' stride-2 convolution and 3x3/2 max pool; the CIFAR
-    # stem keeps the size.
-    min_size, min_frames = STEM_REDUCTION[stem] * 2 ** (stages - 1), None
-  return ModelInfo(name=name, family=family, input_kind=cls.input_kind, input_size=input_size,
-                   num_frames=num_frames, num_classes=option('num_classes'),
-                   min_input_size=min_size, min_num_frames=min_frames, stem=stem)
+  return ModelInfo(name=name, family=stem.family, input_kind=cls.input_kind,
+                   input_size=stem.input_size, num_frames=stem.num_frames,
+                   num_classes=option('num_classes'), min_input_size=min_size,
+                   min_num_frames=min_frames, stem=stem.name,
+                   tags=tuple(cfg.tag for cfg in pretrained_cfgs(name)))
 
 
 def create_model(name: str, **overrides):
@@ -285,14 +398,15 @@ def create_model(name: str, **overrides):
 
 
 def _check_output_stride(name, cls, kwargs):
-  """The output_stride refusals at creation, in one line naming the model."""
+  """The stem and output_stride refusals at creation, in one line naming the model."""
   output_stride = kwargs.get('output_stride', 32)
   try:
+    stem_spec(kwargs.get('stem', cls.stem), cls.input_kind)
     if cls is VideoResNet:
       check_video_output_stride(output_stride)
     else:
       stages = len(kwargs.get('stage_sizes', ()))
-      stage_plan(STEM_REDUCTION.get(kwargs.get('stem', cls.stem), 4), stages, output_stride)
+      stage_plan(stem_spec(kwargs.get('stem', cls.stem)).reduction, stages, output_stride)
   except ValueError as error:
     raise ValueError(f'{name}: {error}') from None
 

@@ -1,7 +1,13 @@
-"""Exact alternative computations of the ImageNet stem's 7x7/2 convolution (`stem_conv`).
+"""The stems: one table (`STEMS`) of each stem's facts, and the layers that build them; plus
+exact alternative computations of the ImageNet stem's 7x7/2 convolution (`stem_conv`).
 
-Every option keeps the parameter `conv_init/kernel` (7, 7, 3, 64) and computes the same
-convolution (torch-style symmetric padding 3) up to float round-off; only the shape of the
+Each `Stem` row says how much the stem reduces height and width, the data and native input it
+was designed for, which options apply to it (stem_conv, padding='same'), its layer names in
+the torch layouts, and the function that builds it. models.py, video.py, the registry's
+`model_info` and the weights converters read the row; nothing else compares stem names.
+
+stem_conv: every option keeps the parameter `conv_init/kernel` (7, 7, 3, 64) and computes the
+same convolution (torch-style symmetric padding 3) up to float round-off; only the shape of the
 work handed to the backend's convolution changes, so weights and checkpoints are shared:
 
   'conv'            the plain convolution on the 3-channel image (the default).
@@ -18,18 +24,36 @@ work handed to the backend's convolution changes, so weights and checkpoints are
                     inside the model so the stored kernel stays (7, 7, 3, 64).
 """
 
-from typing import Any, Callable, Sequence
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_resnet.layers import PADDINGS, he_normal_fan_out, same_padding, weight_standardized
+from jax_resnet.layers import (PADDINGS, he_normal_fan_out, same_padding, weight_standardized,
+                               window_pads)
 
 STEM_CONVS = ('conv', 'pad_channels', 'space_to_depth')
-SEVEN_BY_SEVEN_STEMS = ('imagenet', 'bit')  # the stems whose first layer is the 7x7/2 conv
 CHANNEL_MULTIPLE = 4
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _quoted(names) -> str:
+  """('a', 'b', 'c') -> "'a', 'b' or 'c'"."""
+  names = [repr(name) for name in names]
+  return names[0] if len(names) == 1 else f'{", ".join(names[:-1])} or {names[-1]}'
+
+
+def stem_spec(stem: str, input_kind: Optional[str] = None) -> 'Stem':
+  """The `STEMS` row of `stem`; ValueError naming the stems of `input_kind` ('image' |
+  'video'; None: all) when there is none."""
+  spec = STEMS.get(stem)
+  if spec is None or input_kind not in (None, spec.input_kind):
+    names = [name for name, row in STEMS.items() if input_kind in (None, row.input_kind)]
+    raise ValueError(f'stem must be {_quoted(names)}, got {stem!r}.')
+  return spec
 
 
 def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
@@ -40,11 +64,9 @@ def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
     raise ValueError(f"stem_conv must be 'conv', 'pad_channels' or 'space_to_depth', "
                      f"got {stem_conv!r}.")
   if stem_conv != 'conv' and stem not in SEVEN_BY_SEVEN_STEMS:
-    raise ValueError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems ('imagenet', 'bit') "
-                     f"only; this model's stem is {stem!r} (leave stem_conv='conv').")
-
-
-PADDED_STEMS = ('imagenet', 'deep', 'bit')  # the ImageNet-style stems padding='same' applies to
+    raise ValueError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems "
+                     f"({', '.join(map(repr, SEVEN_BY_SEVEN_STEMS))}) only; this model's stem "
+                     f"is {stem!r} (leave stem_conv='conv').")
 
 
 def check_padding(padding: str, stem: str = 'imagenet'):
@@ -53,9 +75,9 @@ def check_padding(padding: str, stem: str = 'imagenet'):
   if padding not in PADDINGS:
     raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
   if padding != 'torch' and stem not in PADDED_STEMS:
-    raise ValueError(f"padding={padding!r} applies to the ImageNet-style stems ('imagenet', "
-                     f"'deep', 'bit') only; this model's stem is {stem!r} (leave "
-                     "padding='torch').")
+    raise ValueError(f"padding={padding!r} applies to the ImageNet-style stems "
+                     f"({', '.join(map(repr, PADDED_STEMS))}) only; this model's stem is "
+                     f"{stem!r} (leave padding='torch').")
 
 
 def _conv(x, kernel, strides, padding):
@@ -145,3 +167,108 @@ def stem_conv_layer(stem_conv: str, conv, dtype, param_dtype, weight_standardiza
   return lambda features, kernel_size, strides, name: cls(
       features, kernel_size, strides, stem_conv, dtype=dtype, param_dtype=param_dtype,
       name=name)
+
+
+# The builders: (model, x, conv, norm) -> the stem's output, with the model's `conv` and `norm`
+# partials; `model` is the ResNet or VideoResNet calling them (its stem_width, preact,
+# padding, stem_conv, dtypes).
+
+def _seven_by_seven_conv(model, x, conv):
+  # The 7x7/2 pads 3 per side under either padding, as the Flax ImageNet example's does.
+  conv_init = stem_conv_layer(model.stem_conv, functools.partial(conv, padding='torch'),
+                              model.dtype, model.param_dtype, model.weight_standardization)
+  return conv_init(model.stem_width, (7, 7), (2, 2), name='conv_init')(x)
+
+
+def _norm_and_pool(model, x, norm, zero_padded_pool: bool = False):
+  if not model.preact:  # pre-activation nets normalise at the first block (timm ResNetV2)
+    x = nn.relu(norm(name='bn_init')(x))
+  pads = window_pads(x.shape[1:3], (3, 3), (2, 2), model.padding)
+  if zero_padded_pool:
+    # BiT pads with zeros, not -inf, before its 3x3/2 max pool (timm's stem_type='fixed');
+    # after a pre-activation stem's un-normalised conv the two differ.
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    return nn.max_pool(x, (3, 3), (2, 2), padding='VALID')
+  return nn.max_pool(x, (3, 3), (2, 2), padding=pads)
+
+
+def _imagenet_stem(model, x, conv, norm):
+  return _norm_and_pool(model, _seven_by_seven_conv(model, x, conv), norm)
+
+
+def _bit_stem(model, x, conv, norm):
+  return _norm_and_pool(model, _seven_by_seven_conv(model, x, conv), norm, zero_padded_pool=True)
+
+
+def _deep_stem(model, x, conv, norm):
+  # He et al. 2019 ("Bag of Tricks", ResNet-C/D): the 7x7/2 as three 3x3 convolutions, the
+  # first two half as wide (timm's stem_type='deep').
+  for i, (width, strides) in enumerate(((model.stem_width // 2, (2, 2)),
+                                        (model.stem_width // 2, (1, 1))), 1):
+    x = conv(width, (3, 3), strides, name=f'conv_init{i}')(x)
+    x = nn.relu(norm(name=f'bn_init{i}')(x))
+  return _norm_and_pool(model, conv(model.stem_width, (3, 3), name='conv_init3')(x), norm)
+
+
+def _cifar_stem(model, x, conv, norm):
+  x = conv(model.stem_width, (3, 3), name='conv_init')(x)
+  return x if model.preact else nn.relu(norm(name='bn_init')(x))
+
+
+def _video_stem(model, x, conv, norm):
+  x = conv(64, (3, 7, 7), (1, 2, 2), name='conv_init')(x)
+  return nn.relu(norm(name='bn_init')(x))
+
+
+def _r2plus1d_stem(model, x, conv, norm):
+  x = conv(45, (1, 7, 7), (1, 2, 2), name='conv_init_spatial')(x)
+  x = nn.relu(norm(name='bn_init_spatial')(x))
+  x = conv(64, (3, 1, 1), name='conv_init')(x)
+  return nn.relu(norm(name='bn_init')(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stem:
+  """One stem's facts. Native inputs: ImageNet's 224x224 crops (He et al. 2015), CIFAR's 32x32
+  images (He et al. 2015, section 4.2), Kinetics-400 clips of 16 frames at 112x112 (Tran et
+  al. 2018; torchvision's video weights use clip_len=16)."""
+  name: str
+  input_kind: str                   # 'image' | 'video': the net that builds it
+  build: Callable                   # (model, x, conv, norm) -> the stem's output
+  reduction: int                    # how many times smaller its output's height and width are
+  family: str                       # 'imagenet' | 'cifar' | 'kinetics': the data it was made for
+  input_size: int                   # native height and width
+  num_frames: Optional[int] = None  # native clip length (video)
+  seven_by_seven: bool = False      # starts with the 7x7/2 conv: takes every stem_conv
+  same_padding: bool = False        # padding='same' applies (the ImageNet-style stems)
+  torch_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # ^ our module -> its name in torchvision's layout (timm's resnet.py names the same)
+  timm_v2_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # ^ our module -> its name in timm's resnetv2.py (pre-activation and BiT nets)
+
+
+_V1_NAMES = {'conv_init': 'conv1', 'bn_init': 'bn1'}
+_V2_NAMES = {'conv_init': 'stem.conv'}
+_IMAGENET = dict(input_kind='image', reduction=4, family='imagenet', input_size=224,
+                 same_padding=True)
+_KINETICS = dict(input_kind='video', reduction=2, family='kinetics', input_size=112,
+                 num_frames=16)
+STEMS = {stem.name: stem for stem in (
+    Stem('imagenet', build=_imagenet_stem, seven_by_seven=True, torch_names=_V1_NAMES,
+         timm_v2_names=_V2_NAMES, **_IMAGENET),
+    # timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.
+    Stem('deep', build=_deep_stem, torch_names={
+        'conv_init1': 'conv1.0', 'bn_init1': 'conv1.1', 'conv_init2': 'conv1.3',
+        'bn_init2': 'conv1.4', 'conv_init3': 'conv1.6', 'bn_init': 'bn1'}, **_IMAGENET),
+    Stem('bit', build=_bit_stem, seven_by_seven=True, timm_v2_names=_V2_NAMES, **_IMAGENET),
+    Stem('cifar', build=_cifar_stem, input_kind='image', reduction=1, family='cifar',
+         input_size=32),
+    # torchvision's video stems are Sequential(conv, BN, ReLU[, conv, BN, ReLU]).
+    Stem('basic', build=_video_stem, torch_names={'conv_init': 'stem.0', 'bn_init': 'stem.1'},
+         **_KINETICS),
+    Stem('r2plus1d', build=_r2plus1d_stem, torch_names={
+        'conv_init_spatial': 'stem.0', 'bn_init_spatial': 'stem.1', 'conv_init': 'stem.3',
+        'bn_init': 'stem.4'}, **_KINETICS),
+)}
+SEVEN_BY_SEVEN_STEMS = tuple(name for name, stem in STEMS.items() if stem.seven_by_seven)
+PADDED_STEMS = tuple(name for name, stem in STEMS.items() if stem.same_padding)

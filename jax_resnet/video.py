@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax_resnet.blocks import _Block
 from jax_resnet.layers import drop_path_rates
 from jax_resnet.models import ResNetBase
+from jax_resnet.stems import stem_spec
 
 CONV_TYPES = ('3d', '2d', '2+1d')
 
@@ -69,24 +70,14 @@ class VideoResNet(ResNetBase):
   input_kind = 'video'
   input_layout = '(batch, time, height, width, channels)'
 
-  def _stem(self, x, conv, norm):
-    if self.stem == 'basic':
-      x = conv(64, (3, 7, 7), (1, 2, 2), name='conv_init')(x)
-      return nn.relu(norm(name='bn_init')(x))
-    if self.stem == 'r2plus1d':
-      x = conv(45, (1, 7, 7), (1, 2, 2), name='conv_init_spatial')(x)
-      x = nn.relu(norm(name='bn_init_spatial')(x))
-      x = conv(64, (3, 1, 1), name='conv_init')(x)
-      return nn.relu(norm(name='bn_init')(x))
-    raise ValueError(f"stem must be 'basic' or 'r2plus1d', got {self.stem!r}.")
-
   @nn.compact
   def __call__(self, x, train: bool = True, return_features: bool = False):
     self.check_input(x)
     check_video_output_stride(self.output_stride)
     conv, norm = self.conv_and_norm(train)
     features = {}
-    x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
+    stem = stem_spec(self.stem, 'video').build
+    x = features['stem'] = stem(self, jnp.asarray(x, self.dtype), conv, norm)
     rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
     stages = zip(self.stage_sizes, self.stage_widths, self.conv_types)
     for i, (size, width, conv_type) in enumerate(stages):

@@ -14,15 +14,20 @@ def test_facts_of_a_cifar_an_imagenet_and_two_video_models():
       num_classes=10, min_input_size=4, min_num_frames=None, stem='cifar')
   assert jr.model_info('resnet50') == jr.ModelInfo(
       name='resnet50', family='imagenet', input_kind='image', input_size=224, num_frames=None,
-      num_classes=1000, min_input_size=32, min_num_frames=None, stem='imagenet')
+      num_classes=1000, min_input_size=32, min_num_frames=None, stem='imagenet',
+      tags=('resnet50.a1_in1k', 'resnet50.tv_in1k', 'resnet50.tv2_in1k', 'resnet50.a1h_in1k'))
   assert jr.model_info('r2plus1d_18') == jr.ModelInfo(
       name='r2plus1d_18', family='kinetics', input_kind='video', input_size=112, num_frames=16,
-      num_classes=400, min_input_size=16, min_num_frames=8, stem='r2plus1d')
+      num_classes=400, min_input_size=16, min_num_frames=8, stem='r2plus1d',
+      tags=('r2plus1d_18.tv_kinetics400',))
   # The deep (ResNet-D) and BiT stems downsample as the ImageNet stem does.
-  for name, stem in (('resnet26d', 'deep'), ('bit_resnet152x4', 'bit')):
+  for name, stem, tags in (
+      ('resnet26d', 'deep', ('resnet26d.bt_in1k',)),
+      ('bit_resnet152x4', 'bit', ('resnetv2_152x4_bit.goog_in21k_ft_in1k',
+                                  'bit_resnet152x4.bit_m_in21k_ft_in1k'))):
     assert jr.model_info(name) == jr.ModelInfo(
         name=name, family='imagenet', input_kind='image', input_size=224, num_frames=None,
-        num_classes=1000, min_input_size=32, min_num_frames=None, stem=stem)
+        num_classes=1000, min_input_size=32, min_num_frames=None, stem=stem, tags=tags)
   # mc3 convolves time in its first stage only, so time is never downsampled.
   assert jr.model_info('mc3_18').min_num_frames == 1
   assert jr.model_info('resnet20').input_shape == (32, 32, 3)

@@ -355,7 +355,8 @@ def test_trainer_init_from_a_tag_sets_init_tag_and_loads_it(env, timm_resnet18d)
 
 def test_registry_rows_carry_the_sources_the_converters_and_tags_use():
   assert registry.model_sources('resnet50') == {
-      'torchvision': 'resnet50', 'timm': 'resnet50', 'transformers': 'microsoft/resnet-50'}
+      'torchvision': 'resnet50', 'timm': 'resnet50', 'transformers': 'microsoft/resnet-50',
+      'flax_imagenet': 'ResNet50'}
   assert registry.model_for_source('timm', 'resnetv2_50') == 'preact_resnet50'
   assert weights.TRANSFORMERS_MODELS == registry.models_with_source('transformers')
   assert set(weights.TIMM_NAMES) == set(registry.models_with_source('timm'))

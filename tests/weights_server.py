@@ -29,6 +29,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if data is None or server.refuse:
       self.send_response(404 if data is None else 503)
       self.send_header('Content-Length', '0')
+      if data is None:  # as the Hub answers for a file its repository does not have
+        self.send_header('X-Error-Code', 'EntryNotFound')
+        self.send_header('X-Repo-Commit', COMMIT)
       self.end_headers()
       return
     self.send_response(200)

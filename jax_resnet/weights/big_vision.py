@@ -26,14 +26,20 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from jax_resnet.registry import models_with_source
+from jax_resnet.registry import model_defaults, model_sources, models_with_source
 from jax_resnet.weights.torch_layout import checked_for_export, modules, variable_shapes
 from jax_resnet.weights.trees import (supported_model, WeightsMismatchError, compare,
                                       mismatch_message, to_float32, unflatten)
 
 PREFIX = 'resnet/'
-_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 BIG_VISION_MODELS = models_with_source('bit')  # the registry rows BiT published
+# From those rows and their BiT names (BiT-M-R{depth}x{k}): (units per block, k) -> the row, and
+# units per block -> depth.
+_ROWS, _DEPTHS = {}, {}
+for _name in BIG_VISION_MODELS:
+  _depth, _k = map(int, re.fullmatch(r'BiT-M-R(\d+)x(\d+)', model_sources(_name)['bit']).groups())
+  _stages = tuple(model_defaults(_name)[1]['stage_sizes'])
+  _ROWS[_stages, _k], _DEPTHS[_stages] = _name, _depth
 
 _UNIT = {'bn1': 'a/group_norm', 'bn2': 'b/group_norm', 'bn3': 'c/group_norm',
          'conv1': 'a/standardized_conv2d', 'conv2': 'b/standardized_conv2d',
@@ -110,9 +116,8 @@ def _describe(arrays: Mapping):
       units.setdefault(int(match[1]), set()).add(int(match[2]))
   stages = tuple(len(units.get(s, ())) for s in range(1, max(units, default=0) + 1))
   depth = _DEPTHS.get(stages)
-  name = f'bit_resnet{depth}x{width}' if depth else None
   what = f'R{depth}x{width}' if depth else f'units per block {stages}, width x{width}'
-  return (name if name in BIG_VISION_MODELS else None), what
+  return _ROWS.get((stages, width)), what
 
 
 def check_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int] = None, *,

@@ -146,17 +146,22 @@ def _verify(url: str, path: str, written: int, digest: str, size: Optional[int])
                         'or check the mirror.', url, path)
 
 
-def fetch_hub(repo_id: str, filename: str) -> str:
+def fetch_hub(repo_id: str, filename: str, optional: bool = False) -> Optional[str]:
   """The local path of `filename` in Hub repository `repo_id` (huggingface_hub's cache),
-  downloaded now if needed; a file stored by content is checked against its SHA-256."""
+  downloaded now if needed; a file stored by content is checked against its SHA-256. With
+  `optional`, None when the repository has no such file (the Hub says so, or its answer is
+  cached), or when downloads are off and the cache does not hold it."""
   import huggingface_hub
   from huggingface_hub import constants
+  from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
   url = f'hf-hub:{repo_id}/{filename}'
   # The endpoint and cache huggingface_hub read at import, re-read now (set later by a user).
   endpoint = os.environ.get('HF_ENDPOINT', constants.ENDPOINT).rstrip('/')
   cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=_hub_cache())
   if isinstance(cached, str) and os.path.isfile(cached):
     return cached
+  if optional and (cached is not None or offline()):  # a cached 'no such file', or no network
+    return None
   if offline():
     raise DownloadError(
         f'{repo_id}/{filename} is not in the Hugging Face cache ({_hub_cache()}) and downloads '
@@ -167,6 +172,10 @@ def fetch_hub(repo_id: str, filename: str) -> str:
     path = huggingface_hub.hf_hub_download(repo_id, filename, cache_dir=_hub_cache(),
                                            endpoint=endpoint)
   except Exception as error:  # huggingface_hub raises many types (HTTP, OS, validation)
+    absent = (isinstance(error, EntryNotFoundError)
+              and not isinstance(error, LocalEntryNotFoundError))  # the Hub answered 'no file'
+    if optional and absent:
+      return None
     text = ' '.join(str(error).split())[:300]
     raise DownloadError(f'cannot download {filename} of {repo_id} from {endpoint}: '
                         f'{type(error).__name__}: {text}', url) from None

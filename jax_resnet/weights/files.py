@@ -16,6 +16,8 @@ from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, Weigh
                                       compare, first_line, flatten, mismatch_message, unflatten)
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
+SUFFIX_KINDS = {'.safetensors': 'safetensors', **{suffix: 'torch' for suffix in TORCH_SUFFIXES},
+                '.npz': 'npz'}
 # The first torch release without the published bypasses of torch.load(weights_only=True).
 TORCH_FLOOR = (2, 10)
 FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.weights.save_npz '
@@ -45,36 +47,60 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   (tensors that do not fit the model, all listed in one message).
   """
   path = os.fspath(path)
-  if not os.path.exists(path):
-    raise WeightsFileError(f'weights file {path} not found.')
-  from jax_resnet.weights import flax_imagenet
-  if flax_imagenet.find_checkpoint(path) is not None:
-    variables = flax_imagenet.load_checkpoint(model_name, path)
-  elif os.path.isdir(path):
-    variables = _check_native(model_name, read_orbax(path), path)
-  else:
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == '.safetensors':
-      variables = from_state_dict(model_name, read_safetensors(path), source=path)
-    elif suffix in TORCH_SUFFIXES:
-      variables = from_state_dict(model_name, read_torch(path), source=path)
-    elif suffix == '.npz':
-      variables = _read_npz_weights(model_name, path)
-    else:
-      raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
-                             f'expected {FORMATS}.')
+  variables = READERS[file_kind(path)](model_name, path)
   check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
 
 
-def _read_npz_weights(model_name: str, path: str) -> dict:
-  """An .npz of ours (save_npz) or a BiT release checkpoint, names and shapes checked from
-  the members' headers before any array is read."""
+def file_kind(path: str) -> str:
+  """What `path` is, which picks its reader in READERS: 'flax_imagenet' (a workdir of the Flax
+  ImageNet example or one checkpoint_<step>), 'workdir' (any other directory: the trainer's
+  Orbax checkpoints), else by suffix (SUFFIX_KINDS): 'safetensors', 'torch', 'npz' (ours) or
+  'bit_npz' (a BiT release checkpoint, told by its members' names). WeightsFileError for a
+  missing path or an unknown suffix."""
+  from jax_resnet.weights import big_vision, flax_imagenet
+  if not os.path.exists(path):
+    raise WeightsFileError(f'weights file {path} not found.')
+  if flax_imagenet.find_checkpoint(path) is not None:
+    return 'flax_imagenet'
+  if os.path.isdir(path):
+    return 'workdir'
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in SUFFIX_KINDS:
+    raise WeightsFileError(f'{path}: unknown weights file extension {suffix or "(none)"!r}; '
+                           f'expected {FORMATS}.')
+  kind = SUFFIX_KINDS[suffix]
+  if kind == 'npz' and big_vision.looks_like_big_vision(npz_headers(path)):
+    return 'bit_npz'
+  return kind
+
+
+def read_state_dict(path: str) -> dict:
+  """The torch-layout state dict (name -> array) of a .safetensors or torch file, by its
+  suffix; WeightsFileError for any other."""
+  kind = SUFFIX_KINDS.get(os.path.splitext(path)[1].lower())
+  if kind not in STATE_DICT_READERS:
+    raise WeightsFileError(f'{path} is no state dict file; expected .safetensors or '
+                           f'{"/".join(TORCH_SUFFIXES)}.')
+  return STATE_DICT_READERS[kind](path)
+
+
+def _read_state_dict_weights(model_name: str, path: str) -> dict:
+  return from_state_dict(model_name, read_state_dict(path), source=path)
+
+
+def _read_native_npz(model_name: str, path: str) -> dict:
+  """An .npz of ours (save_npz), names and shapes checked from the members' headers before
+  any array is read."""
+  _check_native(model_name, npz_headers(path), path)  # arrays have the shapes headers declare
+  return unflatten(read_npz(path))
+
+
+def _read_bit_npz(model_name: str, path: str) -> dict:
+  """A BiT release checkpoint, names and shapes checked from the members' headers before any
+  array is read."""
   from jax_resnet.weights import big_vision
   headers = npz_headers(path)
-  if not big_vision.looks_like_big_vision(headers):
-    _check_native(model_name, headers, path)  # the arrays have the shapes the headers declare
-    return unflatten(read_npz(path))
   if model_name not in big_vision.BIG_VISION_MODELS:
     guess = big_vision.guess_model(headers)
     raise WeightsMismatchError(
@@ -82,6 +108,15 @@ def _read_npz_weights(model_name: str, path: str) -> dict:
         f'for {model_name}; BiT files load into {", ".join(big_vision.BIG_VISION_MODELS)}.')
   big_vision.check_big_vision(model_name, headers, source=path)
   return big_vision.from_big_vision(model_name, read_npz(path), source=path)
+
+
+def _read_flax_imagenet(model_name: str, path: str) -> dict:
+  from jax_resnet.weights import flax_imagenet
+  return flax_imagenet.load_checkpoint(model_name, path)
+
+
+def _read_workdir(model_name: str, path: str) -> dict:
+  return _check_native(model_name, read_orbax(path), path)
 
 
 def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict') -> dict:
@@ -182,28 +217,39 @@ def _check_native(model_name: str, flat: dict, source: str) -> dict:
 
 
 def read_safetensors(path: str) -> dict:
-  """name -> numpy array, through safetensors' numpy API (no torch)."""
+  """name -> numpy array, through safetensors' numpy API (no torch); bfloat16 files through
+  our own reader of the format, as float32 (older safetensors' numpy API has no bfloat16)."""
   import safetensors.numpy
   try:
+    header = _safetensors_header(path)
+    if any(info.get('dtype') == 'BF16' for info in header.values() if isinstance(info, dict)):
+      return _read_safetensors_raw(path, header)
     return dict(safetensors.numpy.load_file(path))
-  except TypeError as error:
-    if 'bfloat16' not in str(error):
-      raise WeightsFileError(f'cannot read {path} as safetensors: {first_line(error)}') from None
-    return _read_safetensors_raw(path)  # older safetensors' numpy API has no bfloat16
+  except WeightsFileError:
+    raise
   except Exception as error:  # safetensors raises its own untyped errors
     raise WeightsFileError(f'cannot read {path} as safetensors ({first_line(error)}); the '
                            'file is corrupt or not a safetensors file.') from None
 
 
-def _read_safetensors_raw(path: str) -> dict:
+def _safetensors_header(path: str) -> dict:
+  """The format's JSON header: 8 bytes of little-endian length, then the JSON."""
+  with open(path, 'rb') as f:
+    size = int.from_bytes(f.read(8), 'little')
+    if size > os.path.getsize(path) - 8:
+      raise ValueError(f'a header of {size} bytes in a file of {os.path.getsize(path)}')
+    return json.loads(f.read(size))
+
+
+def _read_safetensors_raw(path: str, header: Optional[dict] = None) -> dict:
   import ml_dtypes
+  header = _safetensors_header(path) if header is None else header
   dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
             'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
             'I8': np.int8, 'U64': np.uint64, 'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8,
             'BOOL': np.bool_}
   with open(path, 'rb') as f:
-    size = int.from_bytes(f.read(8), 'little')
-    header = json.loads(f.read(size))
+    f.seek(8 + int.from_bytes(f.read(8), 'little'))
     data = f.read()
   out = {}
   for name, info in header.items():
@@ -321,3 +367,10 @@ def _read_pytree(state_dir: str):
   except Exception as error:  # orbax/tensorstore raise many types
     raise WeightsFileError(f'cannot read the Orbax checkpoint {state_dir} '
                            f'({first_line(error)}).') from None
+
+
+STATE_DICT_READERS = {'safetensors': read_safetensors, 'torch': read_torch}
+# Each file kind's reader: (model name, path) -> variables, names and shapes checked.
+READERS = {'safetensors': _read_state_dict_weights, 'torch': _read_state_dict_weights,
+           'npz': _read_native_npz, 'bit_npz': _read_bit_npz,
+           'flax_imagenet': _read_flax_imagenet, 'workdir': _read_workdir}

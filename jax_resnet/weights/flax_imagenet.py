@@ -26,12 +26,11 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from jax_resnet.registry import model_defaults
+from jax_resnet.registry import model_defaults, models_with_source
 from jax_resnet.weights.trees import (supported_model, SEP, WeightsFileError, WeightsMismatchError,
                                       compare, flatten, mismatch_message, unflatten)
 
-FLAX_IMAGENET_MODELS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-                        'resnet200')
+FLAX_IMAGENET_MODELS = models_with_source('flax_imagenet')  # the registry rows it has
 CHECKPOINT_PREFIX = 'checkpoint_'  # flax.training.checkpoints' default, which train.py keeps
 _LAYER = {'proj_conv': 'conv_proj', 'proj_bn': 'norm_proj'}
 _NUMBERED = re.compile(r'(conv|bn)(\d+)')

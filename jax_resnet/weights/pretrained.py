@@ -14,6 +14,7 @@ config.json names the `architecture`) or a transformers `ResNetForImageClassific
 
 import json
 import logging
+import math
 from typing import Optional
 
 import jax
@@ -25,6 +26,7 @@ from jax_resnet.weights.trees import WeightsError, merge_pretrained
 
 HUB_PREFIX = 'hf-hub:'
 WEIGHTS_FILE, CONFIG_FILE = 'model.safetensors', 'config.json'
+PREPROCESSOR_FILE = 'preprocessor_config.json'  # transformers' image processor settings
 _log = logging.getLogger('jax_resnet')
 
 
@@ -58,32 +60,97 @@ def pretrained_variables(tag):
   return weight_tag.model, files.load(weight_tag.model, fetch(weight_tag)), weight_tag
 
 
-def _hub_repository(repo_id: str):
-  """(registry name, variables) of a Hub repository holding a timm or transformers ResNet."""
-  from jax_resnet.weights import timm, transformers
-  config_path = download.fetch_hub(repo_id, CONFIG_FILE)
+def _read_json(path: str, what: str) -> dict:
   try:
-    with open(config_path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8') as f:
       config = json.load(f)
   except (OSError, ValueError) as error:
-    raise WeightsError(f'cannot read {CONFIG_FILE} of {repo_id}: {error}') from None
-  source = f'{HUB_PREFIX}{repo_id}'
+    raise WeightsError(f'cannot read {what}: {error}') from None
   if not isinstance(config, dict):
-    raise WeightsError(f'{CONFIG_FILE} of {repo_id} is not a JSON object.')
+    raise WeightsError(f'{what} is not a JSON object.')
+  return config
+
+
+def _hub_model(repo_id: str):
+  """(its config.json, 'timm' | 'transformers', registry name) of a Hub repository."""
+  from jax_resnet.weights import timm, transformers
+  config = _read_json(download.fetch_hub(repo_id, CONFIG_FILE), f'{CONFIG_FILE} of {repo_id}')
+  source = f'{HUB_PREFIX}{repo_id}'
   if 'architecture' in config:  # timm's hub config
-    name = timm.resolve(str(config['architecture']))
-    path = download.fetch_hub(repo_id, WEIGHTS_FILE)
-    variables = files.from_state_dict(name, files.read_safetensors(path), source=source)
-  elif config.get('model_type') == 'resnet':
-    name = transformers.model_for_config(config, source=f'{source} {CONFIG_FILE}')
-    path = download.fetch_hub(repo_id, WEIGHTS_FILE)
-    variables = transformers.from_transformers(name, files.read_safetensors(path),
-                                               source=source)
+    return config, 'timm', timm.resolve(str(config['architecture']))
+  if config.get('model_type') == 'resnet':
+    return config, 'transformers', transformers.model_for_config(
+        config, source=f'{source} {CONFIG_FILE}')
+  raise WeightsError(f'{source} holds neither a timm model (config.json "architecture") nor '
+                     'a transformers ResNet (model_type "resnet").')
+
+
+def _hub_repository(repo_id: str):
+  """(registry name, variables) of a Hub repository holding a timm or transformers ResNet."""
+  from jax_resnet.weights import transformers
+  _, kind, name = _hub_model(repo_id)
+  source = f'{HUB_PREFIX}{repo_id}'
+  state_dict = files.read_state_dict(download.fetch_hub(repo_id, WEIGHTS_FILE))
+  if kind == 'timm':
+    variables = files.from_state_dict(name, state_dict, source=source)
   else:
-    raise WeightsError(f'{source} holds neither a timm model (config.json "architecture") nor '
-                       'a transformers ResNet (model_type "resnet").')
+    variables = transformers.from_transformers(name, state_dict, source=source)
   files.check_values(variables, source)
   return name, variables
+
+
+# transformers' image processors name PIL's filters by number.
+_RESAMPLE = {2: 'bilinear', 3: 'bicubic'}
+
+
+def _processor_transform(processor: dict, what: str) -> dict:
+  """preprocess's arguments from a transformers preprocessor_config.json, by the rule of the
+  ConvNext image processor that microsoft/resnet-* name (and its defaults): below 384, resize
+  the shorter side to int(size / crop_pct) and crop size; from 384 on, resize to size."""
+  size = processor.get('size', 384)
+  size = size.get('shortest_edge', size.get('height')) if isinstance(size, dict) else size
+  resample = processor.get('resample', 3)
+  if not isinstance(size, int) or resample not in _RESAMPLE:
+    raise WeightsError(f'{what}: size {size!r} and resample {resample!r} are not a shorter '
+                       'side and a bilinear (2) or bicubic (3) filter.')
+  crop_pct = float(processor.get('crop_pct') or 224 / 256)
+  return dict(crop=size, resize=int(size / crop_pct) if size < 384 else size,
+              interpolation=_RESAMPLE[resample],
+              mean=tuple(processor.get('image_mean', tags.INCEPTION_MEAN)),
+              std=tuple(processor.get('image_std', tags.INCEPTION_STD)))
+
+
+def _timm_transform(cfg: dict) -> dict:
+  """preprocess's arguments from a timm config.json's pretrained_cfg (timm's default eval
+  transform: input_size, crop_pct, interpolation, mean, std)."""
+  size = int(cfg['input_size'][-1])
+  return dict(crop=size, resize=math.floor(size / float(cfg.get('crop_pct', 0.875))),
+              interpolation=cfg.get('interpolation', 'bilinear'),
+              mean=tuple(cfg.get('mean', tags.IMAGENET_MEAN)),
+              std=tuple(cfg.get('std', tags.IMAGENET_STD)))
+
+
+def hub_tag(tag: str) -> Optional[tags.WeightTag]:
+  """The WeightTag of 'hf-hub:<repo>' with the preprocessing the repository records: a
+  transformers repository's preprocessor_config.json (when it has one), a timm repository's
+  config.json pretrained_cfg; None when it records none."""
+  repo_id = tag[len(HUB_PREFIX):]
+  config, kind, name = _hub_model(repo_id)
+  if kind == 'transformers':
+    path = download.fetch_hub(repo_id, PREPROCESSOR_FILE, optional=True)
+    if path is None:
+      return None
+    what = f'{PREPROCESSOR_FILE} of {repo_id}'
+    transform = _processor_transform(_read_json(path, what), what)
+  elif isinstance(config.get('pretrained_cfg'), dict) and config['pretrained_cfg'].get(
+      'input_size'):
+    transform = _timm_transform(config['pretrained_cfg'])
+  else:
+    return None
+  return tags.WeightTag(tag, name, kind, tag, str(config.get('license', 'see the repository')),
+                        None, num_classes=int(config.get('num_classes')
+                                              or len(config.get('id2label') or {}) or 1000),
+                        **transform)
 
 
 def _head_classes(variables) -> int:

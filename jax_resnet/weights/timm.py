@@ -13,7 +13,8 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_defaults, model_sources, models_with_source
+from jax_resnet.registry import model_defaults, model_info, model_sources, models_with_source
+from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
@@ -24,10 +25,6 @@ from jax_resnet.weights.trees import WeightsError
 TIMM_NAMES = {name: model_sources(name)['timm'] for name in models_with_source('timm')}
 _OURS = {timm: ours for ours, timm in TIMM_NAMES.items()}
 
-# timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.
-_V1_STEM = {'conv_init': 'conv1', 'bn_init': 'bn1', 'conv_init1': 'conv1.0',
-            'bn_init1': 'conv1.1', 'conv_init2': 'conv1.3', 'bn_init2': 'conv1.4',
-            'conv_init3': 'conv1.6'}
 # ResNet-D's shortcut is Sequential(AvgPool2d or Identity, conv, bn); the plain one (conv, bn).
 _V1_PROJECTION = {False: {'proj_conv': 'downsample.0', 'proj_bn': 'downsample.1'},
                   True: {'proj_conv': 'downsample.1', 'proj_bn': 'downsample.2'}}
@@ -57,7 +54,10 @@ def _timm_module(model_name: str, path: tuple) -> str:
   if path == ('head',):
     return 'head.fc' if v2 else 'fc'
   if len(path) == 1:
-    return {'conv_init': 'stem.conv', 'final_bn': 'norm'}[path[0]] if v2 else _V1_STEM[path[0]]
+    if path == ('final_bn',):
+      return 'norm'
+    stem = stem_spec(model_info(model_name).stem)
+    return (stem.timm_v2_names if v2 else stem.torch_names)[path[0]]
   match = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
   if not match or len(path) != 2:
     raise RuntimeError(f'no timm name for {"/".join(path)} in {model_name}')

@@ -12,6 +12,7 @@ import re
 from typing import Mapping, Optional
 
 from jax_resnet.registry import model_info, models_with_source
+from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (checked_for_export, compare_layout,
                                              default_num_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
@@ -25,12 +26,6 @@ VIDEO_MODELS = tuple(name for name in models_with_source('torchvision')
                      if model_info(name).input_kind == 'video')
 TORCHVISION_MODELS = IMAGE_MODELS + VIDEO_MODELS
 
-_STEMS = {
-    'image': {'conv_init': 'conv1', 'bn_init': 'bn1'},
-    'video': {'conv_init': 'stem.0', 'bn_init': 'stem.1'},
-    'r2plus1d': {'conv_init_spatial': 'stem.0', 'bn_init_spatial': 'stem.1',
-                 'conv_init': 'stem.3', 'bn_init': 'stem.4'},
-}
 _PROJECTION = {'proj_conv': 'downsample.0', 'proj_bn': 'downsample.1'}
 _VIDEO_BLOCK = {**_PROJECTION}
 for _k in (1, 2):
@@ -51,8 +46,7 @@ def _torch_module(model_name: str, path: tuple) -> str:
   if path == ('head',):
     return 'fc'
   if len(path) == 1:
-    stem = _STEMS['r2plus1d' if model_name == 'r2plus1d_18' else 'video' if video else 'image']
-    return stem[path[0]]
+    return stem_spec(model_info(model_name).stem).torch_names[path[0]]
   match = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
   if not match or len(path) != 2:
     raise RuntimeError(f'no torchvision name for {"/".join(path)} in {model_name}')
