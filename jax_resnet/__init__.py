@@ -12,8 +12,8 @@ from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
 from jax_resnet.config import base_config, load_config
 from jax_resnet.models import ResNet, ResNetBase, make_layers
-from jax_resnet.registry import (FeatureLevel, ModelInfo, create_model, feature_info,
-                                 list_models, model_defaults, model_info)
+from jax_resnet.model_facts import FeatureLevel, ModelInfo, feature_info, model_info
+from jax_resnet.registry import create_model, list_models, model_defaults
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx as flax_nnx
 from flax.core import unfreeze
 
-from jax_resnet import registry
+from jax_resnet import model_facts, registry
 
 _COLLECTIONS = {'params': flax_nnx.Param, 'batch_stats': flax_nnx.BatchStat}
 _STOCHASTIC_OPTIONS = ('drop_path_rate', 'dropout_rate')
@@ -132,7 +132,7 @@ class BridgedModel(flax_nnx.Module):
 
 def _example_input(name: str, input_shape: Optional[Sequence[int]]):
   if input_shape is None:
-    info = registry.model_info(name)
+    info = model_facts.model_info(name)
     size = info.min_input_size
     input_shape = (size, size, 3)
     if info.input_kind == 'video':

@@ -20,7 +20,8 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jax_resnet.registry import create_model, list_models, model_info
+from jax_resnet.model_facts import model_info
+from jax_resnet.registry import create_model, list_models
 from jax_resnet.weights import download, files, tags
 from jax_resnet.weights.trees import WeightsError, merge_pretrained
 

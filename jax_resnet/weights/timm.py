@@ -13,7 +13,8 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_defaults, model_info, model_sources, models_with_source
+from jax_resnet.model_facts import model_info
+from jax_resnet.registry import model_defaults, model_sources, models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,

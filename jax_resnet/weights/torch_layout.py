@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jax_resnet.registry import create_model, model_defaults, model_info
+from jax_resnet.model_facts import model_info
+from jax_resnet.registry import create_model, model_defaults
 from jax_resnet.weights.trees import (WeightsMismatchError, compare, flatten, mismatch_message,
                                       to_float32, unflatten)
 

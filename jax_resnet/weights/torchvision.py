@@ -11,7 +11,8 @@ import functools
 import re
 from typing import Mapping, Optional
 
-from jax_resnet.registry import model_info, models_with_source
+from jax_resnet.model_facts import model_info
+from jax_resnet.registry import models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (checked_for_export, compare_layout,
                                              default_num_classes, layout_entries,
