@@ -19,7 +19,7 @@ import pytest
 import jax_resnet as jr
 from jax_resnet.config import boundary, resolve
 from jax_resnet.data.spec import DataSpec
-from jax_resnet.errors import ConfigError
+from jax_resnet.errors import ConfigError, TrainingError
 from jax_resnet.training import changes, optim, setup, steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -325,6 +325,18 @@ def test_resolve_errors_are_one_line(overrides, message):
   with pytest.raises(ConfigError) as err:
     resolve(config)
   assert str(err.value) == f'Invalid config: {message}'
+
+
+def test_the_trainers_names_are_checked_by_the_trainer():
+  """The checks the boundary asks live with their consumers, which raise their own error."""
+  with pytest.raises(TrainingError) as err:
+    optim.make_schedule('linear', 0.1, 10)
+  assert str(err.value) == ("schedule kind must be one of 'constant', 'step', 'cosine', got "
+                            "'linear'.")
+  assert err.value.choices == optim.SCHEDULES
+  with pytest.raises(TrainingError) as err:
+    optim.make_optimizer('adam')
+  assert str(err.value) == "optimizer must be one of 'sgd', 'adamw', 'lars', got 'adam'."
 
 
 def test_model_option_errors_name_the_model():

@@ -315,6 +315,20 @@ def test_config_errors(overrides, message):
   assert str(err.value) == f'Invalid config: {message}'
 
 
+def test_the_data_rules_hold_without_a_config():
+  """data.check is the data layer's own: a DataError, a refused choice carrying its choices."""
+  with pytest.raises(DataError) as err:
+    data.check(spec(augment='mixup'))
+  assert str(err.value) == ("augment must be one of 'none', 'pad_crop_flip', 'inception', got "
+                            "'mixup'.")
+  assert err.value.choices == ('none', 'pad_crop_flip', 'inception')
+  with pytest.raises(DataError) as err:
+    data.check(spec(eval_split='validation'))
+  assert str(err.value) == ("split 'validation' does not exist in the embedded 'digits' dataset: "
+                            "use train_split='train' and eval_split='test'.")
+  assert err.value.choices == ()
+
+
 def test_num_classes_is_checked_against_the_opened_dataset():
   run = resolve(config(num_classes=100, eval_batch_size=128))
   info = data.dataset_info(run.data)  # the pipeline itself reads the dataset's own classes
