@@ -70,6 +70,22 @@ def test_a_changed_setting_is_one_error_naming_it_and_nothing_moves(copied_run):
   assert _listing(copied_run) == before
 
 
+def test_a_reader_without_settings_to_blame_says_so_and_moves_nothing(copied_run):
+  """The reader's own mismatch line, for callers that pass no explanation."""
+  before = _listing(copied_run)
+  reader = checkpoint_reader.CheckpointReader(os.path.join(copied_run, 'checkpoints'))
+  saved = set(reader.restore()[3]['checksums'])  # the arrays step 12 recorded when saved
+  differ = sorted(saved ^ {'params/kernel'})
+  with pytest.raises(checkpoint_reader.CheckpointMismatchError) as err:
+    reader.restore({'params': {'kernel': np.zeros((2, 2), np.float32)}})
+  parts = ', '.join(sorted({path.split('/')[0] for path in differ}))
+  assert str(err.value) == (
+      f'Checkpoint step 12 in {copied_run}/checkpoints holds a train state of another shape '
+      f'than expected ({len(differ)} array(s) differ in {parts}, first {differ[0]}); read it '
+      'with the settings it was written with.')
+  assert _listing(copied_run) == before
+
+
 @pytest.mark.parametrize('failure', [OSError(errno.EIO, 'Input/output error'),
                                      MemoryError('out of memory restoring')])
 def test_an_io_or_memory_error_stops_without_moving_anything(copied_run, monkeypatch, failure):
