@@ -1,6 +1,6 @@
 """`jax-resnet train` (and a checkout's `python train.py`): train a ResNet from a recipe.
 
-Thin CLI over `jax_resnet.training.train_and_evaluate(config, workdir)`. Rerunning with the same
+Thin CLI over `jax_resnet.config.train_and_evaluate(config, workdir)`. Rerunning with the same
 --workdir resumes from its latest checkpoint. Exit 0 on success; on bad input one clear error
 line and exit 2.
 """
@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from jax_resnet.config import base, recipes
 from jax_resnet.config.boundary import MOVED_TO_MODEL_OPTIONS
-from jax_resnet.errors import ConfigError
+from jax_resnet.errors import UserError
 
 flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<recipe name>).')
 flags.DEFINE_bool('help_config', False, 'Print every config key with its value (the recipe and '
@@ -81,7 +81,7 @@ def _with_recipe_path(argv):
   except FileNotFoundError:
     _fail(f'config {name!r} is neither a recipe file nor a shipped recipe; pass a path to a '
           f'recipe file or one of: {", ".join(recipes.list_recipes())}.')
-  except ConfigError as error:
+  except UserError as error:  # e.g. a recipe file without get_config() (ConfigError)
     _fail(str(error))
   argv = list(argv)
   if index is None:
@@ -146,8 +146,7 @@ def _train(argv):
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                                heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
-  from jax_resnet.errors import UserError
-  from jax_resnet.training import train_and_evaluate
+  from jax_resnet.config import train_and_evaluate
   logging.set_verbosity(logging.WARNING)
   workdir = FLAGS.workdir or _default_workdir()
   from jax_resnet.training.checkpoints import CheckpointWriteError

@@ -13,7 +13,7 @@ import pytest
 import jax_resnet as jr
 from jax_resnet.analysis import __main__ as cli
 from jax_resnet.analysis import common, lesion
-from jax_resnet.training import loop
+from jax_resnet.config import train_and_evaluate
 
 # The research tools' long numerical checks, built on the model code the other tests cover:
 # CI runs them in its newest environment only (pytest -m "not slow" elsewhere).
@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
   config.update(dict(num_train_steps=3, log_every_steps=3, checkpoint_every_steps=3,
                      progress_bar=False, batch_size=64, eval_batch_size=128,
                      warmup_epochs=0.0))
-  summary = loop.train_and_evaluate(config, workdir)
+  summary = train_and_evaluate(config, workdir)
   return workdir, summary
 
 

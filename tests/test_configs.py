@@ -18,8 +18,9 @@ import pytest
 
 import jax_resnet as jr
 from jax_resnet.config import boundary, resolve
-from jax_resnet.errors import ConfigError
-from jax_resnet.training import optim, setup, steps
+from jax_resnet.data.spec import DataSpec
+from jax_resnet.errors import ConfigError, TrainingError
+from jax_resnet.training import changes, optim, setup, steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(os.path.basename(p)[:-3]
@@ -269,6 +270,29 @@ def test_from_json_moves_an_old_flat_config_into_model_options():
   assert boundary.from_json(json.loads(spec.config_json)).to_dict() == config.to_dict()
 
 
+def test_the_data_keys_take_the_data_specs_defaults():
+  """One set of defaults: base_config's input-pipeline keys are DataSpec's, and the base
+  config resolves to the default DataSpec."""
+  base, defaults = jr.base_config(), DataSpec()
+  shared = [f.name for f in dataclasses.fields(DataSpec) if f.name in base]
+  assert sorted(set(f.name for f in dataclasses.fields(DataSpec)) - set(shared)) == ['mean',
+                                                                                     'std']
+  assert {k: base[k] for k in shared} == {k: getattr(defaults, k) for k in shared}
+  assert resolve(base).data == defaults
+
+
+def test_resolve_hands_the_trainer_plain_values_for_restores():
+  """What a resume compares and blames travels in the RunSpec: every setting flat, and per
+  part of the train state the settings that shape it."""
+  config = load('default')
+  spec = resolve(config)
+  assert spec.settings == changes.flat_settings(json.loads(config.to_json()))
+  assert spec.settings['model_options.shortcut'] is None
+  assert spec.settings['lr_boundaries'] == list(config.lr_boundaries)  # as JSON holds it
+  assert spec.state_shaping == boundary.STATE_SHAPING_KEYS
+  assert spec.identity == {k: config[k] for k in boundary.IDENTITY_KEYS}
+
+
 def test_from_json_reads_an_old_video_config():
   old = dict(OLD_CONFIG_JSON, model='r3d_18', num_classes=400, shortcut='', scan_blocks=False,
              image_size=112)
@@ -287,6 +311,13 @@ def test_from_json_reads_an_old_video_config():
     (dict(lr_schedule='linear'),
      "lr_schedule must be one of 'constant', 'step', 'cosine', got 'linear'."),
     (dict(num_classes=0), 'num_classes must be a positive integer, got 0.'),
+    (dict(weight_decay_mode='l1'),
+     "weight_decay_mode must be one of 'l2', 'decoupled', got 'l1'."),
+    (dict(device_data=True, augment='inception'),
+     "device_data supports augment 'none' or 'pad_crop_flip', not 'inception'; use the host "
+     'pipeline (device_data=False) for ImageNet-style augmentation.'),
+    (dict(augment='pad_crop_flip', crop_padding=16),
+     'crop_padding=16 must be smaller than image_size=16 (the CIFAR recipe pads 4 pixels).'),
 ])
 def test_resolve_errors_are_one_line(overrides, message):
   config = load('default')
@@ -294,6 +325,18 @@ def test_resolve_errors_are_one_line(overrides, message):
   with pytest.raises(ConfigError) as err:
     resolve(config)
   assert str(err.value) == f'Invalid config: {message}'
+
+
+def test_the_trainers_names_are_checked_by_the_trainer():
+  """The checks the boundary asks live with their consumers, which raise their own error."""
+  with pytest.raises(TrainingError) as err:
+    optim.make_schedule('linear', 0.1, 10)
+  assert str(err.value) == ("schedule kind must be one of 'constant', 'step', 'cosine', got "
+                            "'linear'.")
+  assert err.value.choices == optim.SCHEDULES
+  with pytest.raises(TrainingError) as err:
+    optim.make_optimizer('adam')
+  assert str(err.value) == "optimizer must be one of 'sgd', 'adamw', 'lars', got 'adam'."
 
 
 def test_model_option_errors_name_the_model():

@@ -16,10 +16,11 @@ from PIL import Image
 from data_helpers import (as_rows, concat_batches, config, crops_and_flips, digits_split, spec,
                           take)
 from jax_resnet import data
-from jax_resnet.config import boundary, resolve
+from jax_resnet.config import resolve
 from jax_resnet.data import transforms
 from jax_resnet.data.spec import DataSpec
-from jax_resnet.errors import BadLabelError, ConfigError, DataNotFoundError
+from jax_resnet.errors import BadLabelError, ConfigError, DataError, DataNotFoundError
+from jax_resnet.training import setup
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +119,7 @@ def test_resume_with_other_seed_is_refused():
   it = data.train_iterator(spec())
   next(it)
   state = data.get_iterator_state(it)
-  with pytest.raises(ConfigError, match='seed'):
+  with pytest.raises(DataError, match='seed'):
     data.set_iterator_state(data.train_iterator(spec(seed=7)), state)
 
 
@@ -288,7 +289,7 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
 def test_pipeline_errors(overrides, message):
   """What only opening the data can tell: the pipeline's own errors."""
   process_count = overrides.pop('process_count', 1)
-  with pytest.raises(ConfigError) as err:
+  with pytest.raises(DataError) as err:
     data.train_iterator(spec(**overrides), process_count=process_count)
   assert str(err.value) == message
 
@@ -314,14 +315,28 @@ def test_config_errors(overrides, message):
   assert str(err.value) == f'Invalid config: {message}'
 
 
+def test_the_data_rules_hold_without_a_config():
+  """data.check is the data layer's own: a DataError, a refused choice carrying its choices."""
+  with pytest.raises(DataError) as err:
+    data.check(spec(augment='mixup'))
+  assert str(err.value) == ("augment must be one of 'none', 'pad_crop_flip', 'inception', got "
+                            "'mixup'.")
+  assert err.value.choices == ('none', 'pad_crop_flip', 'inception')
+  with pytest.raises(DataError) as err:
+    data.check(spec(eval_split='validation'))
+  assert str(err.value) == ("split 'validation' does not exist in the embedded 'digits' dataset: "
+                            "use train_split='train' and eval_split='test'.")
+  assert err.value.choices == ()
+
+
 def test_num_classes_is_checked_against_the_opened_dataset():
   run = resolve(config(num_classes=100, eval_batch_size=128))
   info = data.dataset_info(run.data)  # the pipeline itself reads the dataset's own classes
   assert (info.num_classes, info.num_train) == (10, 1437)
-  with pytest.raises(ConfigError) as err:
-    boundary.check_against_dataset(run, info.num_train, info.num_classes)
-  assert str(err.value) == ("Invalid config: num_classes=100 but dataset 'digits' has 10 "
-                            'classes; set --config.num_classes=10.')
+  with pytest.raises(DataError) as err:
+    setup.check_against_dataset(run, info)
+  assert str(err.value) == ("num_classes=100 but dataset 'digits' has 10 classes; set "
+                            '--config.num_classes=10.')
 
 
 def test_prepare_cli_without_tensorflow(tmp_path, capsys):
@@ -348,7 +363,7 @@ def test_labels_outside_the_classes_are_refused_with_their_value():
   """An unlabelled split (TFDS's -1) or more classes than the head: refused at the first
   offending example, not counted as zero loss."""
   data_spec = DataSpec(dataset='digits', image_size=16, num_classes=5, batch_size=32,
-                  eval_batch_size=100, normalize='none')
+                       eval_batch_size=100, eval_split='test', normalize='none')
   with pytest.raises(BadLabelError) as err:
     next(data.train_iterator(data_spec))
   assert re.fullmatch(r'label [5-9] is outside \[0, 5\): the split is unlabelled or has more '
@@ -375,7 +390,7 @@ def test_an_eval_split_that_does_not_exist_is_one_line_naming_those_that_do(monk
 
   tfds = tfds_source.import_tfds()
   monkeypatch.setattr(tfds, 'data_source', data_source)
-  with pytest.raises(ConfigError) as err:
+  with pytest.raises(DataError) as err:
     tfds_source.tfds_sources('x', '', ('train', 'test'))
   assert str(err.value) == (
       "cannot read split 'test' of dataset 'x' (ValueError: Unknown split \"test\". Should be "

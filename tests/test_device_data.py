@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_resnet.training import device_data, loop
+from jax_resnet.config import train_and_evaluate
+from jax_resnet.training import device_data
 from test_training import _config
 
 
@@ -39,7 +40,7 @@ def test_training_on_device_with_several_steps_per_dispatch(tmp_path):
   config = _config(device_data=True, steps_per_dispatch=3, augment='pad_crop_flip',
                    crop_padding=2, batch_size=16, num_train_steps=9, log_every_steps=4,
                    eval_every_steps=6, checkpoint_every_steps=6)
-  summary = loop.train_and_evaluate(config, str(tmp_path))
+  summary = train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == 9 and summary['eval_examples'] == 360
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, 'metrics.jsonl'))]
   # Intervals are crossed, not hit: dispatches end at 3, 6, 9.

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 import jax_resnet as jr
 from jax_resnet import weights
-from jax_resnet.training import loop
+from jax_resnet.config import train_and_evaluate
 from test_training import _config
 
 # Fine-tuning runs of the trainer, whose parts (weights files, checkpoints, training) the other
@@ -36,7 +36,7 @@ def _finetune(tmp_path, path, freeze_batch_norm=None, **overrides):
   config = _config(**{**settings, **overrides})
   config.model_options.freeze_batch_norm = freeze_batch_norm  # None: the model's default
   with tfds.testing.mock_data(num_examples=32):
-    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+    train_and_evaluate(config, str(tmp_path / 'run'))
   return weights.load('resnet18', str(tmp_path / 'run'), num_classes=10)
 
 

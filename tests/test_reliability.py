@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import jax_resnet as jr
-from jax_resnet.config import boundary, resolve
-from jax_resnet.errors import ConfigError, UserError
-from jax_resnet.training import loop, optim, steps
+from jax_resnet import data
+from jax_resnet.config import resolve, train_and_evaluate
+from jax_resnet.errors import ConfigError, DataError, TrainingError, UserError
+from jax_resnet.training import loop, optim, setup, steps
 from jax_resnet.training.checkpoints import Checkpoints, CheckpointWriteError
 from test_training import _config, _restore
 
@@ -24,7 +25,7 @@ from test_training import _config, _restore
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('reference'))
-  loop.train_and_evaluate(_config(), workdir)
+  train_and_evaluate(_config(), workdir)
   return workdir
 
 
@@ -51,7 +52,7 @@ def test_corrupted_latest_checkpoint_falls_back_and_training_continues(
   os.remove(os.path.join(workdir, 'summary.json'))
   corrupt(os.path.join(workdir, 'checkpoints', '12'))
   with caplog.at_level(logging.WARNING):
-    summary = loop.train_and_evaluate(_config(), workdir)
+    summary = train_and_evaluate(_config(), workdir)
   warnings = [r.getMessage() for r in caplog.records if 'is unreadable' in r.getMessage()]
   assert len(warnings) == 1 and warnings[0].startswith('checkpoint step 12 in ')
   assert len(glob.glob(os.path.join(workdir, 'checkpoints_unreadable', '12.*'))) == 1
@@ -65,12 +66,12 @@ def test_corrupted_latest_checkpoint_falls_back_and_training_continues(
 
 
 def test_non_finite_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
-  loop.train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
+  train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
   # The same workdir, continued with a learning rate that blows up.
   config = _config(learning_rate=1e12, log_every_steps=2, checkpoint_every_steps=2,
                    num_train_steps=20)
   with pytest.raises(loop.TrainingDivergedError) as err:
-    loop.train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path))
   message = str(err.value)
   assert message.startswith('Loss or gradients became non-finite at step ')
   bad_step = int(message.split('at step ')[1].split(';')[0])
@@ -82,19 +83,19 @@ def test_non_finite_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
 def test_skip_nonfinite_updates_counts_and_keeps_weights_finite(tmp_path):
   config = _config(learning_rate=1e12, skip_nonfinite_updates=True, num_train_steps=8,
                    log_every_steps=4, checkpoint_every_steps=8, eval_every_steps=8)
-  summary = loop.train_and_evaluate(config, str(tmp_path))
+  summary = train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == 8 and summary['skipped_updates'] >= 1
   _, state, _, _ = _restore(str(tmp_path), config)
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
 
 
 def test_a_diverging_run_keeps_only_finite_checkpoints_and_names_a_finite_one(tmp_path):
-  loop.train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
+  train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
   # Checkpoints every 2 steps, metrics fetched only every 40: saves must still be checked.
   config = _config(learning_rate=1e12, log_every_steps=40, checkpoint_every_steps=2,
                    keep_checkpoints=3, num_train_steps=40, eval_every_steps=1000)
   with pytest.raises(loop.TrainingDivergedError) as err:
-    loop.train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path))
   named = int(str(err.value).split('checkpoint is step ')[1].split(' ')[0])
   kept = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
   assert named == kept[-1]
@@ -127,7 +128,7 @@ def test_skip_nonfinite_updates_also_refuses_weights_that_overflow():
 
 def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_survives(
     tmp_path, monkeypatch):
-  loop.train_and_evaluate(_config(num_train_steps=6), str(tmp_path))
+  train_and_evaluate(_config(num_train_steps=6), str(tmp_path))
   full = OSError(errno.ENOSPC, 'No space left on device')
 
   def failing_wait(self):  # an asynchronous save's error surfaces when it is awaited
@@ -135,7 +136,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_survi
 
   monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', failing_wait)
   with pytest.raises(CheckpointWriteError) as err:
-    loop.train_and_evaluate(_config(), str(tmp_path))
+    train_and_evaluate(_config(), str(tmp_path))
   assert str(err.value) == (
       f'Writing a checkpoint to {tmp_path}/checkpoints failed (OSError: [Errno 28] No space '
       'left on device); step 6 is intact there. Free space or fix the storage, then rerun the '
@@ -146,11 +147,11 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_survi
 
 def test_an_empty_eval_split_is_refused_before_training(tmp_path):
   spec = resolve(_config())
-  with pytest.raises(ConfigError) as err:
-    boundary.check_against_dataset(spec, 1437, 10, num_eval=0)
-  assert str(err.value) == ("Invalid config: eval_split 'test' of 'digits' holds no examples, "
-                            'so nothing can be evaluated; choose a split (or a TFDS slice) that '
-                            'has some.')
+  info = data.DatasetInfo(num_classes=10, num_train=1437, num_eval=0, image_shape=(8, 8, 3))
+  with pytest.raises(DataError) as err:
+    setup.check_against_dataset(spec, info)
+  assert str(err.value) == ("eval_split 'test' of 'digits' holds no examples, so nothing can be "
+                            'evaluated; choose a split (or a TFDS slice) that has some.')
 
 
 def _valid():
@@ -232,7 +233,7 @@ def test_summary_is_written_only_after_the_final_checkpoint_is_committed(tmp_pat
 
   monkeypatch.setattr(Checkpoints, 'save', save)
   with pytest.raises(CheckpointWriteError) as err:
-    loop.train_and_evaluate(_config(num_train_steps=6, checkpoint_every_steps=4), str(tmp_path))
+    train_and_evaluate(_config(num_train_steps=6, checkpoint_every_steps=4), str(tmp_path))
   assert str(err.value).startswith(f'Writing a checkpoint to {tmp_path}/checkpoints failed '
                                    '(OSError: [Errno 28] No space left on device); step 4 is '
                                    'intact there.')
@@ -242,10 +243,10 @@ def test_summary_is_written_only_after_the_final_checkpoint_is_committed(tmp_pat
 @pytest.mark.slow  # 50 s: device_data compiles a scan of steps
 def test_resuming_with_another_steps_per_dispatch_that_would_overshoot_is_refused(tmp_path):
   device = dict(device_data=True, log_every_steps=2, eval_every_steps=1000)
-  loop.train_and_evaluate(_config(num_train_steps=6, checkpoint_every_steps=6,
+  train_and_evaluate(_config(num_train_steps=6, checkpoint_every_steps=6,
                                   steps_per_dispatch=2, **device), str(tmp_path))
-  with pytest.raises(ConfigError) as err:
-    loop.train_and_evaluate(_config(num_train_steps=8, steps_per_dispatch=4, **device),
+  with pytest.raises(TrainingError) as err:
+    train_and_evaluate(_config(num_train_steps=8, steps_per_dispatch=4, **device),
                             str(tmp_path))
   assert str(err.value) == (
       'The checkpoint is at step 6, so 2 steps are left to num_train_steps=8, '
@@ -256,8 +257,8 @@ def test_resuming_with_another_steps_per_dispatch_that_would_overshoot_is_refuse
 
 def test_a_refused_resume_leaves_config_json_as_it_was(copied_run):
   before = open(os.path.join(copied_run, 'config.json')).read()
-  with pytest.raises(ConfigError) as err:
-    loop.train_and_evaluate(_config(seed=7, num_train_steps=18), copied_run)
+  with pytest.raises(DataError) as err:
+    train_and_evaluate(_config(seed=7, num_train_steps=18), copied_run)
   assert 'the saved data iterator has seed=0 but this run has 7' in str(err.value)
   assert open(os.path.join(copied_run, 'config.json')).read() == before
 
@@ -266,7 +267,7 @@ def test_rows_replayed_after_a_resume_are_not_duplicated(copied_run):
   """As after kill -9 between two checkpoints: rows up to step 12, checkpoint 6 only."""
   shutil.rmtree(os.path.join(copied_run, 'checkpoints', '12'))
   os.remove(os.path.join(copied_run, 'summary.json'))
-  loop.train_and_evaluate(_config(), copied_run)
+  train_and_evaluate(_config(), copied_run)
   rows = [json.loads(line) for line in open(os.path.join(copied_run, 'metrics.jsonl'))]
   assert [(r['split'], r['step']) for r in rows] == [
       ('train', 4), ('train', 6), ('eval', 6), ('train', 8), ('train', 12), ('eval', 12)]
@@ -274,7 +275,7 @@ def test_rows_replayed_after_a_resume_are_not_duplicated(copied_run):
 
 def test_a_finished_workdir_trains_nothing_and_keeps_its_summary(copied_run, capsys):
   before = open(os.path.join(copied_run, 'summary.json')).read()
-  summary = loop.train_and_evaluate(_config(num_train_steps=8), copied_run)
+  summary = train_and_evaluate(_config(num_train_steps=8), copied_run)
   assert summary['steps'] == 12
   assert open(os.path.join(copied_run, 'summary.json')).read() == before
   assert capsys.readouterr().out == (
@@ -286,7 +287,7 @@ def test_changed_settings_are_named_and_each_start_keeps_its_config(copied_run, 
   os.remove(os.path.join(copied_run, 'summary.json'))
   history = os.path.join(copied_run, 'config_history')
   first = sorted(os.listdir(history))
-  loop.train_and_evaluate(_config(weight_decay=0.001, num_train_steps=14), copied_run)
+  train_and_evaluate(_config(weight_decay=0.001, num_train_steps=14), copied_run)
   lines = capsys.readouterr().out.splitlines()
   assert lines[0] == ('jax_resnet: settings changed since checkpoint step 12 was written: '
                       'num_train_steps: 12 -> 14; weight_decay: 0.0001 -> 0.001.')
@@ -308,7 +309,7 @@ def test_a_refusal_leaves_nothing_behind(tmp_path, overrides, what):
     overrides = dict(init_from=weights.save_npz(tmp_path / 'head5.npz', variables))
   workdir = tmp_path / 'runs' / 'new'
   with pytest.raises(UserError):
-    loop.train_and_evaluate(_config(**overrides), str(workdir))
+    train_and_evaluate(_config(**overrides), str(workdir))
   assert not os.path.exists(tmp_path / 'runs'), what
 
 

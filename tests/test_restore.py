@@ -13,15 +13,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from jax_resnet import checkpoint_reader
 from jax_resnet.analysis import common
-from jax_resnet.training import checkpoints as checkpoints_lib, loop
+from jax_resnet.config import train_and_evaluate
+from jax_resnet.training import checkpoints as checkpoints_lib
 from test_training import _config, _restore
 
 
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('reference'))
-  loop.train_and_evaluate(_config(), workdir)  # checkpoints at steps 6 and 12
+  train_and_evaluate(_config(), workdir)  # checkpoints at steps 6 and 12
   return workdir
 
 
@@ -57,7 +59,7 @@ def _garbage_metadata(step_dir):
 def test_a_changed_setting_is_one_error_naming_it_and_nothing_moves(copied_run):
   before = _listing(copied_run)
   with pytest.raises(checkpoints_lib.CheckpointMismatchError) as err:
-    loop.train_and_evaluate(_config(momentum=0.0, num_train_steps=18), copied_run)
+    train_and_evaluate(_config(momentum=0.0, num_train_steps=18), copied_run)
   message = str(err.value)
   assert message.startswith(f'Checkpoint step 12 in {copied_run}/checkpoints holds a train '
                             'state of another shape than this config builds (')
@@ -65,6 +67,22 @@ def test_a_changed_setting_is_one_error_naming_it_and_nothing_moves(copied_run):
   # The setting that shapes the differing part is named; the harmless change is not.
   assert "settings changed since it was written (momentum: 0.9 -> 0.0)" in message
   assert 'num_train_steps' not in message and '\n' not in message
+  assert _listing(copied_run) == before
+
+
+def test_a_reader_without_settings_to_blame_says_so_and_moves_nothing(copied_run):
+  """The reader's own mismatch line, for callers that pass no explanation."""
+  before = _listing(copied_run)
+  reader = checkpoint_reader.CheckpointReader(os.path.join(copied_run, 'checkpoints'))
+  saved = set(reader.restore()[3]['checksums'])  # the arrays step 12 recorded when saved
+  differ = sorted(saved ^ {'params/kernel'})
+  with pytest.raises(checkpoint_reader.CheckpointMismatchError) as err:
+    reader.restore({'params': {'kernel': np.zeros((2, 2), np.float32)}})
+  parts = ', '.join(sorted({path.split('/')[0] for path in differ}))
+  assert str(err.value) == (
+      f'Checkpoint step 12 in {copied_run}/checkpoints holds a train state of another shape '
+      f'than expected ({len(differ)} array(s) differ in {parts}, first {differ[0]}); read it '
+      'with the settings it was written with.')
   assert _listing(copied_run) == before
 
 
@@ -81,7 +99,7 @@ def test_an_io_or_memory_error_stops_without_moving_anything(copied_run, monkeyp
 
   monkeypatch.setattr(ocp.CheckpointManager, 'restore', failing_restore)
   with pytest.raises(checkpoints_lib.CheckpointReadError) as err:
-    loop.train_and_evaluate(_config(), copied_run)
+    train_and_evaluate(_config(), copied_run)
   assert str(err.value).startswith(f'Reading checkpoint step 12 in {copied_run}/checkpoints '
                                    f'failed ({type(failure).__name__}: ')
   assert 'nothing was moved' in str(err.value)
@@ -93,7 +111,7 @@ def test_when_no_checkpoint_restores_the_run_stops_and_keeps_them(copied_run):
   for step in ('6', '12'):
     _garbage_metadata(os.path.join(copied_run, 'checkpoints', step))
   with pytest.raises(checkpoints_lib.CheckpointReadError) as err:
-    loop.train_and_evaluate(_config(), copied_run)
+    train_and_evaluate(_config(), copied_run)
   assert str(err.value).startswith(
       f'None of the 2 checkpoint(s) in {copied_run}/checkpoints restores (steps 12, 6, each '
       'corrupt); not starting again from step 0.')
@@ -107,7 +125,7 @@ def test_flipped_bytes_fail_the_checksum_and_the_previous_step_is_used(
     copied_run, finished_run, caplog):
   _flip_bytes(os.path.join(copied_run, 'checkpoints', '12'))
   with caplog.at_level(logging.WARNING):
-    summary = loop.train_and_evaluate(_config(), copied_run)
+    summary = train_and_evaluate(_config(), copied_run)
   warnings = [r.getMessage() for r in caplog.records if 'is unreadable' in r.getMessage()]
   assert len(warnings) == 1 and warnings[0].startswith('checkpoint step 12 in ')
   assert summary['steps'] == 12
@@ -140,7 +158,7 @@ def test_a_step_another_process_cannot_read_is_skipped_here_too(copied_run, monk
   """Hosts agree on the restored step: a peer that finds step 12 corrupt makes this process
   skip it as well, although its own copy reads fine."""
   peer_verdicts = iter([checkpoints_lib.CORRUPT])
-  monkeypatch.setattr(checkpoints_lib, 'agree',
+  monkeypatch.setattr(checkpoint_reader, 'agree',
                       lambda code: max(code, next(peer_verdicts, checkpoints_lib.OK)))
   restored = _restore(copied_run, _config())
   assert restored[0] == 6

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 import jax_resnet as jr
 from jax_resnet import data
-from jax_resnet.config import resolve
+from jax_resnet.config import resolve, train_and_evaluate
 from jax_resnet.training import loop, optim, setup
 from jax_resnet.training.checkpoints import Checkpoints
 
@@ -41,7 +41,7 @@ def _restore(workdir, config, step=None):
 def short_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   config = _config()
-  summary = loop.train_and_evaluate(config, workdir)
+  summary = train_and_evaluate(config, workdir)
   return config, workdir, summary
 
 
@@ -107,11 +107,11 @@ def test_sigterm_checkpoints_and_rerun_matches_uninterrupted(short_run, tmp_path
   config, reference_dir, _ = short_run
   workdir = str(tmp_path)
   monkeypatch.setattr(loop, 'Preemption', _PreemptAfter)
-  first = loop.train_and_evaluate(_config(), workdir)
+  first = train_and_evaluate(_config(), workdir)
   assert 'preempted_at_step' in first and first['preempted_at_step'] < 12
   assert str(first['preempted_at_step']) in os.listdir(os.path.join(workdir, 'checkpoints'))
   monkeypatch.undo()
-  second = loop.train_and_evaluate(_config(), workdir)
+  second = train_and_evaluate(_config(), workdir)
   assert second['steps'] == 12
   _, resumed, _, _ = _restore(workdir, config)
   _, reference, _, _ = _restore(reference_dir, config)
@@ -131,7 +131,7 @@ def test_sigterm_during_evaluation_abandons_it_and_saves(tmp_path, monkeypatch):
       yield batch
 
   monkeypatch.setattr(loop.data, 'eval_batches', eval_batches)
-  summary = loop.train_and_evaluate(_config(), str(tmp_path))
+  summary = train_and_evaluate(_config(), str(tmp_path))
   assert summary == {'preempted_at_step': 6}
   assert len(served) == 2  # of 3 (360 examples in batches of 128): the rest never read
   rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
@@ -142,7 +142,7 @@ def test_sigterm_during_evaluation_abandons_it_and_saves(tmp_path, monkeypatch):
 def test_workdir_of_another_model_is_refused(short_run):
   _, workdir, _ = short_run
   with pytest.raises(loop.UserError) as err:
-    loop.train_and_evaluate(_config(model='resnet32'), workdir)
+    train_and_evaluate(_config(model='resnet32'), workdir)
   assert "model: 'resnet20' -> 'resnet32'" in str(err.value)
   assert 'Use a new --workdir' in str(err.value)
 
@@ -153,6 +153,6 @@ def test_tfds_path_end_to_end_on_mock_data(tmp_path):
                    batch_size=16, eval_batch_size=32, eval_every_steps=0,
                    checkpoint_every_steps=100, data_dir=str(tmp_path / 'tfds'))
   with tfds.testing.mock_data(num_examples=48):
-    summary = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+    summary = train_and_evaluate(config, str(tmp_path / 'run'))
   assert (summary['steps'], summary['eval_examples'], summary['dataset']) == (2, 48, 'cifar10')
   assert 0.0 <= summary['final_eval_top1'] <= 1.0 and np.isfinite(summary['final_eval_loss'])

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import jax_resnet as jr
-from jax_resnet.config import resolve
+from jax_resnet.config import resolve, train_and_evaluate
 from jax_resnet.errors import ConfigError
-from jax_resnet.training import train_and_evaluate, workdir as workdir_lib
+from jax_resnet.training import workdir as workdir_lib
+from jax_resnet.training.workdir import WorkdirError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD_LOCK = ('import sys, time; from jax_resnet.training.workdir import WorkdirLock; '
@@ -52,7 +53,7 @@ def test_a_second_run_stops_and_a_dead_runs_lock_is_taken_over(tmp_path):
                             stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == 'locked'
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(WorkdirError) as err:
       train_and_evaluate(_config(), str(tmp_path))
     message = str(err.value)
     assert message.startswith(f'Workdir {tmp_path} is in use by pid {holder.pid} on host ')
@@ -70,7 +71,7 @@ def test_a_second_run_stops_and_a_dead_runs_lock_is_taken_over(tmp_path):
 
 def test_an_unreadable_config_json_is_one_line(tmp_path):
   (tmp_path / 'config.json').write_text('{"model": "resn')  # a write cut short
-  with pytest.raises(ConfigError) as err:
+  with pytest.raises(WorkdirError) as err:
     train_and_evaluate(_config(), str(tmp_path))
   assert str(err.value).startswith(f'{tmp_path}/config.json cannot be read (JSONDecodeError: ')
   assert '\n' not in str(err.value)

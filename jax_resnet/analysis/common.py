@@ -118,6 +118,7 @@ def workdir_subject(workdir: str, dtype=None):
   """The newest readable checkpoint of a trainer workdir (EMA weights if the run kept them);
   `dtype` as in `in_dtype`."""
   from jax_resnet.training import optim, setup
+  from jax_resnet.training.changes import mismatch_explainer
   from jax_resnet.training.checkpoints import Checkpoints
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
@@ -130,7 +131,8 @@ def workdir_subject(workdir: str, dtype=None):
   template = setup.host_state(run, model, tx, shape)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'{workdir} has no checkpoints/ directory.')
-  restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1, read_only=True).restore(template)
+  restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1, read_only=True).restore(
+      template, mismatch_explainer(run))
   if restored is None:
     raise FileNotFoundError(f'{workdir}/checkpoints holds no readable checkpoint.')
   step, state, _, _ = restored

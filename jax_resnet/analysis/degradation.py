@@ -94,7 +94,7 @@ def _finished(workdir, config):
 
 def train_degradation(models, runs_dir: str, dataset: str = 'digits', overrides=None) -> list:
   """Trains (or reuses) each model in runs_dir/<model>; returns curves and final numbers."""
-  from jax_resnet.training import train_and_evaluate
+  from jax_resnet.config import train_and_evaluate
   results = []
   for model in models:
     config = recipe(model, dataset, overrides)

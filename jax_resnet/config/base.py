@@ -10,6 +10,11 @@ are what a recipe gets for a key it does not set.
 import ml_collections
 from ml_collections import config_dict
 
+from jax_resnet.data.spec import DataSpec
+
+# The input pipeline's keys take DataSpec's defaults (one set of defaults for both).
+_DATA = DataSpec()
+
 
 def _model_options():
   """create_model's architecture options. Unset (None): the registered value for the model
@@ -47,7 +52,7 @@ def _model_options():
 def _add_model(c):
   c.model = 'resnet50'                # a name from jax_resnet.list_models()
   c.model_options = _model_options()  # create_model options; see _model_options
-  c.num_classes = 1000                # head size; must match the dataset's classes
+  c.num_classes = _DATA.num_classes   # head size; must match the dataset's classes
   c.dtype = 'float32'                 # compute: 'float32' | 'bfloat16' | 'float16' (params
   #                                     float32) | 'float64' (params too; needs x64)
   c.conv1x1 = 'auto'                  # 1x1 convolutions as 'conv' | 'dot' (matrix products,
@@ -62,26 +67,28 @@ def _add_model(c):
 
 
 def _add_data(c):
-  c.dataset = 'imagenet2012'          # 'digits' (embedded) | 'synthetic' | a TFDS name
-  c.data_dir = ''                     # TFDS data directory ('' = TFDS default)
-  c.image_size = 224                  # train/eval resolution fed to the model
-  c.train_split = 'train'             # split trained on
-  c.eval_split = 'validation'         # split evaluated on
-  c.holdout_size = 0                  # >0: hold out this many train examples as the eval set
-  c.augment = 'none'                  # 'none' | 'pad_crop_flip' (CIFAR) | 'inception' (ImageNet)
-  c.crop_padding = 4                  # pad_crop_flip: zero padding before the random crop
-  c.normalize = 'mean_std'            # 'mean_std' (ImageNet statistics) | 'per_pixel_mean'
+  c.dataset = _DATA.dataset           # 'digits' (embedded) | 'synthetic' | a TFDS name
+  c.data_dir = _DATA.data_dir         # TFDS data directory ('' = TFDS default)
+  c.image_size = _DATA.image_size     # train/eval resolution fed to the model
+  c.train_split = _DATA.train_split   # split trained on
+  c.eval_split = _DATA.eval_split     # split evaluated on
+  c.holdout_size = _DATA.holdout_size  # >0: hold out this many train examples as the eval
+  #                                     set
+  c.augment = _DATA.augment           # 'none' | 'pad_crop_flip' (CIFAR) | 'inception' (ImageNet)
+  c.crop_padding = _DATA.crop_padding  # pad_crop_flip: zero padding before the random crop
+  c.normalize = _DATA.normalize       # 'mean_std' (ImageNet statistics) | 'per_pixel_mean'
   #                                     (He et al. 2015) | 'none'
-  c.num_workers = 0                   # grain worker processes for decoding/augmentation
-  c.prefetch_batches = 2              # batches prefetched to the devices
+  c.num_workers = _DATA.num_workers   # grain worker processes for decoding/augmentation
+  c.prefetch_batches = _DATA.prefetch_batches  # batches prefetched to the devices
   c.device_data = False               # small datasets: the train set on the devices, batches
   #                                     drawn and augmented inside the jitted step
   c.steps_per_dispatch = 1            # device_data: train steps per host dispatch (lax.scan)
 
 
 def _add_optimisation(c):
-  c.batch_size = 256                  # global batch over all devices and hosts
-  c.eval_batch_size = 256             # global eval batch (the last one is padded and masked)
+  c.batch_size = _DATA.batch_size     # global batch over all devices and hosts
+  c.eval_batch_size = _DATA.eval_batch_size  # global eval batch (the last one is padded and
+  #                                     masked)
   c.num_epochs = 90.0                 # training length in epochs, used when num_train_steps < 0
   c.num_train_steps = -1              # training length in steps (overrides num_epochs if >= 0)
   c.optimizer = 'sgd'                 # 'sgd' | 'adamw' | 'lars'
@@ -108,7 +115,7 @@ def _add_optimisation(c):
 def _add_run(c):
   c.parallelism = 'shard_map'         # 'shard_map' (jit over a 1-D device mesh) | 'pmap'
   c.sync_batch_norm = True            # BN statistics over the global batch (cross-replica)
-  c.seed = 0                          # seeds init, data order, augmentation and dropout
+  c.seed = _DATA.seed                 # seeds init, data order, augmentation and dropout
   c.log_every_steps = 100             # train metrics, progress bar and TensorBoard interval
   c.eval_every_steps = 0              # 0: evaluate once per epoch
   c.eval_max_batches = 0              # >0: evaluate only this many batches (benchmarks)

@@ -1,34 +1,48 @@
 """The config boundary: the one place library code reads config keys.
 
-`resolve(config)` checks a ConfigDict once (every rule below, each failure one ConfigError line
-saying what, why and what to do) and returns a `RunSpec` of plain values. Everything after it —
-model, optimizer, schedule, steps, input pipeline, loop — takes values, so each piece is usable
-without a ConfigDict. docs/architecture.md lists which key reaches which function.
+`resolve(config)` checks a ConfigDict once (each failure one ConfigError line saying what, why
+and what to do) and returns a `training.spec.RunSpec` of plain values. The checks are the
+config's own (types, ranges, 'auto' choices) and those it asks of the layers below, as it asks
+`create_model` about model options: `data.spec.check` (dataset rules), the optimizer, schedule
+and parallelism names (`training.optim`, `training.parallel`) and device_data's augmentations,
+each failing with its own layer's error, reworded here. Everything after it (model, optimizer,
+schedule, steps, input pipeline, loop) takes values, so each piece is usable without a
+ConfigDict. docs/architecture.md lists which key reaches which function.
 """
 
 import dataclasses
 import json
 import math
 import numbers
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import jax
 import ml_collections
 
 import jax_resnet
 from jax_resnet.config.base import base_config
-from jax_resnet.data.spec import AUGMENTS, NORMALIZATIONS, DataSpec
-from jax_resnet.errors import ConfigError
+from jax_resnet.data import spec as data_rules
+from jax_resnet.data.spec import DataSpec
+from jax_resnet.errors import ConfigError, UserError
 from jax_resnet.stems import SEVEN_BY_SEVEN_STEMS, STEM_CONVS
-from jax_resnet.training.optim import OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MODES
-from jax_resnet.training.parallel import PARALLELISMS
+from jax_resnet.training import device_data, optim, parallel
+from jax_resnet.training.changes import flat_settings
+from jax_resnet.training.spec import (LoopSpec, OptimizerSpec, RunSpec, ScheduleSpec,
+                                      StepSpec)
 
 DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
 CONV1X1_CHOICES = ('auto', 'conv', 'dot')
 STEM_CONV_CHOICES = ('auto',) + STEM_CONVS
-DIGITS_SPLITS = ('train', 'test')
 # Keys that change the shapes or meaning of a checkpoint: resuming across them is refused.
 IDENTITY_KEYS = ('model', 'num_classes', 'dataset', 'image_size', 'optimizer', 'ema_decay')
+# The keys (or sections) that shape each part of the saved train state (a checkpoint restores
+# only into the same shapes): what a mismatch on resume is blamed on (RunSpec.state_shaping).
+_MODEL_KEYS = ('model', 'model_options', 'num_classes', 'dtype', 'conv1x1', 'stem_conv')
+STATE_SHAPING_KEYS = {
+    'params': _MODEL_KEYS, 'batch_stats': _MODEL_KEYS, 'ema_params': _MODEL_KEYS + ('ema_decay',),
+    'opt_state': _MODEL_KEYS + ('optimizer', 'momentum', 'nesterov', 'weight_decay',
+                                'weight_decay_mode', 'decay_bn_and_bias'),
+    'warming_up': ('warmup_lr',)}
 # Keys that moved into config.model_options (a workdir written before keeps working).
 MOVED_TO_MODEL_OPTIONS = ('shortcut', 'zero_init_residual', 'drop_path_rate', 'dropout_rate',
                           'scan_blocks', 'freeze_batch_norm')
@@ -36,84 +50,6 @@ MOVED_TO_MODEL_OPTIONS = ('shortcut', 'zero_init_residual', 'drop_path_rate', 'd
 # GPU: the plain convolution until a GPU run has timed the three. TPU: space-to-depth, the stem
 # of Google's MLPerf ResNet-50 TPU submissions.
 _AUTO_STEM_CONV = {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
-  """Keyword arguments of jax_resnet.training.optim.make_optimizer."""
-  name: str
-  momentum: float
-  nesterov: bool
-  weight_decay: float
-  weight_decay_mode: str
-  decay_bn_and_bias: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class ScheduleSpec:
-  """The learning-rate schedule before the dataset size is known (epochs -> steps later)."""
-  kind: str
-  peak_learning_rate: float
-  warmup_epochs: float
-  boundaries: tuple           # fractions of training (< 1) or step numbers
-  decay_factor: float
-  num_epochs: float
-  num_train_steps: int        # >= 0 overrides num_epochs
-
-  def total_steps(self, steps_per_epoch: int) -> int:
-    if self.num_train_steps >= 0:
-      return self.num_train_steps
-    return int(round(self.num_epochs * steps_per_epoch))
-
-  def schedule_kwargs(self, steps_per_epoch: int, total_steps: int) -> dict:
-    """Keyword arguments of jax_resnet.training.optim.make_schedule."""
-    return dict(kind=self.kind, peak_learning_rate=self.peak_learning_rate,
-                total_steps=total_steps,
-                warmup_steps=int(round(self.warmup_epochs * steps_per_epoch)),
-                boundaries=tuple(int(b * total_steps) if b < 1 else int(b)
-                                 for b in self.boundaries),
-                decay_factor=self.decay_factor)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSpec:
-  """Keyword arguments of jax_resnet.training.steps.make_train_step."""
-  label_smoothing: float
-  ema_decay: float
-  warmup_lr: float
-  warmup_until_error: float
-  skip_nonfinite_updates: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopSpec:
-  """What the training loop (jax_resnet.training.loop) does between steps."""
-  seed: int
-  parallelism: str
-  sync_batch_norm: bool
-  device_data: bool
-  steps_per_dispatch: int
-  log_every_steps: int
-  eval_every_steps: int       # 0: once per epoch
-  eval_max_batches: int       # 0: the whole eval split
-  checkpoint_every_steps: int
-  keep_checkpoints: int
-  progress_bar: bool
-  init_from: str
-  init_reinit_head: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  model: str                  # registry name
-  model_kwargs: Mapping[str, Any]  # create_model options (bn_axis_name added by the runner)
-  data: DataSpec
-  optimizer: OptimizerSpec
-  schedule: ScheduleSpec
-  step: StepSpec
-  loop: LoopSpec
-  identity: Mapping[str, Any]  # IDENTITY_KEYS' values, compared on resume
-  config_json: str            # the whole config, for workdir/config.json and checkpoints
 
 
 def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> RunSpec:
@@ -129,7 +65,8 @@ def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) ->
       schedule=ScheduleSpec(c.lr_schedule, lr, c.warmup_epochs, tuple(c.lr_boundaries),
                             c.lr_decay_factor, c.num_epochs, c.num_train_steps),
       step=_same_names(StepSpec, c), loop=_same_names(LoopSpec, c),
-      identity=identity(c), config_json=c.to_json(sort_keys=True))
+      identity=identity(c), settings=flat_settings(json.loads(c.to_json())),
+      state_shaping=dict(STATE_SHAPING_KEYS), config_json=c.to_json(sort_keys=True))
 
 
 def _same_names(cls, config):
@@ -224,6 +161,17 @@ def _choice(config, key, choices):
     _fail(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}.')
 
 
+def _ask(check, value, key=None):
+  """A lower layer's check of `value` as this layer's line: with `key`, a refused choice is
+  worded under the key's name; any other refusal in the layer's own words."""
+  try:
+    check(value)
+  except UserError as error:
+    if key and error.choices:
+      _fail(f'{key} must be one of {", ".join(map(repr, error.choices))}, got {value!r}.')
+    _fail(str(error))
+
+
 def validate(config, backend: Optional[str] = None):
   """Every rule on a config, in the order a reader would check them; `backend` (default:
   JAX's) resolves 'auto' options as resolve will."""
@@ -269,7 +217,7 @@ def _check_data(c):
       _fail(f'{key}={value!r} must be an integer' + (f' >= {low}' if low is not None else '')
             + (' (the digits are 8x8, CIFAR 32, ImageNet 224)' if key == 'image_size' else '')
             + '.')
-  _choice(c, 'augment', AUGMENTS)
+  _ask(data_rules.check, _same_names(DataSpec, c))  # every dataset rule, in its own words
   if init_tag(c):
     from jax_resnet.weights.tags import get_tag
     key = 'init_tag' if c.init_tag else 'init_from'
@@ -280,22 +228,8 @@ def _check_data(c):
     if tag.model != c.model:
       _fail(f'{key}={init_tag(c)!r} is a {tag.model} checkpoint but model={c.model!r}; use '
             f'a tag of {c.model} (jax_resnet.weights.list_tags({c.model!r})).')
-  _choice(c, 'normalize', NORMALIZATIONS)
-  if c.dataset.startswith('imagenet2012') and c.normalize == 'per_pixel_mean':
-    _fail("normalize='per_pixel_mean' is not supported for imagenet2012: a mean image over "
-          '1.28M JPEGs is too slow to compute; use --config.normalize=mean_std.')
-  if c.augment == 'pad_crop_flip' and c.crop_padding >= c.image_size:
-    _fail(f'crop_padding={c.crop_padding} must be smaller than image_size={c.image_size} '
-          '(the CIFAR recipe pads 4 pixels).')
-  if c.dataset == 'digits':
-    for split in [c.train_split] + ([c.eval_split] if c.holdout_size == 0 else []):
-      if split not in DIGITS_SPLITS:
-        _fail(f"split {split!r} does not exist in the embedded 'digits' dataset: use "
-              "train_split='train' and eval_split='test'.")
   if c.device_data:
-    if c.augment not in ('none', 'pad_crop_flip'):
-      _fail(f"device_data supports augment 'none' or 'pad_crop_flip', not {c.augment!r}; use "
-            'the host pipeline (device_data=False) for ImageNet-style augmentation.')
+    _ask(device_data.check_augment, c.augment)
     if not (_is_int(c.steps_per_dispatch) and c.steps_per_dispatch >= 1):
       _fail(f'steps_per_dispatch must be >= 1, got {c.steps_per_dispatch}.')
 
@@ -324,9 +258,9 @@ def _check_optimisation(c):
   for ok, message in checks:
     if not ok:
       _fail(message)
-  _choice(c, 'optimizer', OPTIMIZERS)
-  _choice(c, 'lr_schedule', SCHEDULES)
-  _choice(c, 'weight_decay_mode', WEIGHT_DECAY_MODES)
+  _ask(optim.check_optimizer, c.optimizer, key='optimizer')
+  _ask(optim.check_schedule, c.lr_schedule, key='lr_schedule')
+  _ask(optim.check_weight_decay_mode, c.weight_decay_mode, key='weight_decay_mode')
 
 
 def _check_run(c):
@@ -336,7 +270,7 @@ def _check_run(c):
   if not (_is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1):
     _fail(f'keep_checkpoints must be an integer >= 1, got {c.keep_checkpoints!r}: with none '
           'kept every checkpoint would be deleted.')
-  _choice(c, 'parallelism', PARALLELISMS)
+  _ask(parallel.check_parallelism, c.parallelism, key='parallelism')
   # Per process: the input pipeline checks its own process_count (data.pipeline).
   devices = jax.device_count()
   for key in ('batch_size', 'eval_batch_size'):
@@ -344,25 +278,3 @@ def _check_run(c):
       _fail(f'{key}={c[key]} is not divisible by the {devices} devices '
             f'({jax.devices()[0].platform}); each device needs an equal share: use a multiple '
             f'of {devices}.')
-
-
-def check_against_dataset(spec: RunSpec, num_train: int, dataset_classes: int,
-                          num_eval: Optional[int] = None):
-  """The rules that need the dataset opened: called once its size and classes are known."""
-  data = spec.data
-  if num_eval == 0:
-    where = (f'holdout_size={data.holdout_size}' if data.holdout_size > 0 else
-             f'eval_split {data.eval_split!r} of {data.dataset!r}')
-    _fail(f'{where} holds no examples, so nothing can be evaluated; choose a split (or a '
-          'TFDS slice) that has some.')
-  if data.dataset != 'synthetic' and dataset_classes != data.num_classes:
-    _fail(f"num_classes={data.num_classes} but dataset {data.dataset!r} has "
-          f'{dataset_classes} classes; set --config.num_classes={dataset_classes}.')
-  if spec.loop.device_data and data.batch_size > num_train:
-    _fail(f'batch_size={data.batch_size} exceeds the {num_train} training examples that '
-          'device_data draws from.')
-  steps_per_epoch = max(1, num_train // data.batch_size)
-  total = spec.schedule.total_steps(steps_per_epoch)
-  if spec.loop.device_data and total % spec.loop.steps_per_dispatch:
-    _fail(f'{total} training steps are not a multiple of steps_per_dispatch='
-          f'{spec.loop.steps_per_dispatch}; pick a divisor.')

@@ -20,7 +20,7 @@ from jax_resnet.data import stats
 from jax_resnet.data import tfds_source
 from jax_resnet.data import transforms
 from jax_resnet.data.spec import DataSpec
-from jax_resnet.errors import ConfigError
+from jax_resnet.errors import DataError
 
 STATE_VERSION = 1
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
@@ -40,54 +40,53 @@ def _derived_seed(seed, stream):
   return int(np.random.SeedSequence([entropy, stream]).generate_state(1)[0])
 
 
-def _open_sources(c):
-  """Sources for the dataset fields `c` (a dict of DataSpec values)."""
-  name, holdout = c['dataset'], c['holdout_size']
-  eval_split = None if holdout > 0 else c['eval_split']
-  if name == 'digits':
-    srcs = sources_lib.digits_sources((c['train_split'], eval_split or 'test'), c['image_size'])
-  elif name == 'synthetic':
-    srcs = sources_lib.synthetic_sources(c['image_size'], c['num_classes'])
+def _open_sources(spec: DataSpec):
+  """Sources for the dataset fields of `spec`."""
+  holdout = spec.holdout_size
+  eval_split = None if holdout > 0 else spec.eval_split
+  if spec.dataset == 'digits':
+    srcs = sources_lib.digits_sources((spec.train_split, eval_split or 'test'), spec.image_size)
+  elif spec.dataset == 'synthetic':
+    srcs = sources_lib.synthetic_sources(spec.image_size, spec.num_classes)
   else:
-    srcs = tfds_source.tfds_sources(name, c['data_dir'], (c['train_split'], eval_split))
+    srcs = tfds_source.tfds_sources(spec.dataset, spec.data_dir, (spec.train_split, eval_split))
   if holdout > 0:
     if holdout >= len(srcs.train):
-      raise ConfigError(
+      raise DataError(
           f'holdout_size={holdout} leaves no training examples: the train split has '
           f'{len(srcs.train)}; use a smaller holdout (e.g. 5000 of CIFAR-10\'s 50000)')
     srcs = sources_lib.with_holdout(srcs, holdout)
   return srcs
 
 
-def _normalizer(c, srcs, base):
-  if c['normalize'] == 'mean_std':
-    return transforms.Normalizer(np.float32(c['mean']), np.float32(c['std']))
-  if c['normalize'] == 'per_pixel_mean':
-    if c['dataset'] == 'synthetic':  # uniform random pixels: the expected mean is exact
+def _normalizer(spec: DataSpec, srcs, base):
+  if spec.normalize == 'mean_std':
+    return transforms.Normalizer(np.float32(spec.mean), np.float32(spec.std))
+  if spec.normalize == 'per_pixel_mean':
+    if spec.dataset == 'synthetic':  # uniform random pixels: the expected mean is exact
       return transforms.Normalizer(np.float32(0.5))
     return transforms.Normalizer(stats.per_pixel_mean(srcs, base))
   return transforms.Normalizer()
 
 
-_KEYS = ('dataset', 'data_dir', 'image_size', 'train_split', 'eval_split', 'holdout_size',
-         'augment', 'crop_padding', 'normalize', 'mean', 'std', 'num_classes')
-
-
 @functools.lru_cache(maxsize=8)
-def _resolve_cached(items):
-  c = dict(items)
-  srcs = _open_sources(c)
-  base = transforms.Preprocess(c['image_size'], c['augment'], c['crop_padding'],
-                               transforms.Normalizer(), c['num_classes'])
-  pre = dataclasses.replace(base, normalizer=_normalizer(c, srcs, base))
-  size = c['image_size']
+def _resolve_cached(spec: DataSpec):
+  srcs = _open_sources(spec)
+  base = transforms.Preprocess(spec.image_size, spec.augment, spec.crop_padding,
+                               transforms.Normalizer(), spec.num_classes)
+  pre = dataclasses.replace(base, normalizer=_normalizer(spec, srcs, base))
+  size = spec.image_size
   info = sources_lib.DatasetInfo(num_classes=srcs.num_classes, num_train=len(srcs.train),
                                  num_eval=len(srcs.eval), image_shape=(size, size, srcs.channels))
   return _Resolved(srcs, info, pre)
 
 
 def _resolve(spec: DataSpec):
-  return _resolve_cached(tuple((k, getattr(spec, k)) for k in _KEYS))
+  """The opened dataset of `spec`, shared by specs that differ only in batching, seed or
+  workers (those fields are reset in the cache's key)."""
+  return _resolve_cached(dataclasses.replace(
+      spec, batch_size=1, eval_batch_size=1, seed=0, num_workers=0, prefetch_batches=0,
+      mean=tuple(spec.mean), std=tuple(spec.std)))
 
 
 def dataset_info(spec: DataSpec):
@@ -150,7 +149,7 @@ class TrainIterator:
   def set_state(self, state):
     for key, value in self._fingerprint.items():
       if state.get(key) != value:
-        raise ConfigError(
+        raise DataError(
             f'the saved data iterator has {key}={state.get(key)!r} but this run has '
             f'{value!r}: resuming would not continue the same data order; restore the '
             f'original value or start a new workdir')
@@ -237,6 +236,6 @@ def _check_process(spec, process_index, process_count):
                      f'process_count={process_count!r} a positive integer.')
   for key in ('batch_size', 'eval_batch_size'):
     if getattr(spec, key) % process_count:
-      raise ConfigError(f'{key}={getattr(spec, key)} is not divisible by the {process_count} '
+      raise DataError(f'{key}={getattr(spec, key)} is not divisible by the {process_count} '
                         'processes: every process reads an equal share of each global batch; '
                         f'use a multiple of {process_count}')

@@ -1,12 +1,12 @@
 """TFDS datasets read through `tfds.data_source` (ArrayRecord random access, no TensorFlow).
 
 Every failure to open a dataset becomes a one-line-fixable error: DataNotFoundError naming the
-`python -m jax_resnet.data prepare ...` command, or ConfigError for a bad name or split.
+`python -m jax_resnet.data prepare ...` command, or DataError for a bad name or split.
 """
 
 import os
 
-from jax_resnet.errors import ConfigError, DataNotFoundError
+from jax_resnet.errors import DataError, DataNotFoundError
 from jax_resnet.data.sources import Sources
 
 IMAGENET_MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
@@ -47,12 +47,12 @@ def not_prepared_message(name, data_dir):
 
 
 def builder(name, data_dir):
-  """tfds.builder for `name`; an unknown name is a ConfigError."""
+  """tfds.builder for `name`; an unknown name is a DataError."""
   tfds = import_tfds()
   try:
     return tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ConfigError(
+    raise DataError(
         f"dataset='{name}' is not a known dataset: it is neither built in "
         f"('digits', 'synthetic') nor a TFDS dataset name; use one of those, e.g. 'cifar10', "
         f"'cifar100', 'imagenet2012'") from e
@@ -70,7 +70,7 @@ def _diagnose(name, data_dir, split, error):
         f"no random access (tfds.data_source needs array_record); delete that directory or "
         f"choose another --data_dir, then run: {prepare_command(name, data_dir)}")
   splits = sorted(b.info.splits.keys())
-  return ConfigError(
+  return DataError(
       f"cannot read split '{split}' of dataset '{name}' ({type(error).__name__}: "
       f"{str(error).splitlines()[0] if str(error) else ''}); available splits: {splits}; set "
       f"train_split / eval_split to one of them (TFDS slicing like "
@@ -82,7 +82,7 @@ def open_split(name, split, data_dir, decoders):
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
                             decoders=decoders)
-  except (ConfigError, DataNotFoundError):
+  except (DataError, DataNotFoundError):
     raise
   except Exception as e:
     # TFDS raises NotImplementedError/ValueError/FileNotFoundError/KeyError depending on how
@@ -97,7 +97,7 @@ def tfds_sources(name, data_dir, split_names):
   features = b.info.features
   missing = [k for k in ('image', 'label') if k not in features]
   if missing:
-    raise ConfigError(
+    raise DataError(
         f"dataset '{name}' has no {missing} feature; the image pipeline needs 'image' and "
         f"'label' (an image classification dataset such as 'cifar10')")
   decoders = None

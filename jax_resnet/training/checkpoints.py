@@ -1,91 +1,33 @@
-"""Orbax checkpoints of the train state, the data iterator state and run metadata.
+"""The trainer's checkpoints: `Checkpoints` is the one reader (`jax_resnet.checkpoint_reader`:
+the restore rule, the CRC-32s, corrupt steps set aside) plus saving.
 
 Saves are asynchronous and finished before exit; `max_to_keep` removes old steps only after a
 newer one is complete, and the trainer saves only states it checked finite, so the newest
-checkpoint is always a finite one. Each checkpoint's metadata carries a CRC-32 of every array of
-the state, computed from the arrays saved and compared with the arrays restored.
-
-Restore tells three failures apart, and every process must agree before any acts:
-- corruption (a checksum differs, a file is missing or cannot be decoded): the step is moved to
-  checkpoints_unreadable/ (never deleted) and the previous one is tried;
-- a saved tree that differs from the one the config builds: `CheckpointMismatchError`, naming the
-  settings that differ;
-- an I/O or memory error: `CheckpointReadError`; nothing is moved.
-When checkpoints exist and none restores, the run stops rather than starting again at step 0.
-A read-only `Checkpoints` (analysis tools) never moves anything.
+checkpoint is always a finite one. Each save's metadata gains the CRC-32 of every array of the
+state (`checkpoint_reader.checksums`), which a restore compares. A storage error behind a failed
+save is one line (`CheckpointWriteError`).
 """
 
 import contextlib
 import errno
-import logging
 import os
 import re
 import shutil
-import time
-import zlib
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_resnet.config import changes
-from jax_resnet.errors import UserError
+from jax_resnet.checkpoint_reader import (  # noqa: F401 (the reader's names, public here too)
+    CORRUPT, FATAL, OK, CheckpointError, CheckpointMismatchError, CheckpointReader,
+    CheckpointReadError, agree, causes, checksums, flat_arrays, read_verified, reason_of,
+    trainer_layout)
+from jax_resnet.errors import TrainingError
 
-log = logging.getLogger(__name__)
-
-OK, CORRUPT, FATAL = 0, 1, 2
-# Failures that say nothing about the files: the storage or the machine, not the checkpoint.
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ENOMEM, errno.EACCES,
-                     errno.EPERM, errno.ESTALE, errno.ECONNRESET, errno.EBUSY}
-_TRANSIENT_STATUS = ('RESOURCE_EXHAUSTED', 'UNAVAILABLE', 'DEADLINE_EXCEEDED',
-                     'PERMISSION_DENIED', 'ABORTED', 'CANCELLED', 'Out of memory')
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO}
 
 
-class CheckpointError(UserError):
-  """A checkpoint that cannot be written or resumed from."""
-
-
-class CheckpointMismatchError(CheckpointError):
-  """The saved train state has another structure than the config builds."""
-
-
-class CheckpointReadError(CheckpointError):
-  """Restoring failed for a reason that is not the checkpoint's content."""
-
-
-class CheckpointWriteError(CheckpointError):
+class CheckpointWriteError(CheckpointError, TrainingError):
   """A save failed (full disk, quota, read-only storage)."""
-
-
-def flat_arrays(tree) -> dict:
-  """{'params/conv_init/kernel': leaf, ...}: one naming for trees, dataclasses and metadata."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path, simple=True, separator='/'): leaf for path, leaf in leaves}
-
-
-def checksums(tree) -> dict:
-  """CRC-32 of each array's bytes, by path."""
-  return {name: f'{zlib.crc32(np.ascontiguousarray(leaf).reshape(-1).view(np.uint8)):08x}'
-          for name, leaf in flat_arrays(jax.device_get(tree)).items()}
-
-
-def _reason(error) -> str:
-  return f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:200]}'
-
-
-def _chain(error):
-  """The error and those it was raised from or during."""
-  while error is not None:
-    yield error
-    error = error.__cause__ or error.__context__
-
-
-def _is_transient(error) -> bool:
-  """An error of the storage or the machine rather than of the files' content."""
-  return any(isinstance(e, MemoryError)
-             or (isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS)
-             or any(status in str(e) for status in _TRANSIENT_STATUS) for e in _chain(error))
 
 
 # tensorstore raises ValueError('RESOURCE_EXHAUSTED: ... [os_error_code=28] ...'): Python gets
@@ -104,7 +46,7 @@ def _errno_of(error):
 
 def _write_failure(error):
   """The storage error behind a failed save, as an OSError, if it is one of the storage's."""
-  for cause in _chain(error):
+  for cause in causes(error):
     number = _errno_of(cause)
     if number in _WRITE_ERRNOS:
       return cause if isinstance(cause, OSError) else OSError(number, os.strerror(number))
@@ -119,46 +61,14 @@ def _check_room(directory: str, state):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def agree(code: int, gather=None) -> int:
-  """The worst of every process's outcome, so all act alike (a collective on many hosts)."""
-  if jax.process_count() == 1 and gather is None:
-    return code
-  if gather is None:
-    from jax.experimental import multihost_utils
-    gather = multihost_utils.process_allgather
-  return int(np.max(np.asarray(gather(np.int32(code)))))
-
-
-@contextlib.contextmanager
-def _quiet_orbax(quiet: bool):
-  """Orbax's warnings (absl's logger) off while `quiet`."""
-  absl_logger = logging.getLogger('absl')
-  level = absl_logger.level
-  if quiet:
-    absl_logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
-
-
-class Checkpoints:
+class Checkpoints(CheckpointReader):
+  """A run's checkpoints/ directory: restores by the reader's rule (`restore`), saves
+  asynchronously (`save`, `wait`). `read_only=True` is the reader alone."""
 
   def __init__(self, directory: str, keep: int, read_only: bool = False):
-    self.directory = os.path.abspath(directory)
-    self.read_only = read_only
-    options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
-                                           create=not read_only, read_only=read_only)
-    handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler(),
-                'meta': ocp.JsonCheckpointHandler()}
-    with _quiet_orbax(read_only):  # its notes on read-only managers are noise for readers
-      self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                           item_handlers=handlers)
+    super().__init__(directory, keep, read_only)
     self.writing = None      # the step of the save in flight
     self.write_failed = False
-
-  def latest_step(self):
-    return self.manager.latest_step()
 
   def save(self, step: int, state, data_state, meta) -> bool:
     """Saves asynchronously (the trainer decides when); meta gains the state's checksums."""
@@ -195,154 +105,5 @@ class Checkpoints:
         pass
       previous = f'step {max(kept)} is intact there' if kept else 'no earlier checkpoint exists'
       raise CheckpointWriteError(
-          f'Writing a checkpoint to {self.directory} failed ({_reason(failure)}); {previous}. '
+          f'Writing a checkpoint to {self.directory} failed ({reason_of(failure)}); {previous}. '
           'Free space or fix the storage, then rerun the same command to resume.') from None
-
-  def restore(self, template_state=None, config=None, only_step=None):
-    """Newest checkpoint that restores, as (step, state, data_state, meta); None if there is
-    none. `config` (the run's config as a dict) names the settings behind a mismatch. Without
-    a template the state comes back as the saved tree of numpy arrays (the weights readers);
-    `only_step` verifies that one step and falls back to no other."""
-    steps = sorted(self.manager.all_steps(), reverse=True)
-    if only_step is not None:
-      steps = [s for s in steps if s == only_step]
-    skipped = []
-    for step in steps:
-      code, outcome = self._try(step, template_state, config)
-      agreed = agree(code)
-      if agreed == OK:
-        if skipped:
-          log.warning('%s checkpoint step %d in %s; newer step(s) %s did not verify (see above)%s.',
-                      'using' if self.read_only else 'resuming from', step, self.directory,
-                      ', '.join(str(s) for s, _ in skipped),
-                      ', nothing was moved' if self.read_only else '')
-        return outcome
-      if agreed == FATAL:
-        raise outcome if code == FATAL else CheckpointReadError(
-            f'Another process could not read checkpoint step {step} in {self.directory} (see '
-            'its log); nothing was moved. Rerun every process with the same command.')
-      reason = outcome if code == CORRUPT else 'corrupt on another process'
-      skipped.append((step, reason))
-      if only_step is None:
-        self._set_aside(step, reason)
-    if steps:
-      first = f'step {skipped[0][0]}: {skipped[0][1]}'
-      if self.read_only:
-        raise CheckpointReadError(
-            f'None of the {len(steps)} checkpoint(s) in {self.directory} verifies (steps '
-            f'{", ".join(map(str, steps))}; {first}); nothing was moved. Read another workdir, '
-            'or rerun its training to write a new checkpoint.')
-      raise CheckpointReadError(
-          f'None of the {len(steps)} checkpoint(s) in {self.directory} restores (steps '
-          f'{", ".join(map(str, steps))}, each corrupt); not starting again from step 0. They '
-          f'are kept in {self._aside_directory()}; to train from scratch use a new --workdir.')
-    return None
-
-  def _try(self, step, template, config):
-    """(OK, restored) | (CORRUPT, reason) | (FATAL, error) for one step on this process."""
-    try:
-      saved = self.manager.item_metadata(step)['state']
-      meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      meta = meta['meta']
-    except Exception as error:
-      return self._failure(step, error)
-    if not flat_arrays(saved):  # Orbax reports a missing tree metadata file as no tree
-      return CORRUPT, 'the saved tree metadata is missing or empty'
-    if template is None:  # numpy arrays: the saved shardings may name absent devices
-      template = jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), saved)
-    mismatch = _tree_difference(saved, template)
-    if mismatch:
-      return FATAL, CheckpointMismatchError(changes.explain_state_mismatch(
-          step, self.directory, mismatch, (meta or {}).get('config'), config))
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
-                              data=ocp.args.JsonRestore())  # meta: read above
-    try:
-      restored = self.manager.restore(step, args=args)
-    except Exception as error:
-      return self._failure(step, error)
-    expected = (meta or {}).get('checksums')
-    if expected is not None:
-      actual = checksums(restored['state'])
-      bad = sorted(name for name in set(expected) | set(actual)
-                   if expected.get(name) != actual.get(name))
-      if bad:
-        return CORRUPT, (f'checksum mismatch in {len(bad)} array(s), first {bad[0]}: '
-                         'the files changed after they were written')
-    return OK, (step, restored['state'], restored['data'], meta)
-
-  def _failure(self, step, error):
-    if _is_transient(error):
-      return FATAL, CheckpointReadError(
-          f'Reading checkpoint step {step} in {self.directory} failed ({_reason(error)}); this '
-          'is an error of the storage or the machine, not of the checkpoint, so nothing was '
-          'moved. Fix it and rerun the same command.')
-    return CORRUPT, _reason(error)
-
-  def _aside_directory(self):
-    return os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable')
-
-  def _set_aside(self, step: int, reason: str):
-    """Moves a corrupt step out of the manager's view (never deleted: it may hold what a person
-    wants to recover), so a new save of the same step can happen. Read-only: skipped."""
-    if self.read_only:
-      log.warning('checkpoint step %d in %s is unreadable (%s); trying the previous one.',
-                  step, self.directory, reason)
-      return
-    target = os.path.join(self._aside_directory(), f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
-    if jax.process_index() == 0:  # one writer on a shared filesystem
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      os.replace(os.path.join(self.directory, str(step)), target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices(f'jax_resnet set aside {step}')
-    self.manager.reload()
-    log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '
-                'previous one.', step, self.directory, reason, target)
-
-
-def _tree_difference(saved, template) -> list:
-  """Paths whose presence, shape or dtype differ between the saved tree and the template."""
-  saved, wanted = flat_arrays(saved), flat_arrays(template)
-  differ = sorted(set(saved) ^ set(wanted))
-  for name in sorted(set(saved) & set(wanted)):
-    have, want = saved[name], wanted[name]
-    if tuple(getattr(have, 'shape', ())) != tuple(np.shape(want)):
-      differ.append(name)
-    elif getattr(have, 'dtype', None) is not None and np.dtype(have.dtype) != np.asarray(
-        want).dtype:
-      differ.append(name)
-  return differ
-
-
-def trainer_layout(path: str):
-  """(checkpoints directory, step or None) when `path` is a train.py workdir, its checkpoints/
-  folder, one checkpoints/<step> folder or that step's state/ folder; else None."""
-  path = os.path.abspath(path)  # Orbax takes absolute paths only
-  if os.path.basename(path) == 'state' and os.path.basename(os.path.dirname(path)).isdigit():
-    path = os.path.dirname(path)
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    return os.path.join(path, 'checkpoints'), None
-  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, 'state')):
-    return os.path.dirname(path), int(os.path.basename(path))
-  if any(name.isdigit() and os.path.isdir(os.path.join(path, name, 'state'))
-         for name in os.listdir(path)):
-    return path, None
-  return None
-
-
-def read_verified(path: str):
-  """The one reader of a train.py workdir for tools that have no train state template
-  (weights.load, predict, init_from): (step, state as nested dicts of numpy arrays, meta) of
-  the newest step whose tree and CRC-32s verify, with the trainer's rule and fallback (a newer
-  step that fails is named in a warning; nothing is moved); a step folder is verified alone.
-  None when `path` is not in that layout or holds no step; CheckpointReadError when no step
-  verifies."""
-  layout = trainer_layout(path)
-  if layout is None:
-    return None
-  directory, step = layout
-  restored = Checkpoints(directory, 1, read_only=True).restore(only_step=step)
-  if restored is None:
-    return None
-  step, state, _, meta = restored
-  return step, state, meta

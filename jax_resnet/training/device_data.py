@@ -11,6 +11,18 @@ epoch, the same augmentations) is the same.
 import jax
 import jax.numpy as jnp
 
+from jax_resnet.errors import TrainingError
+
+AUGMENTS = ('none', 'pad_crop_flip')  # what the jitted step can do on the devices
+
+
+def check_augment(augment: str):
+  """device_data draws and augments inside the step: only the augmentations written here."""
+  if augment not in AUGMENTS:
+    raise TrainingError(f"device_data supports augment 'none' or 'pad_crop_flip', not "
+                        f'{augment!r}; use the host pipeline (device_data=False) for '
+                        'ImageNet-style augmentation.', choices=AUGMENTS)
+
 
 def global_indices(seed_key, step, batch_size: int, num_train: int):
   """Example indices of global batch `step`: epoch e = step // (N // B) uses permutation
@@ -39,6 +51,7 @@ def make_multi_step(train_step, num_train: int, batch_size: int, num_devices: in
   """(state, data, rng) -> (state, metrics stacked over steps_per_dispatch), where data is the
   whole train split {'image': (num_train, ...), 'label': (num_train,)} replicated on the
   devices. augment is 'none' or 'pad_crop_flip'."""
+  check_augment(augment)
   local_batch = batch_size // num_devices
   data_key = jax.random.fold_in(jax.random.key(seed), 2)  # 0: init, 1: steps
 

@@ -1,4 +1,5 @@
-"""`train_and_evaluate(config, workdir)`: the whole run, importable from notebooks and Colab.
+"""`train(spec, workdir)`: the whole run from a RunSpec (`jax_resnet.config.train_and_evaluate`
+resolves a ConfigDict into one and calls it).
 
 The host blocks on the devices only at log, eval and checkpoint intervals; in between, steps
 are dispatched asynchronously and their metrics stay on the device.
@@ -15,15 +16,15 @@ import numpy as np
 
 import jax_resnet
 from jax_resnet import data
-from jax_resnet.config import boundary, changes
-from jax_resnet.errors import UserError
-from jax_resnet.training import setup, workdir as workdir_lib
+from jax_resnet.errors import TrainingError, UserError
+from jax_resnet.training import changes, setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
 from jax_resnet.training.signals import Interrupted, Preemption  # noqa: F401 (public here)
+from jax_resnet.training.spec import RunSpec
 
 
-class TrainingDivergedError(UserError):
+class TrainingDivergedError(TrainingError):
   """The loss or gradients became non-finite."""
 
 
@@ -103,8 +104,8 @@ def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_bat
     sums = runner.eval_step(state, runner.place_batch(batch))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   if totals is None:
-    raise UserError(f'The eval split {data_spec.eval_split!r} of {data_spec.dataset!r} gave no '
-                    'examples; evaluate on a split that has some (--config.eval_split).')
+    raise TrainingError(f'The eval split {data_spec.eval_split!r} of {data_spec.dataset!r} gave '
+                        'no examples; evaluate on a split that has some (--config.eval_split).')
   totals = runner.to_host(totals)
   count = float(totals['count'])
   return {'top1': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count,
@@ -114,7 +115,7 @@ def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_bat
 def _initial_state(spec, parts, image_shape, checkpoints):
   """(step, host state, data state, the restored checkpoint's meta or None)."""
   host_state = setup.host_state(spec, parts.model, parts.tx, image_shape)
-  restored = checkpoints.restore(host_state, config=json.loads(spec.config_json))
+  restored = checkpoints.restore(host_state, changes.mismatch_explainer(spec))
   if restored is None:
     return 0, _load_pretrained(spec, parts.model, host_state), None, None
   return restored
@@ -166,16 +167,10 @@ def _flush_metrics(pending, runner, first_step, skip_nonfinite):
   return means, None
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` (a ConfigDict: jax_resnet.base_config() or a recipe) in `workdir`,
-  resuming from its latest checkpoint; returns the summary written to workdir/summary.json
-  ({'preempted_at_step': step} after SIGTERM)."""
-  return train(boundary.resolve(config), workdir)
-
-
-def train(spec: boundary.RunSpec, workdir: str) -> dict:
-  """train_and_evaluate after the config boundary: the run from plain values. A refusal
-  (bad input found before the run starts) leaves nothing behind in the workdir."""
+def train(spec: RunSpec, workdir: str) -> dict:
+  """Trains `spec` in `workdir`, resuming from its latest checkpoint; returns the summary
+  written to workdir/summary.json ({'preempted_at_step': step} after SIGTERM). A refusal (bad
+  input found before the run starts) leaves nothing behind in the workdir."""
   start_time = time.time()
   preemption = Preemption()
   try:
@@ -199,7 +194,7 @@ def _check_dispatch(spec, step, total):
   """device_data runs whole dispatches: the steps left must be a multiple of the dispatch."""
   per_dispatch = spec.loop.steps_per_dispatch
   if spec.loop.device_data and step < total and (total - step) % per_dispatch:
-    raise boundary.ConfigError(
+    raise TrainingError(
         f'The checkpoint is at step {step}, so {total - step} steps are left to '
         f'num_train_steps={total}, not a multiple of steps_per_dispatch={per_dispatch} (the '
         'last dispatch would overshoot); resume with a steps_per_dispatch that divides '
@@ -219,7 +214,7 @@ def _finished_summary(workdir, step):
 def _train_locked(spec, workdir, start_time, preemption, started):
   workdir_lib.check_config(spec, workdir)
   info = data.dataset_info(spec.data)
-  boundary.check_against_dataset(spec, info.num_train, info.num_classes, info.num_eval)
+  setup.check_against_dataset(spec, info)
   parts = setup.build_run(spec, info.num_train)
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
   step, host_state, data_state, meta = _initial_state(spec, parts, info.image_shape, checkpoints)
@@ -238,7 +233,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
                        process_index, process_count)
   workdir_lib.write_config(spec, workdir)  # the resume is accepted: record its settings
   started.append(step)
-  changed = changes.changed_settings((meta or {}).get('config'), json.loads(spec.config_json))
+  changed = changes.changed_settings((meta or {}).get('config'), spec.settings)
   if meta is not None and (meta or {}).get('config') is not None and changed:
     say(f'jax_resnet: settings changed since checkpoint step {step} was written: '
         f'{"; ".join(changed)}.', flush=True)

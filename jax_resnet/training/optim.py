@@ -6,24 +6,41 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_resnet.errors import TrainingError, check_choice
+
 OPTIMIZERS = ('sgd', 'adamw', 'lars')
 SCHEDULES = ('constant', 'step', 'cosine')
 WEIGHT_DECAY_MODES = ('l2', 'decoupled')
+
+
+def check_optimizer(name: str):
+  """make_optimizer's name, checked without building anything (TrainingError, with choices)."""
+  check_choice(TrainingError, 'optimizer', name, OPTIMIZERS)
+
+
+def check_weight_decay_mode(mode: str):
+  """make_optimizer's weight_decay_mode (TrainingError, with choices)."""
+  check_choice(TrainingError, 'weight_decay_mode', mode, WEIGHT_DECAY_MODES)
+
+
+def check_schedule(kind: str):
+  """make_schedule's kind, checked without building anything (TrainingError, with choices)."""
+  check_choice(TrainingError, 'schedule kind', kind, SCHEDULES)
+
 
 def make_schedule(kind: str, peak_learning_rate: float, total_steps: int, warmup_steps: int = 0,
                   boundaries: Sequence[int] = (), decay_factor: float = 0.1):
   """step -> learning rate: linear warmup from 0, then 'constant', 'step' (times decay_factor
   at each boundary step) or 'cosine' (to 0 at total_steps)."""
+  check_schedule(kind)
   peak = peak_learning_rate
   if kind == 'constant':
     main = optax.constant_schedule(peak)
   elif kind == 'step':
     main = optax.piecewise_constant_schedule(
         peak, {b - warmup_steps: decay_factor for b in boundaries})
-  elif kind == 'cosine':
+  else:  # 'cosine'
     main = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup_steps))
-  else:
-    raise ValueError(f"schedule kind must be 'constant', 'step' or 'cosine', got {kind!r}.")
   if warmup_steps > 0:
     main = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), main],
                                 [warmup_steps])
@@ -47,10 +64,8 @@ def make_optimizer(name: str = 'sgd', momentum: float = 0.9, nesterov: bool = Fa
   decays kernels only."""
   mask = None if decay_bn_and_bias else _kernels_only
   wd, mode = weight_decay, weight_decay_mode
-  if mode not in WEIGHT_DECAY_MODES:
-    raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {mode!r}.")
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'lars', got {name!r}.")
+  check_weight_decay_mode(mode)
+  check_optimizer(name)
 
   def build(learning_rate):
     if name == 'lars':

@@ -8,9 +8,16 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jax_resnet.errors import TrainingError, check_choice
+
 AXIS = 'batch'
 PARALLELISMS = ('shard_map', 'pmap')  # the first is the trainer's default
 STEP_KINDS = ('train', 'eval', 'multi')
+
+
+def check_parallelism(parallelism: str):
+  """make_runner's choices, checked without building anything (TrainingError, with choices)."""
+  check_choice(TrainingError, 'parallelism', parallelism, PARALLELISMS)
 
 
 class Runner:
@@ -136,9 +143,6 @@ class ShardMapRunner(Runner):
 
 def make_runner(parallelism: str, train_step, eval_step, devices=None) -> Runner:
   """`devices` (default: all) lets tests compare device counts in one process."""
-  if parallelism == 'pmap':
-    return PmapRunner(train_step, eval_step, devices)
-  if parallelism == 'shard_map':
-    return ShardMapRunner(train_step, eval_step, devices)
-  raise ValueError(f'parallelism must be one of {", ".join(PARALLELISMS)}, got '
-                   f'{parallelism!r}.')
+  check_parallelism(parallelism)
+  runner = PmapRunner if parallelism == 'pmap' else ShardMapRunner
+  return runner(train_step, eval_step, devices)

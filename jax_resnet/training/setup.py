@@ -1,13 +1,29 @@
-"""From a RunSpec (jax_resnet.config.resolve) to the pieces of a run: model, optimizer,
-schedule, steps and the data-parallel runner; the state template that checkpoints restore
-into."""
+"""From a RunSpec (training.spec) to the pieces of a run: model, optimizer, schedule, steps and
+the data-parallel runner; the state template that checkpoints restore into; the run's rules
+that need the dataset opened."""
 
 import dataclasses
 import jax
 
 import jax_resnet
-from jax_resnet.config.boundary import RunSpec
+from jax_resnet.data import spec as data_spec
+from jax_resnet.errors import TrainingError
 from jax_resnet.training import device_data, optim, parallel, steps
+from jax_resnet.training.spec import RunSpec
+
+
+def check_against_dataset(spec: RunSpec, info):
+  """The rules that need the dataset opened (`info`: data.dataset_info): the data's own
+  (DataError), then device_data's (TrainingError)."""
+  data_spec.check_against_dataset(spec.data, info)
+  data, loop = spec.data, spec.loop
+  if loop.device_data and data.batch_size > info.num_train:
+    raise TrainingError(f'batch_size={data.batch_size} exceeds the {info.num_train} training '
+                        'examples that device_data draws from.')
+  total = spec.schedule.total_steps(max(1, info.num_train // data.batch_size))
+  if loop.device_data and total % loop.steps_per_dispatch:
+    raise TrainingError(f'{total} training steps are not a multiple of steps_per_dispatch='
+                        f'{loop.steps_per_dispatch}; pick a divisor.')
 
 
 def build_model(spec: RunSpec, bn_axis_name=None):

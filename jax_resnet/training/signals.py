@@ -5,10 +5,10 @@ import signal
 
 import jax
 
-from jax_resnet.errors import UserError
+from jax_resnet.errors import TrainingError
 
 
-class Interrupted(UserError):
+class Interrupted(TrainingError):
   """A second Ctrl-C: stop at once, without saving."""
 
 

@@ -13,15 +13,16 @@ import time
 
 import jax
 
-from jax_resnet.config.boundary import IDENTITY_KEYS, RunSpec
-from jax_resnet.errors import ConfigError, UserError
+from jax_resnet.errors import TrainingError, UserError
+from jax_resnet.training.spec import RunSpec
 
 LOCK_FILE = '.lock'
 HISTORY_DIR = 'config_history'
 
 
-class WorkdirError(UserError):
-  """The workdir cannot be created or written (read-only storage, full disk, not a folder)."""
+class WorkdirError(TrainingError):
+  """The workdir cannot be used: not a folder, in use by another run, its config.json
+  unreadable or another run's, or storage errors (read-only, full disk)."""
 
 
 @contextlib.contextmanager
@@ -105,7 +106,7 @@ class WorkdirLock:
       handle.seek(0)
       holder = handle.read().strip() or 'another process'
       handle.close()
-      raise ConfigError(
+      raise WorkdirError(
           f'Workdir {os.path.dirname(self.path)} is in use by {holder}; two runs in one workdir '
           'would interleave their checkpoints and logs. Wait for that run, stop it, or use '
           'another --workdir.') from None
@@ -130,7 +131,8 @@ class WorkdirLock:
 
 
 def check_config(spec: RunSpec, workdir: str):
-  """Refuses to resume a workdir that another model or dataset wrote."""
+  """Refuses to resume a workdir that another model or dataset wrote (`spec.identity`: the
+  settings a resume must keep, compared with config.json's)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
@@ -140,13 +142,13 @@ def check_config(spec: RunSpec, workdir: str):
     if not isinstance(previous, dict):
       raise ValueError(f'it holds {json.dumps(previous)[:40]}, not a JSON object of settings')
   except (OSError, ValueError) as error:
-    raise ConfigError(
+    raise WorkdirError(
         f'{path} cannot be read ({type(error).__name__}: {error}); it records the run in this '
         'workdir. Restore it from a copy, or use a new --workdir.') from None
-  changed = [f'{k}: {previous[k]!r} -> {spec.identity[k]!r}' for k in IDENTITY_KEYS
-             if k in previous and previous[k] != spec.identity[k]]
+  changed = [f'{k}: {previous[k]!r} -> {value!r}' for k, value in spec.identity.items()
+             if k in previous and previous[k] != value]
   if changed:
-    raise ConfigError(
+    raise WorkdirError(
         f'Workdir {workdir} holds a run with a different setup ({"; ".join(changed)}); '
         'resuming it would mix two runs. Use a new --workdir, or delete that one.')
 

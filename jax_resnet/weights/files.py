@@ -330,7 +330,7 @@ def read_orbax(path: str) -> dict:
   reader (`training.checkpoints.read_verified`: the newest step whose checksums hold); any other
   Orbax PyTree directory is read as it is. A run that kept an exponential moving average gives
   its EMA weights, the ones it evaluated; a scan_blocks run's stacked blocks are unrolled."""
-  from jax_resnet.training.checkpoints import CheckpointError, read_verified
+  from jax_resnet.checkpoint_reader import CheckpointError, read_verified
   path = os.path.abspath(path)  # Orbax takes absolute paths only
   try:
     verified = read_verified(path)

@@ -1,0 +1,138 @@
+"""The package's layers (docs/architecture.md, "Layers"): no module imports from a layer above
+its own. Read from the source with `ast` (imports inside functions included); `LAYERS` is the
+one statement of the order, lowest first."""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'jax_resnet'
+
+# Lowest first. A module belongs to the layer of its longest listed prefix.
+LAYERS = (
+    ('errors', ('jax_resnet.errors', 'jax_resnet.utils', 'jax_resnet.false_alarms')),
+    ('layers', ('jax_resnet.layers', 'jax_resnet.blocks', 'jax_resnet.stems')),
+    ('models', ('jax_resnet.models', 'jax_resnet.video', 'jax_resnet.scan')),
+    ('registry', ('jax_resnet.registry', 'jax_resnet.model_facts')),
+    ('data', ('jax_resnet.data',)),
+    ('checkpoint_reader', ('jax_resnet.checkpoint_reader',)),
+    ('weights', ('jax_resnet.weights', 'jax_resnet.nnx')),
+    ('training', ('jax_resnet.training',)),
+    ('config', ('jax_resnet.config',)),
+    # The programs, and the package itself (`import jax_resnet` re-exports every layer).
+    ('programs', ('jax_resnet', 'jax_resnet.__main__', 'jax_resnet.train_cli',
+                  'jax_resnet.predict', 'jax_resnet.export', 'jax_resnet.benchmark',
+                  'jax_resnet.benchmark_torch', 'jax_resnet.analysis',
+                  'jax_resnet.data.__main__')),
+)
+
+
+def layer_of(module: str):
+  """(rank, name) of the layer `module` belongs to; None if no prefix lists it."""
+  best = None
+  for rank, (name, prefixes) in enumerate(LAYERS):
+    for prefix in prefixes:
+      if module == prefix or module.startswith(prefix + '.'):
+        if best is None or len(prefix) > best[0]:
+          best = (len(prefix), rank, name)
+  return best and best[1:]
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _is_module(name: str) -> bool:
+  path = PACKAGE.parent.joinpath(*name.split('.'))
+  return path.with_suffix('.py').exists() or (path / '__init__.py').exists()
+
+
+def _facade_names() -> dict:
+  """{name: module} of what jax_resnet/__init__.py imports (`jax_resnet.create_model` is the
+  registry's)."""
+  names = {}
+  for node in ast.walk(ast.parse((PACKAGE / '__init__.py').read_text())):
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      for alias in node.names:
+        target = f'{node.module}.{alias.name}'
+        names[alias.asname or alias.name] = target if _is_module(target) else node.module
+  return names
+
+
+def imported_modules(source: str, module: str, facade: dict) -> set:
+  """The jax_resnet modules `source` (the text of `module`) imports from."""
+  found, package_aliases = set(), set()
+  package = module if (PACKAGE.parent / module.replace('.', '/') / '__init__.py').exists() \
+      else module.rpartition('.')[0]
+  tree = ast.parse(source)
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        if alias.name == 'jax_resnet':
+          package_aliases.add(alias.asname or 'jax_resnet')
+        elif alias.name.startswith('jax_resnet.'):
+          found.add(alias.name)
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ''
+      if node.level:
+        base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1]
+                        + ([base] if base else []))
+      if base != 'jax_resnet' and not base.startswith('jax_resnet.'):
+        continue
+      for alias in node.names:
+        target = f'{base}.{alias.name}'
+        if _is_module(target):
+          found.add(target)
+        elif base == 'jax_resnet':
+          found.add(facade[alias.name])
+        else:
+          found.add(base)
+  for node in ast.walk(tree):  # jax_resnet.create_model(...) after `import jax_resnet`
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        and node.value.id in package_aliases):
+      target = f'jax_resnet.{node.attr}'
+      found.add(target if _is_module(target) else facade.get(node.attr, 'jax_resnet'))
+  return found
+
+
+def upward_imports(source: str, module: str, facade: dict) -> list:
+  """'module -> target (layer -> higher layer)' for each import of a higher layer."""
+  rank, name = layer_of(module)
+  found = []
+  for target in sorted(imported_modules(source, module, facade)):
+    target_rank, target_name = layer_of(target)
+    if target_rank > rank:
+      found.append(f'{module} -> {target} ({name} -> {target_name})')
+  return found
+
+
+def _modules():
+  return {_module_name(path): path.read_text() for path in sorted(PACKAGE.rglob('*.py'))}
+
+
+def test_every_module_has_a_layer():
+  assert [m for m in _modules() if layer_of(m) is None] == []
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+  facade = _facade_names()
+  found = [line for module, source in _modules().items()
+           for line in upward_imports(source, module, facade)]
+  assert found == []
+
+
+def test_the_check_finds_an_upward_import_in_each_form():
+  """The reader sees every way the code imports: from-imports, module imports, a function's
+  lazy import and an attribute of the package."""
+  facade = _facade_names()
+  source = ('import jax_resnet\n'
+            'from jax_resnet.config import boundary\n'
+            'def f():\n'
+            '  import jax_resnet.training.loop\n'
+            '  return jax_resnet.load_config, jax_resnet.create_model\n')
+  assert upward_imports(source, 'jax_resnet.weights.files', facade) == [
+      'jax_resnet.weights.files -> jax_resnet.config (weights -> config)',
+      'jax_resnet.weights.files -> jax_resnet.config.boundary (weights -> config)',
+      'jax_resnet.weights.files -> jax_resnet.training.loop (weights -> training)']
+  assert upward_imports('from jax_resnet import data\n', 'jax_resnet.registry', facade) == [
+      'jax_resnet.registry -> jax_resnet.data (registry -> data)']
