@@ -3,6 +3,7 @@
     import jax_resnet as jr
     model = jr.create_model('resnet50', num_classes=1000)
     config = jr.load_config('r50')   # a shipped trainer recipe (jax_resnet.config)
+    summary = jr.train_and_evaluate(config, 'runs/r50')   # the trainer
     model, variables = jr.load_pretrained('resnet50.tv2_in1k')   # published weights
 """
 
@@ -10,7 +11,7 @@ from jax_resnet import config, false_alarms
 from jax_resnet import nnx as nnx  # jax_resnet.nnx: the same models as Flax NNX modules
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
-from jax_resnet.config import base_config, load_config
+from jax_resnet.config import base_config, load_config, train_and_evaluate
 from jax_resnet.models import ResNet, ResNetBase, make_layers
 from jax_resnet.model_facts import FeatureLevel, ModelInfo, feature_info, model_info
 from jax_resnet.registry import create_model, list_models, model_defaults
@@ -28,6 +29,5 @@ __all__ = [
     'PreActBottleneckBlock', 'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet',
     'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'list_models',
     'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
-    'stack_blocks',
-    'unstack_blocks',
+    'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
 ]
