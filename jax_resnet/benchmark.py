@@ -32,6 +32,7 @@ import numpy as np
 import jax_resnet
 from jax_resnet.config import boundary
 from jax_resnet.training import setup
+from jax_resnet.stems import STEM_CONVS
 
 # Dense peak FLOP/s per chip from vendor data sheets, by (device_kind substring, dtype).
 PEAK_FLOPS = {
@@ -197,7 +198,7 @@ def parse_args(argv, prog='python -m jax_resnet.benchmark'):
   p.add_argument('--scan-blocks', action='store_true', help='nn.scan over identical blocks')
   p.add_argument('--conv1x1', default='auto', choices=boundary.CONV1X1_CHOICES,
                  help="1x1 convs as convolutions or matrix products (auto: dot on CPU only)")
-  p.add_argument('--stem-conv', default='auto', choices=boundary.STEM_CONV_CHOICES,
+  p.add_argument('--stem-conv', default='auto', choices=('auto',) + STEM_CONVS,
                  help='how the ImageNet 7x7/2 stem is computed, same weights (auto: per backend)')
   p.add_argument('--device-data', type=int, default=0, metavar='N',
                  help='train on N synthetic images held on the device (the device_data path)')

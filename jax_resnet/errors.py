@@ -25,6 +25,11 @@ def check_choice(error_type, what: str, value, choices):
                      choices=choices)
 
 
+class OptionError(UserError, ValueError):
+  """A model option's value the model library cannot take (layers, stems, models, registry);
+  still a ValueError, the library's contract, with `choices` when the value is one of a set."""
+
+
 class ConfigError(UserError, ValueError):
   """A config key or value that cannot be used (config/ only)."""
 

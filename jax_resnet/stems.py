@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax_resnet.errors import OptionError
 from jax_resnet.layers import (PADDINGS, he_normal_fan_out, same_padding, weight_standardized,
                                window_pads)
 
@@ -61,8 +62,8 @@ def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
   stem it does not apply to (the CIFAR 3x3/1 and the deep 3x3 stems have no 7x7 to compute
   another way)."""
   if stem_conv not in STEM_CONVS:
-    raise ValueError(f"stem_conv must be 'conv', 'pad_channels' or 'space_to_depth', "
-                     f"got {stem_conv!r}.")
+    raise OptionError(f"stem_conv must be 'conv', 'pad_channels' or 'space_to_depth', "
+                      f"got {stem_conv!r}.", choices=STEM_CONVS)
   if stem_conv != 'conv' and stem not in SEVEN_BY_SEVEN_STEMS:
     raise ValueError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems "
                      f"({', '.join(map(repr, SEVEN_BY_SEVEN_STEMS))}) only; this model's stem "

@@ -25,6 +25,7 @@ import numpy as np
 
 from jax_resnet import benchmark
 from jax_resnet.config import boundary
+from jax_resnet.stems import STEM_CONVS
 
 # First match wins: a transpose or copy fusion is a layout change, not arithmetic.
 CATEGORIES = (
@@ -129,7 +130,7 @@ def main():
   p.add_argument('--image-size', type=int, default=224)
   p.add_argument('--num-classes', type=int, default=1000)
   p.add_argument('--dtype', default='bfloat16', choices=['float32', 'bfloat16'])
-  p.add_argument('--stem-conv', default='auto', choices=boundary.STEM_CONV_CHOICES)
+  p.add_argument('--stem-conv', default='auto', choices=('auto',) + STEM_CONVS)
   p.add_argument('--steps', type=int, default=5, help='traced steps (after 3 untraced)')
   p.add_argument('--top', type=int, default=25)
   p.add_argument('--trace-dir', default='/tmp/jax_trace')

@@ -5,6 +5,11 @@ one statement of the order, lowest first."""
 import ast
 import pathlib
 
+import pytest
+
+from jax_resnet import stems
+from jax_resnet.errors import OptionError
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'jax_resnet'
 
 # Lowest first. A module belongs to the layer of its longest listed prefix.
@@ -136,3 +141,12 @@ def test_the_check_finds_an_upward_import_in_each_form():
       'jax_resnet.weights.files -> jax_resnet.training.loop (weights -> training)']
   assert upward_imports('from jax_resnet import data\n', 'jax_resnet.registry', facade) == [
       'jax_resnet.registry -> jax_resnet.data (registry -> data)']
+
+
+def test_the_stem_conv_refusal_carries_the_stems_choices_for_the_boundary():
+  """The boundary words its stem_conv line from the stems' own choices (no copy of the list),
+  adding its 'auto'; tests/test_stem_options.py checks the line itself."""
+  with pytest.raises(OptionError) as err:
+    stems.check_stem_conv('fast')
+  assert isinstance(err.value, ValueError)  # the model library's contract
+  assert err.value.choices == stems.STEM_CONVS == ('conv', 'pad_channels', 'space_to_depth')

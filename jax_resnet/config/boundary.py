@@ -24,7 +24,7 @@ from jax_resnet.config.base import base_config
 from jax_resnet.data import spec as data_rules
 from jax_resnet.data.spec import DataSpec
 from jax_resnet.errors import ConfigError, UserError
-from jax_resnet.stems import SEVEN_BY_SEVEN_STEMS, STEM_CONVS
+from jax_resnet.stems import check_stem_conv, stem_spec
 from jax_resnet.training import device_data, optim, parallel
 from jax_resnet.training.changes import flat_settings
 from jax_resnet.training.spec import (LoopSpec, OptimizerSpec, RunSpec, ScheduleSpec,
@@ -32,7 +32,6 @@ from jax_resnet.training.spec import (LoopSpec, OptimizerSpec, RunSpec, Schedule
 
 DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
 CONV1X1_CHOICES = ('auto', 'conv', 'dot')
-STEM_CONV_CHOICES = ('auto',) + STEM_CONVS
 # Keys that change the shapes or meaning of a checkpoint: resuming across them is refused.
 IDENTITY_KEYS = ('model', 'num_classes', 'dataset', 'image_size', 'optimizer', 'ema_decay')
 # The keys (or sections) that shape each part of the saved train state (a checkpoint restores
@@ -117,7 +116,7 @@ def stem_conv(choice: str, model: str, backend: str) -> str:
   the others (CIFAR, deep and video stems have no 7x7/2)."""
   if choice != 'auto':
     return choice
-  if jax_resnet.model_info(model).stem not in SEVEN_BY_SEVEN_STEMS:
+  if not stem_spec(jax_resnet.model_info(model).stem).seven_by_seven:
     return 'conv'
   return _AUTO_STEM_CONV.get(backend, 'conv')
 
@@ -161,14 +160,16 @@ def _choice(config, key, choices):
     _fail(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}.')
 
 
-def _ask(check, value, key=None):
+def _ask(check, value, key=None, own_choices=()):
   """A lower layer's check of `value` as this layer's line: with `key`, a refused choice is
-  worded under the key's name; any other refusal in the layer's own words."""
+  worded under the key's name (after `own_choices`, values the config resolves itself, such as
+  'auto'); any other refusal in the layer's own words."""
   try:
     check(value)
   except UserError as error:
     if key and error.choices:
-      _fail(f'{key} must be one of {", ".join(map(repr, error.choices))}, got {value!r}.')
+      choices = tuple(own_choices) + error.choices
+      _fail(f'{key} must be one of {", ".join(map(repr, choices))}, got {value!r}.')
     _fail(str(error))
 
 
@@ -192,7 +193,8 @@ def _check_model(c, backend):
     _fail("dtype='float64' needs 64-bit arrays, which JAX turns off by default: set "
           'JAX_ENABLE_X64=1 (train.py does it for you).')
   _choice(c, 'conv1x1', CONV1X1_CHOICES)
-  _choice(c, 'stem_conv', STEM_CONV_CHOICES)
+  if c.stem_conv != 'auto':  # 'auto': the config's own choice, resolved per backend
+    _ask(check_stem_conv, c.stem_conv, 'stem_conv', own_choices=('auto',))
   if not (_is_int(c.num_classes) and c.num_classes > 0):
     _fail(f'num_classes must be a positive integer, got {c.num_classes!r}.')
   try:  # the module's own checks (options it lacks, shortcut, rates); builds nothing
