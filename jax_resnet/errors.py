@@ -18,11 +18,15 @@ class UserError(Exception):
     self.choices = tuple(choices)
 
 
+def not_one_of(what: str, value, choices) -> str:
+  """The words for a value outside a fixed set: '<what> must be one of ..., got <value>.'"""
+  return f'{what} must be one of {", ".join(map(repr, choices))}, got {value!r}.'
+
+
 def check_choice(error_type, what: str, value, choices):
   """Raises `error_type` naming `what`, the value and `choices` unless value is one of them."""
   if value not in choices:
-    raise error_type(f'{what} must be one of {", ".join(map(repr, choices))}, got {value!r}.',
-                     choices=choices)
+    raise error_type(not_one_of(what, value, choices), choices=choices)
 
 
 class OptionError(UserError, ValueError):

@@ -268,8 +268,7 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
   except (UserError, ValueError, OSError) as error:
     print(f'export: error: {error}', file=sys.stderr)
     return 2
-  num_classes = int(variables['params']['head']['kernel'].shape[-1]) \
-      if 'head' in variables['params'] else 0
+  num_classes = weights.trees.head_classes_of(variables)
   model = jax_resnet.create_model(args.model, num_classes=num_classes)
   exported = export_model(model, variables, args.image_size, args.dtype,
                           preprocessing if args.with_preprocessing else None, platforms)

@@ -23,7 +23,7 @@ import jax_resnet
 from jax_resnet.config.base import base_config
 from jax_resnet.data import spec as data_rules
 from jax_resnet.data.spec import DataSpec
-from jax_resnet.errors import ConfigError, UserError
+from jax_resnet.errors import ConfigError, UserError, not_one_of
 from jax_resnet.stems import check_stem_conv, stem_spec
 from jax_resnet.training import device_data, optim, parallel
 from jax_resnet.training.changes import flat_settings
@@ -157,7 +157,7 @@ def _fail(message):
 
 def _choice(config, key, choices):
   if config[key] not in choices:
-    _fail(f'{key} must be one of {", ".join(map(repr, choices))}, got {config[key]!r}.')
+    _fail(not_one_of(key, config[key], choices))
 
 
 def _ask(check, value, key=None, own_choices=()):
@@ -168,8 +168,7 @@ def _ask(check, value, key=None, own_choices=()):
     check(value)
   except UserError as error:
     if key and error.choices:
-      choices = tuple(own_choices) + error.choices
-      _fail(f'{key} must be one of {", ".join(map(repr, choices))}, got {value!r}.')
+      _fail(not_one_of(key, value, tuple(own_choices) + error.choices))
     _fail(str(error))
 
 

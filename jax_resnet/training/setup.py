@@ -20,7 +20,7 @@ def check_against_dataset(spec: RunSpec, info):
   if loop.device_data and data.batch_size > info.num_train:
     raise TrainingError(f'batch_size={data.batch_size} exceeds the {info.num_train} training '
                         'examples that device_data draws from.')
-  total = spec.schedule.total_steps(max(1, info.num_train // data.batch_size))
+  total = spec.schedule.total_steps(steps_per_epoch(spec, info.num_train))
   if loop.device_data and total % loop.steps_per_dispatch:
     raise TrainingError(f'{total} training steps are not a multiple of steps_per_dispatch='
                         f'{loop.steps_per_dispatch}; pick a divisor.')
@@ -40,14 +40,19 @@ class RunParts:
   total_steps: int
 
 
+def steps_per_epoch(spec: RunSpec, num_train: int) -> int:
+  """Full global batches per pass over the training set (at least one)."""
+  return max(1, num_train // spec.data.batch_size)
+
+
 def build_run(spec: RunSpec, num_train: int, devices=None) -> RunParts:
   """`devices` (default: all) lets tests compare device counts in one process."""
-  steps_per_epoch = max(1, num_train // spec.data.batch_size)
-  total = spec.schedule.total_steps(steps_per_epoch)
+  epoch_steps = steps_per_epoch(spec, num_train)
+  total = spec.schedule.total_steps(epoch_steps)
   axis = parallel.AXIS
   model = build_model(spec, bn_axis_name=axis if spec.loop.sync_batch_norm else None)
   tx = optim.make_optimizer(**dataclasses.asdict(spec.optimizer))
-  schedule = optim.make_schedule(**spec.schedule.schedule_kwargs(steps_per_epoch, total))
+  schedule = optim.make_schedule(**spec.schedule.schedule_kwargs(epoch_steps, total))
   train_step = steps.make_train_step(model, tx, schedule, axis_name=axis,
                                      **dataclasses.asdict(spec.step))
   eval_step = steps.make_eval_step(model, axis_name=axis)
@@ -57,7 +62,7 @@ def build_run(spec: RunSpec, num_train: int, devices=None) -> RunParts:
         train_step, num_train, spec.data.batch_size, len(devices or jax.devices()),
         spec.data.seed, spec.data.augment, spec.data.crop_padding,
         spec.loop.steps_per_dispatch, axis_name=axis))
-  return RunParts(model, tx, runner, steps_per_epoch, total)
+  return RunParts(model, tx, runner, epoch_steps, total)
 
 
 def host_state(spec: RunSpec, model, tx, input_shape):

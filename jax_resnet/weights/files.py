@@ -13,7 +13,8 @@ from jax_resnet.weights.torch_layout import variable_shapes
 from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision
 from jax_resnet.weights.npz import npz_headers, read_npz
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
-                                      compare, first_line, flatten, mismatch_message, unflatten)
+                                      compare, first_line, flatten, head_classes_of,
+                                      mismatch_message, unflatten)
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIX_KINDS = {'.safetensors': 'safetensors', **{suffix: 'torch' for suffix in TORCH_SUFFIXES},
@@ -192,8 +193,7 @@ def check_values(variables: dict, source: str):
 
 def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, source: str):
   """Applies load()'s num_classes / reinit_head rule."""
-  params = variables['params']
-  have = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  params, have = variables['params'], head_classes_of(variables)
   if num_classes is None or num_classes == have:
     return variables
   if num_classes == 0 or reinit_head:

@@ -23,7 +23,7 @@ import numpy as np
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import create_model, list_models
 from jax_resnet.weights import download, files, tags
-from jax_resnet.weights.trees import WeightsError, merge_pretrained
+from jax_resnet.weights.trees import WeightsError, head_classes_of, merge_pretrained
 
 HUB_PREFIX = 'hf-hub:'
 WEIGHTS_FILE, CONFIG_FILE = 'model.safetensors', 'config.json'
@@ -154,11 +154,6 @@ def hub_tag(tag: str) -> Optional[tags.WeightTag]:
                         **transform)
 
 
-def _head_classes(variables) -> int:
-  params = variables['params']
-  return int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
-
-
 def load_pretrained(tag, *, rng=None, **options):
   """(model, variables) of the published weights `tag`: a `create_model` module and its
   {'params', 'batch_stats'} (jax arrays, the dtypes of param_dtype).
@@ -171,7 +166,7 @@ def load_pretrained(tag, *, rng=None, **options):
   """
   name, variables, weight_tag = pretrained_variables(tag)
   label = weight_tag.name if weight_tag else tag
-  have = _head_classes(variables)
+  have = head_classes_of(variables)
   num_classes = options.pop('num_classes', have)
   model = create_model(name, num_classes=num_classes, **options)
   info = model_info(name)

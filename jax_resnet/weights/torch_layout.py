@@ -21,8 +21,8 @@ from flax import traverse_util
 
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import create_model, model_defaults
-from jax_resnet.weights.trees import (WeightsMismatchError, compare, flatten, mismatch_message,
-                                      to_float32, unflatten)
+from jax_resnet.weights.trees import (WeightsMismatchError, compare, flatten, head_classes_of,
+                                      mismatch_message, to_float32, unflatten)
 
 COUNTER = 'num_batches_tracked'
 _BN_PARAMS = (('scale', 'weight'), ('bias', 'bias'))
@@ -174,8 +174,7 @@ def write_layout(entries, flat: Mapping) -> dict:
 def checked_for_export(model_name: str, variables: Mapping):
   """(head classes, flat variables) of a tree that fits `model_name` exactly; otherwise one
   WeightsMismatchError listing the differences. Every exporter starts here."""
-  params = variables['params']
-  num_classes = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  num_classes = head_classes_of(variables)
   flat = flatten(variables)
   missing, unexpected, wrong = compare(flatten(variable_shapes(model_name, num_classes)), flat)
   if missing or unexpected or wrong:

@@ -91,6 +91,13 @@ def _is_head(name: str) -> bool:
   return name.startswith('params/head/')
 
 
+def head_classes_of(variables: Mapping) -> int:
+  """The classes of a variables tree's head (params/head/kernel's last axis); 0 for a
+  backbone without one."""
+  params = variables['params']
+  return int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+
+
 def merge_pretrained(init_variables: Mapping, pretrained: Mapping, reinit_head: bool = False):
   """Fills a freshly initialised variables tree with pretrained values.
 
