@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from jax_resnet.data import transforms
+from jax_resnet.data.pixels import SIXTEEN_BIT_MODES, unit_grey  # noqa: F401 (public here)
 
 # float32 as torchvision's Normalize computes: preprocess matches it bit for bit.
 IMAGENET_MEAN = np.float32(transforms.IMAGENET_MEAN)
@@ -63,34 +64,6 @@ def preprocess(image, resize: int = RESIZE, crop: int = CROP, interpolation: str
   if pixels.ndim == 2:  # the grey plane, as convert('RGB') would give it
     pixels = np.repeat(pixels[..., None], 3, axis=-1)
   return (pixels - np.float32(mean)) / np.float32(std)
-
-
-# Modes whose pixels are not 8 bits and how each maps to [0, 1]: convert('RGB') would clip them
-# at 255 (a 16-bit image turns white, a [0, 1] float image black).
-SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
-
-
-def unit_grey(image):
-  """None for 8-bit modes (convert('RGB') is exact); else the grey plane as a PIL 'F' image in
-  [0, 1]: 16-bit modes divided by 65535, 32-bit integers ('I') likewise when they lie in
-  [0, 65535] (PIL reads 16-bit files as 'I' too), floats ('F') taken as [0, 1]. Values outside
-  the mode's range raise ValueError: no scale would be right for them."""
-  from PIL import Image
-  if image.mode not in SIXTEEN_BIT_MODES + ('I', 'F'):
-    return None
-  values = np.asarray(image, np.float64)
-  low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-  if image.mode == 'F':
-    if not (np.isfinite(low) and np.isfinite(high) and 0.0 <= low and high <= 1.0):
-      raise ValueError(f'its float pixels span {low:g}..{high:g}; float images are read as '
-                       'brightness in [0, 1]: rescale it to [0, 1] or save it in 8 or 16 bits')
-    scale = 1.0
-  else:
-    if low < 0 or high > 65535:
-      raise ValueError(f'its {image.mode} integer pixels span {low:g}..{high:g}, beyond 16 '
-                       'bits, so no brightness scale is known: save it in 8 or 16 bits')
-    scale = 65535.0
-  return Image.fromarray((values / scale).astype(np.float32))
 
 
 def read_image(path: str, resize: int = RESIZE, **transform) -> np.ndarray:

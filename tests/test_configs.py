@@ -275,10 +275,12 @@ def test_the_data_keys_take_the_data_specs_defaults():
   config resolves to the default DataSpec."""
   base, defaults = jr.base_config(), DataSpec()
   shared = [f.name for f in dataclasses.fields(DataSpec) if f.name in base]
-  assert sorted(set(f.name for f in dataclasses.fields(DataSpec)) - set(shared)) == ['mean',
-                                                                                     'std']
+  # Set by the boundary from a weight tag (statistics, eval crop) and by the trainer (split.json).
+  assert sorted(set(f.name for f in dataclasses.fields(DataSpec)) - set(shared)) == [
+      'eval_crop_fraction', 'mean', 'split_record', 'std']
   assert {k: base[k] for k in shared} == {k: getattr(defaults, k) for k in shared}
-  assert resolve(base).data == defaults
+  # num_classes 0 is the dataset's count, filled in: imagenet2012's 1000
+  assert resolve(base).data == dataclasses.replace(defaults, num_classes=1000)
 
 
 def test_resolve_hands_the_trainer_plain_values_for_restores():
@@ -310,7 +312,8 @@ def test_from_json_reads_an_old_video_config():
      'image_size >= 32.'),
     (dict(lr_schedule='linear'),
      "lr_schedule must be one of 'constant', 'step', 'cosine', got 'linear'."),
-    (dict(num_classes=0), 'num_classes must be a positive integer, got 0.'),
+    (dict(num_classes=-1),
+     "num_classes must be a positive integer (or 0: the dataset's count), got -1."),
     (dict(weight_decay_mode='l1'),
      "weight_decay_mode must be one of 'l2', 'decoupled', got 'l1'."),
     (dict(device_data=True, augment='inception'),

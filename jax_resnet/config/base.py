@@ -52,7 +52,8 @@ def _model_options():
 def _add_model(c):
   c.model = 'resnet50'                # a name from jax_resnet.list_models()
   c.model_options = _model_options()  # create_model options; see _model_options
-  c.num_classes = _DATA.num_classes   # head size; must match the dataset's classes
+  c.num_classes = _DATA.num_classes   # head size; must match the dataset's classes (0: the
+  #                                     dataset's count, e.g. a folder's class folders)
   c.dtype = 'float32'                 # compute: 'float32' | 'bfloat16' | 'float16' (params
   #                                     float32) | 'float64' (params too; needs x64)
   c.conv1x1 = 'auto'                  # 1x1 convolutions as 'conv' | 'dot' (matrix products,
@@ -67,7 +68,10 @@ def _add_model(c):
 
 
 def _add_data(c):
-  c.dataset = _DATA.dataset           # 'digits' (embedded) | 'synthetic' | a TFDS name
+  c.dataset = _DATA.dataset           # 'digits' (embedded) | 'synthetic' | a TFDS name |
+  #                                     'folder:PATH' (one sub-folder of images per class)
+  c.skip_unreadable = _DATA.skip_unreadable  # folder: leave out image files PIL cannot read
+  #                                     (counted) instead of refusing to start
   c.data_dir = _DATA.data_dir         # TFDS data directory ('' = TFDS default)
   c.image_size = _DATA.image_size     # train/eval resolution fed to the model
   c.train_split = _DATA.train_split   # split trained on

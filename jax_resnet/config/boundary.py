@@ -54,6 +54,7 @@ _AUTO_STEM_CONV = {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}
 def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> RunSpec:
   """Validates `config` and returns its values; `backend` (default: JAX's) resolves 'auto'."""
   backend = backend or jax.default_backend()
+  config = with_dataset_classes(config)
   validate(config, backend)
   c = config
   lr = c.learning_rate * (c.batch_size / c.lr_batch_base if c.lr_batch_base > 0 else 1.0)
@@ -73,6 +74,21 @@ def _same_names(cls, config):
   return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
 
 
+def with_dataset_classes(config):
+  """`config`, or when num_classes is 0 ('the dataset's count', `data.spec.class_count`: a
+  folder's class folders) a copy with the count filled in, so the model, the resume identity
+  and config.json all hold the number."""
+  if config.num_classes != 0 or not (isinstance(config.dataset, str) and config.dataset):
+    return config
+  try:
+    count = data_rules.class_count(_same_names(DataSpec, config))
+  except UserError as error:
+    _fail(str(error))
+  filled = config.copy_and_resolve_references()
+  filled.num_classes = count
+  return filled
+
+
 def init_tag(config) -> str:
   """The weight tag whose statistics fine-tuning uses: init_tag, else init_from when that names
   a published tag (weights.list_tags()) rather than a file; '' when none."""
@@ -88,7 +104,8 @@ def data_spec(config) -> DataSpec:
   if init_tag(config):
     from jax_resnet.weights.tags import get_tag
     tag = get_tag(init_tag(config))
-    data = dataclasses.replace(data, mean=tuple(tag.mean), std=tuple(tag.std))
+    data = dataclasses.replace(data, mean=tuple(tag.mean), std=tuple(tag.std),
+                               eval_crop_fraction=tag.crop / tag.resize)
   return data
 
 
@@ -175,6 +192,7 @@ def _ask(check, value, key=None, own_choices=()):
 def validate(config, backend: Optional[str] = None):
   """Every rule on a config, in the order a reader would check them; `backend` (default:
   JAX's) resolves 'auto' options as resolve will."""
+  config = with_dataset_classes(config)
   _check_finite(config)
   _check_model(config, backend or jax.default_backend())
   _check_data(config)
@@ -195,7 +213,8 @@ def _check_model(c, backend):
   if c.stem_conv != 'auto':  # 'auto': the config's own choice, resolved per backend
     _ask(check_stem_conv, c.stem_conv, 'stem_conv', own_choices=('auto',))
   if not (_is_int(c.num_classes) and c.num_classes > 0):
-    _fail(f'num_classes must be a positive integer, got {c.num_classes!r}.')
+    _fail(f"num_classes must be a positive integer (or 0: the dataset's count), got "
+          f'{c.num_classes!r}.')
   try:  # the module's own checks (options it lacks, shortcut, rates); builds nothing
     jax_resnet.create_model(c.model, **model_kwargs(c, backend))
   except (TypeError, ValueError) as error:

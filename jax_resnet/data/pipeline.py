@@ -15,11 +15,12 @@ import numbers
 
 import numpy as np
 
+from jax_resnet.data import folder
 from jax_resnet.data import sources as sources_lib
 from jax_resnet.data import stats
 from jax_resnet.data import tfds_source
 from jax_resnet.data import transforms
-from jax_resnet.data.spec import DataSpec
+from jax_resnet.data.spec import SYNTHETIC_NUM_CLASSES, DataSpec
 from jax_resnet.errors import DataError
 
 STATE_VERSION = 1
@@ -42,12 +43,15 @@ def _derived_seed(seed, stream):
 
 def _open_sources(spec: DataSpec):
   """Sources for the dataset fields of `spec`."""
+  if folder.is_folder(spec.dataset):  # its held-out split is stratified, drawn there
+    return folder.folder_sources(spec)
   holdout = spec.holdout_size
   eval_split = None if holdout > 0 else spec.eval_split
   if spec.dataset == 'digits':
     srcs = sources_lib.digits_sources((spec.train_split, eval_split or 'test'), spec.image_size)
   elif spec.dataset == 'synthetic':
-    srcs = sources_lib.synthetic_sources(spec.image_size, spec.num_classes)
+    srcs = sources_lib.synthetic_sources(spec.image_size,
+                                         spec.num_classes or SYNTHETIC_NUM_CLASSES)
   else:
     srcs = tfds_source.tfds_sources(spec.dataset, spec.data_dir, (spec.train_split, eval_split))
   if holdout > 0:
@@ -73,11 +77,13 @@ def _normalizer(spec: DataSpec, srcs, base):
 def _resolve_cached(spec: DataSpec):
   srcs = _open_sources(spec)
   base = transforms.Preprocess(spec.image_size, spec.augment, spec.crop_padding,
-                               transforms.Normalizer(), spec.num_classes)
+                               transforms.Normalizer(), spec.num_classes,
+                               spec.eval_crop_fraction)
   pre = dataclasses.replace(base, normalizer=_normalizer(spec, srcs, base))
   size = spec.image_size
   info = sources_lib.DatasetInfo(num_classes=srcs.num_classes, num_train=len(srcs.train),
-                                 num_eval=len(srcs.eval), image_shape=(size, size, srcs.channels))
+                                 num_eval=len(srcs.eval), image_shape=(size, size, srcs.channels),
+                                 class_names=srcs.class_names, skipped=srcs.skipped)
   return _Resolved(srcs, info, pre)
 
 
@@ -92,6 +98,17 @@ def _resolve(spec: DataSpec):
 def dataset_info(spec: DataSpec):
   """DatasetInfo(num_classes, num_train, num_eval, image_shape) after any holdout."""
   return _resolve(spec).info
+
+
+def dataset_records(spec: DataSpec) -> dict:
+  """{file name: JSON value} that a workdir records about its data: `class_names.json` (a
+  list, class i's name at i) when the dataset names its classes, `split.json` (the files of
+  each split) for a folder dataset; `spec.split_record` reads the latter back on resume."""
+  sources = _resolve(spec).sources
+  records = {'class_names.json': list(sources.class_names)} if sources.class_names else {}
+  if sources.split is not None:
+    records['split.json'] = sources.split
+  return records
 
 
 def _read_options(spec):

@@ -25,6 +25,8 @@ class DatasetInfo:
   num_train: int
   num_eval: int
   image_shape: tuple[int, int, int]  # (H, W, C) as the model sees it
+  class_names: tuple = ()  # class i's name, when the dataset names its classes
+  skipped: tuple = ()      # (file, reason) of unreadable files left out (skip_unreadable)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,6 +38,9 @@ class Sources:
   channels: int
   cache_name: str  # identifies the data for cached statistics, e.g. 'cifar10-3.0.2-train'
   cache_dir: str | None = None  # where statistics may be cached on disk (None: memory only)
+  class_names: tuple = ()  # class i's name, when the dataset names its classes
+  split: dict | None = None  # the files of each split, for the workdir (folder datasets)
+  skipped: tuple = ()      # (file, reason) of unreadable files left out
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,7 +82,8 @@ def digits_sources(split_names, image_size):
   train, evals = (DigitsSource(images[by_name[s]], labels[by_name[s]], image_size)
                   for s in split_names)
   return Sources(train=train, eval=evals, num_classes=10, channels=3,
-                 cache_name=f'digits-{split_names[0]}')
+                 cache_name=f'digits-{split_names[0]}',
+                 class_names=tuple(str(digit) for digit in range(10)))
 
 
 class SyntheticSource:

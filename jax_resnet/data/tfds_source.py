@@ -109,6 +109,8 @@ def tfds_sources(name, data_dir, split_names):
   evals = open_split(name, split_names[1], data_dir, decoders) if split_names[1] else None
   channels = features['image'].shape[-1] or 3
   version = f'{b.name}-{b.version}'
+  names = getattr(features['label'], 'names', None) or ()
   return Sources(train=train, eval=evals, num_classes=int(features['label'].num_classes),
                  channels=int(channels), cache_name=f'{version}-{split_names[0]}',
+                 class_names=tuple(str(n) for n in names),
                  cache_dir=os.path.join(default_data_dir(data_dir), 'jax_resnet_cache'))

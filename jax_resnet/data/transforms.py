@@ -171,13 +171,14 @@ class Preprocess:
   crop_padding: int
   normalizer: Normalizer
   num_classes: int = 0  # > 0: labels outside [0, num_classes) are refused
+  eval_crop_fraction: float = EVAL_CROP_FRACTION  # 'inception' eval: crop side / shorter side
 
   def base(self, image, rng=None):
     """Decode and bring to size x size; random-resized crop + flip for 'inception' training."""
     image = decode(image)
     if self.augment == 'inception':
       if rng is None:
-        return center_crop_resize(image, self.image_size)
+        return center_crop_resize(image, self.image_size, self.eval_crop_fraction)
       return random_flip(random_resized_crop(image, self.image_size, rng), rng)
     return fit(image, self.image_size)
 

@@ -17,7 +17,7 @@ import numpy as np
 import jax_resnet
 from jax_resnet import data
 from jax_resnet.errors import TrainingError, UserError
-from jax_resnet.training import changes, setup, workdir as workdir_lib
+from jax_resnet.training import changes, data_records, setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
 from jax_resnet.training.signals import Interrupted, Preemption  # noqa: F401 (public here)
@@ -213,6 +213,7 @@ def _finished_summary(workdir, step):
 
 def _train_locked(spec, workdir, start_time, preemption, started):
   workdir_lib.check_config(spec, workdir)
+  spec = data_records.with_recorded_split(spec, workdir)  # a folder's files, as first listed
   info = data.dataset_info(spec.data)
   setup.check_against_dataset(spec, info)
   parts = setup.build_run(spec, info.num_train)
@@ -232,6 +233,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
   feeder = make_feeder(spec, runner, data_state if not spec.loop.device_data else None,
                        process_index, process_count)
   workdir_lib.write_config(spec, workdir)  # the resume is accepted: record its settings
+  data_records.write(spec, workdir, say)  # class_names.json, a folder's split.json
   started.append(step)
   changed = changes.changed_settings((meta or {}).get('config'), spec.settings)
   if meta is not None and (meta or {}).get('config') is not None and changed:
