@@ -6,6 +6,9 @@
     jax-resnet benchmark --model resnet20 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
 
+    jax-resnet benchmark --data folder:PATH [--workers 2]  # decoding and augmentation only,
+                                                           # beside torchvision (benchmark_data)
+
 (`python -m jax_resnet.benchmark` is the same program.)
 
 --image-size and --num-classes default to the model's own (`jax_resnet.model_info`): 224 and
@@ -233,7 +236,11 @@ def _progress(line):
 
 
 def main(argv=None, prog='python -m jax_resnet.benchmark'):
-  args = parse_args(sys.argv[1:] if argv is None else argv, prog)
+  argv = sys.argv[1:] if argv is None else argv
+  if any(a == '--data' or a.startswith('--data=') for a in argv):  # the input pipeline's
+    from jax_resnet import benchmark_data
+    return benchmark_data.main(argv, prog)
+  args = parse_args(argv, prog)
   results = {'machine': platform.processor() or platform.machine()}
   if args.vs == 'torch':  # first, in a child process, before JAX takes the device's memory
     from jax_resnet import benchmark_torch

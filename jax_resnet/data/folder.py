@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from jax_resnet.data import sources as sources_lib
-from jax_resnet.data.pixels import rgb_pixels
+from jax_resnet.data.pixels import rgb_pixels, unit_grey
 from jax_resnet.errors import DataError
 
 PREFIX = 'folder:'
@@ -105,16 +105,14 @@ def check_image(path: str):
   `MAX_IMAGE_PIXELS` (a decompression bomb), a JPEG without its end marker (truncated)."""
   from PIL import Image
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # counted below
-      with Image.open(path) as image:
-        width, height = image.size
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit and width * height > limit:
-          return (f'it declares {width}x{height} pixels, more than the {limit} PIL allows '
-                  '(a decompression bomb?)')
-        kind = image.format
-        image.verify()
+    with Image.open(path) as image:
+      width, height = image.size
+      limit = Image.MAX_IMAGE_PIXELS
+      if limit and width * height > limit:
+        return (f'it declares {width}x{height} pixels, more than the {limit} PIL allows '
+                '(a decompression bomb?)')
+      kind = image.format
+      image.verify()
     if kind == 'JPEG':
       with open(path, 'rb') as f:
         f.seek(max(0, os.path.getsize(path) - _JPEG_TAIL))
@@ -132,8 +130,12 @@ def check_image(path: str):
 def _checked(root, entries):
   """[(relative path, label)] of `entries` PIL reads, and [(relative path, reason)] of the
   others; headers are read in threads (the work is mostly waiting for storage)."""
+  from PIL import Image
   workers = min(32, 4 * (os.cpu_count() or 1))
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+  # The filter is process-wide, so it is set here, around the threads: check_image names the
+  # images PIL warns about (more pixels than its limit) in its own words.
+  with warnings.catch_warnings(), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     reasons = list(pool.map(lambda e: check_image(os.path.join(root, e[0])), entries))
   good = [e for e, reason in zip(entries, reasons) if reason is None]
   bad = [(e[0], reason) for e, reason in zip(entries, reasons) if reason is not None]
@@ -277,12 +279,17 @@ def read_record(path: str):
                     'run trains and evaluates on: restore it, or use a new --workdir.') from None
 
 
-def open_image(path: str) -> np.ndarray:
-  """(H, W, 3) pixels of the image file at `path` (`pixels.rgb_pixels`); a DataError naming the
-  file when it cannot be decoded (damaged after the header the listing checked)."""
+def open_image(path: str):
+  """The decoded image file at `path`: a PIL RGB image for 8-bit modes (the crop and resize
+  work on it without a full-size array copy), else the float (H, W, 3) array of
+  `pixels.rgb_pixels`; a DataError naming the file when it cannot be decoded (damaged after the
+  header the listing checked)."""
   from PIL import Image
   try:
     with Image.open(path) as image:
+      if unit_grey(image) is None:
+        image.load()
+        return image if image.mode == 'RGB' else image.convert('RGB')
       return rgb_pixels(image)
   except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ...
     raise DataError(f'cannot decode image {path} ({_first_line(error)}); its header was '

@@ -42,8 +42,12 @@ _DECODE_JPEG = None
 
 
 def decode(image):
-  """Returns `image` as an HWC array; encoded bytes are decoded as RGB JPEG (or PNG via PIL)."""
+  """Returns `image` as an HWC array; encoded bytes are decoded as RGB JPEG (or PNG via PIL).
+  A PIL image (an RGB one from the folder source) passes as it is: the crop and resize read it
+  without a full-size array copy."""
   global _DECODE_JPEG
+  if isinstance(image, Image.Image):
+    return image
   if isinstance(image, np.ndarray) and image.dtype != np.object_:
     return image if image.ndim == 3 else image[..., None]
   data = image.item() if isinstance(image, np.ndarray) else image
@@ -57,8 +61,15 @@ def decode(image):
 def to_float(image):
   """uint8 [0, 255] -> float32 [0, 1]; float images are assumed to be in [0, 1] already."""
   if image.dtype == np.uint8:
-    return image.astype(np.float32) * np.float32(1 / 255)
+    out = image.astype(np.float32)
+    out *= np.float32(1 / 255)  # in place: the same values as a product, one allocation less
+    return out
   return image.astype(np.float32, copy=False)
+
+
+def height_width(image):
+  """(H, W) of an HWC array or a PIL image."""
+  return (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
 
 
 def resize(image, height, width, box=None):
@@ -66,6 +77,10 @@ def resize(image, height, width, box=None):
 
   box = (left, top, right, bottom) in pixels, as PIL takes it.
   """
+  if isinstance(image, Image.Image):  # 8-bit RGB from the folder source
+    if image.size == (width, height) and box is None:
+      return np.asarray(image)
+    return np.asarray(image.resize((width, height), Image.BILINEAR, box=box))
   if image.shape[:2] == (height, width) and box is None:
     return image
   if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
@@ -82,9 +97,9 @@ def resize(image, height, width, box=None):
 def fit(image, size):
   """Square images are resized to size x size; others keep their aspect ratio (shorter side to
   `size`) and are center-cropped."""
-  h, w = image.shape[:2]
+  h, w = height_width(image)
   if (h, w) == (size, size):
-    return image
+    return np.asarray(image)
   if h == w:
     return resize(image, size, size)
   return center_crop_resize(image, size, crop_fraction=1.0)
@@ -96,7 +111,7 @@ def center_crop_resize(image, size, crop_fraction=EVAL_CROP_FRACTION):
   With crop_fraction 224/256 this equals "resize the shorter side to size*256/224, then
   center-crop size" in one resampling step (no double interpolation).
   """
-  h, w = image.shape[:2]
+  h, w = height_width(image)
   side = min(h, w) * crop_fraction
   top, left = (h - side) / 2, (w - side) / 2
   return resize(image, size, size, box=(left, top, left + side, top + side))
@@ -105,7 +120,7 @@ def center_crop_resize(image, size, crop_fraction=EVAL_CROP_FRACTION):
 def random_resized_crop(image, size, rng, scale=INCEPTION_SCALE, ratio=INCEPTION_RATIO):
   """Inception-style crop (Szegedy et al. 2015, torchvision's RandomResizedCrop rule): a random
   box covering `scale` of the area with aspect ratio in `ratio`, resized to size x size."""
-  h, w = image.shape[:2]
+  h, w = height_width(image)
   area = h * w
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
   for _ in range(10):
@@ -132,7 +147,7 @@ def random_resized_crop(image, size, rng, scale=INCEPTION_SCALE, ratio=INCEPTION
 def pad_crop(image, padding, top, left):
   """Zero-pads `padding` pixels on each side, then crops back to the input size at (top, left)
   of the padded image (0 <= top, left <= 2 * padding)."""
-  h, w = image.shape[:2]
+  h, w = height_width(image)
   padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
   return padded[top:top + h, left:left + w]
 
@@ -148,13 +163,37 @@ def random_flip(image, rng):
   return image[:, ::-1] if rng.random() < 0.5 else image
 
 
+_TILED = {}
+
+
+def _tiled(values, shape):
+  """`values` (per channel, or already an image) broadcast to `shape` as a contiguous array:
+  numpy's loops over a broadcast last axis of 3 are several times slower than over a whole
+  image; the values are the same."""
+  if values.shape == shape or values.ndim != 1:
+    return values
+  key = (values.tobytes(), values.dtype.str, shape)
+  if key not in _TILED:
+    if len(_TILED) > 16:
+      _TILED.clear()
+    _TILED[key] = np.ascontiguousarray(np.broadcast_to(values, shape))
+  return _TILED[key]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Normalizer:
   """x <- (x - mean) / std, with mean a per-pixel image or per-channel vector."""
   mean: np.ndarray | None = None
   std: np.ndarray | None = None
 
-  def __call__(self, image):
+  def __call__(self, image, in_place=False):
+    """in_place: `image` (float32) is this call's to overwrite; the values are the same."""
+    if in_place and image.dtype == np.float32:
+      if self.mean is not None:
+        image -= _tiled(self.mean, image.shape)
+      if self.std is not None:
+        image /= _tiled(self.std, image.shape)
+      return image
     if self.mean is not None:
       image = image - self.mean
     if self.std is not None:
@@ -184,7 +223,9 @@ class Preprocess:
 
   def __call__(self, example, rng=None):
     """rng None: the deterministic eval transform."""
-    image = self.normalizer(to_float(self.base(example['image'], rng)))
+    pixels = self.base(example['image'], rng)
+    # A uint8 image becomes a new float array, which normalising may then overwrite.
+    image = self.normalizer(to_float(pixels), in_place=pixels.dtype == np.uint8)
     # Padding after normalisation: the pad value 0 is then the (per-pixel) mean in input space.
     if rng is not None and self.augment == 'pad_crop_flip':
       image = random_pad_crop_flip(image, self.crop_padding, rng)
