@@ -30,12 +30,15 @@ def parse_args(argv, prog):
   p.add_argument('--workers', type=int, default=2, help='worker processes of both pipelines')
   p.add_argument('--batches', type=int, default=40, help='timed batches')
   p.add_argument('--warmup', type=int, default=4, help='untimed batches first (workers start)')
+  p.add_argument('--rounds', type=int, default=1,
+                 help='alternate the two pipelines this many times (the median is reported): '
+                      'on a shared machine the load changes between runs')
   p.add_argument('--no-torch', action='store_true', help='time our pipeline only')
   p.add_argument('--json', help='write the results to this file')
   args = p.parse_args(argv)
-  if min(args.image_size, args.batch_size, args.batches) < 1 or min(args.workers,
+  if min(args.image_size, args.batch_size, args.batches, args.rounds) < 1 or min(args.workers,
                                                                     args.warmup) < 0:
-    p.error('--image-size, --batch-size and --batches must be positive, --workers and '
+    p.error('--image-size, --batch-size, --batches and --rounds must be positive, --workers and '
             '--warmup >= 0')
   if not args.data.startswith('folder:'):
     p.error(f'--data takes folder:PATH, got {args.data!r}')
@@ -99,32 +102,49 @@ def _line(result, workers):
           f"{per_worker:7.1f} img/s per worker")
 
 
+def _median_of(runs):
+  """The run with the median rate (the lower middle one of an even count), with every rate."""
+  ordered = sorted(runs, key=lambda r: r['images_per_second'])
+  return dict(ordered[(len(ordered) - 1) // 2],
+              all_images_per_second=[r['images_per_second'] for r in runs])
+
+
 def main(argv, prog='python -m jax_resnet.benchmark'):
   args = parse_args(argv, prog)
   from jax_resnet.errors import UserError
   results = {'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
              'data': args.data, 'image_size': args.image_size, 'batch_size': args.batch_size,
-             'workers': args.workers}
+             'workers': args.workers, 'rounds': args.rounds}
   try:
-    results['ours'] = bench_ours(args)
-  except UserError as error:
-    print(f'benchmark: error: {error}', file=sys.stderr)
-    return 2
+    import torchvision  # noqa: F401
+    with_torch = not args.no_torch
+  except ImportError:
+    with_torch = False
+  ours, torch = [], []
+  for _ in range(args.rounds):
+    try:
+      ours.append(bench_ours(args))
+    except UserError as error:
+      print(f'benchmark: error: {error}', file=sys.stderr)
+      return 2
+    print(_line(ours[-1], args.workers), file=sys.stderr, flush=True)
+    if with_torch:
+      torch.append(bench_torch(args))
+      print(_line(torch[-1], args.workers), file=sys.stderr, flush=True)
+  first = ours[0]  # the later rounds find the listing cached
+  results['ours'] = dict(_median_of(ours), **{k: first[k] for k in (
+      'files', 'header_check_seconds', 'header_check_ms_per_file')})
   ours = results['ours']
   print(f"header check: {ours['files']} files in {ours['header_check_seconds']:.2f} s "
         f"({ours['header_check_ms_per_file']:.3f} ms a file)")
   print(_line(ours, args.workers))
-  try:
-    import torchvision  # noqa: F401
-    have_torch = True
-  except ImportError:
-    have_torch = False
-  if have_torch and not args.no_torch:
-    results['torch'] = bench_torch(args)
+  if with_torch:
+    results['torch'] = _median_of(torch)
     print(_line(results['torch'], args.workers))
     results['ratio_ours_over_torch'] = (ours['images_per_second'] /
                                         results['torch']['images_per_second'])
-    print(f"ours / torch images per second: {results['ratio_ours_over_torch']:.2f}x")
+    print(f"ours / torch images per second: {results['ratio_ours_over_torch']:.2f}x"
+          + (f' (medians of {args.rounds} alternating rounds)' if args.rounds > 1 else ''))
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(results, f, indent=2)

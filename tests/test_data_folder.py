@@ -95,6 +95,12 @@ def test_num_classes_comes_from_the_folder_unless_set(tmp_path):
       "--config.num_classes=3 or 0 (the folder's count).")
 
 
+def test_the_digits_name_their_classes_too():
+  digits = resolve(jr.load_config('default')).data
+  assert data.dataset_records(digits) == {'class_names.json': [str(d) for d in range(10)]}
+  assert data.dataset_info(digits).class_names == tuple('0123456789')
+
+
 def test_the_split_is_recorded_and_read_back_whatever_the_folder_gains(tmp_path):
   """What the trainer does around a run (training.data_records): the first start writes
   split.json and class_names.json, a resume reads split.json, so files added since stay out."""
@@ -264,3 +270,21 @@ def test_a_short_run_on_a_drawn_folder_learns_and_records_the_classes(tmp_path):
   record = json.loads((tmp_path / 'run' / 'split.json').read_text())
   assert sorted(p for p, _ in record['eval']) == sorted(
       p for p, _ in folder.list_folder(f'folder:{tmp_path / "photos"}').eval)
+
+
+def test_the_data_benchmark_times_both_pipelines_on_a_folder(tmp_path, capsys):
+  pytest.importorskip('torchvision')
+  from jax_resnet import benchmark
+  make_folder(tmp_path / 'photos', per_class=4)
+  code = benchmark.main(['--data', f'folder:{tmp_path / "photos"}', '--image-size', '16',
+                         '--batch-size', '4', '--workers', '0', '--batches', '2',
+                         '--warmup', '1', '--rounds', '2', '--json', str(tmp_path / 'r.json')])
+  result = json.loads((tmp_path / 'r.json').read_text())
+  assert code == 0 and result['ours']['files'] == 12 and result['workers'] == 0
+  assert len(result['ours']['all_images_per_second']) == 2 == len(
+      result['torch']['all_images_per_second'])
+  assert result['ratio_ours_over_torch'] == pytest.approx(
+      result['ours']['images_per_second'] / result['torch']['images_per_second'])
+  assert capsys.readouterr().out.splitlines()[0] == (
+      f"header check: 12 files in {result['ours']['header_check_seconds']:.2f} s "
+      f"({result['ours']['header_check_ms_per_file']:.3f} ms a file)")

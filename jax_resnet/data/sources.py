@@ -25,8 +25,11 @@ class DatasetInfo:
   num_train: int
   num_eval: int
   image_shape: tuple[int, int, int]  # (H, W, C) as the model sees it
-  class_names: tuple = ()  # class i's name, when the dataset names its classes
-  skipped: tuple = ()      # (file, reason) of unreadable files left out (skip_unreadable)
+  # Descriptions, left out of equality (two infos are equal when the model sees the same):
+  # class i's name when the dataset names its classes; (file, reason) of unreadable files
+  # left out (skip_unreadable).
+  class_names: tuple = dataclasses.field(default=(), compare=False)
+  skipped: tuple = dataclasses.field(default=(), compare=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
