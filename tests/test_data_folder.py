@@ -256,7 +256,7 @@ def test_eval_takes_the_weight_tags_centre_crop(tmp_path):
   assert float(out[0, 0, 0]) * 255 < 22 and float(out[0, -1, 0]) * 255 > 41
 
 
-def test_a_short_run_on_a_drawn_folder_learns_and_records_the_classes(tmp_path):
+def test_a_short_run_on_a_drawn_folder_learns_and_records_the_classes(tmp_path, capsys):
   make_folder(tmp_path / 'photos', per_class=30, size=32)
   c = _config(tmp_path / 'photos', image_size=16, augment='inception', batch_size=16,
               eval_batch_size=16, num_train_steps=60, learning_rate=0.05, warmup_epochs=0.0,
@@ -270,6 +270,16 @@ def test_a_short_run_on_a_drawn_folder_learns_and_records_the_classes(tmp_path):
   record = json.loads((tmp_path / 'run' / 'split.json').read_text())
   assert sorted(p for p, _ in record['eval']) == sorted(
       p for p, _ in folder.list_folder(f'folder:{tmp_path / "photos"}').eval)
+  # Resumed after the folder gained 30 images a class: the recorded files, nothing else.
+  make_folder(tmp_path / 'photos', per_class=40, size=32, seed=1)
+  pipeline._resolve_cached.cache_clear()
+  capsys.readouterr()
+  c.num_train_steps = 70
+  summary = jr.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert (summary['steps'], summary['eval_examples']) == (70, 9)
+  assert json.loads((tmp_path / 'run' / 'split.json').read_text()) == record
+  assert (f'jax_resnet: folder:{tmp_path / "photos"}: 3 classes, 81 training and 9 eval images '
+          '(files recorded in split.json).') in capsys.readouterr().out.splitlines()
 
 
 def test_the_data_benchmark_times_both_pipelines_on_a_folder(tmp_path, capsys):
