@@ -277,7 +277,7 @@ def test_the_data_keys_take_the_data_specs_defaults():
   shared = [f.name for f in dataclasses.fields(DataSpec) if f.name in base]
   # Set by the boundary from a weight tag (statistics, eval crop) and by the trainer (split.json).
   assert sorted(set(f.name for f in dataclasses.fields(DataSpec)) - set(shared)) == [
-      'eval_crop_fraction', 'mean', 'split_record', 'std']
+      'eval_crop_fraction', 'eval_interpolation', 'mean', 'split_record', 'std']
   assert {k: base[k] for k in shared} == {k: getattr(defaults, k) for k in shared}
   # num_classes 0 is the dataset's count, filled in: imagenet2012's 1000
   assert resolve(base).data == dataclasses.replace(defaults, num_classes=1000)

@@ -2,6 +2,7 @@
 record, num_classes from the folder, every bad input refused in one line before anything is
 written (skip_unreadable counts instead), the image modes, and a short training run."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -246,7 +247,12 @@ def test_eval_takes_the_weight_tags_centre_crop(tmp_path):
   c = _config(tmp_path, model='resnet50', image_size=32, dataset='digits', num_classes=10,
               init_tag='resnet50.tv2_in1k', augment='inception')
   spec = resolve(c).data
-  assert spec.eval_crop_fraction == 224 / 232
+  assert (spec.eval_crop_fraction, spec.eval_interpolation) == (224 / 232, 'bilinear')
+  c.update(model='resnet50d', init_tag='resnet50d.ra2_in1k')  # a timm tag: bicubic
+  timm_tag = jr.weights.get_tag('resnet50d.ra2_in1k')
+  spec = resolve(c).data
+  assert (spec.eval_crop_fraction, spec.eval_interpolation) == (
+      timm_tag.crop / timm_tag.resize, 'bicubic')
   ramp = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (48, 1, 3))
   pre = transforms.Preprocess(16, 'inception', 4, transforms.Normalizer(),
                               eval_crop_fraction=0.5)
@@ -254,6 +260,10 @@ def test_eval_takes_the_weight_tags_centre_crop(tmp_path):
   # the centre 24x24 of a 48x64 ramp: columns 20..43, shrunk to 16
   assert abs(float(out.mean()) * 255 - 31.5) < 0.6 and out.shape == (16, 16, 3)
   assert float(out[0, 0, 0]) * 255 < 22 and float(out[0, -1, 0]) * 255 > 41
+  bicubic = dataclasses.replace(pre, eval_interpolation='bicubic')
+  expected = np.asarray(Image.fromarray(ramp).resize((16, 16), Image.BICUBIC, box=(20, 12, 44, 36)))
+  np.testing.assert_allclose(bicubic({'image': ramp, 'label': 0})['image'] * 255, expected,
+                             atol=1e-3)
 
 
 def test_a_short_run_on_a_drawn_folder_learns_and_records_the_classes(tmp_path, capsys):

@@ -105,7 +105,8 @@ def data_spec(config) -> DataSpec:
     from jax_resnet.weights.tags import get_tag
     tag = get_tag(init_tag(config))
     data = dataclasses.replace(data, mean=tuple(tag.mean), std=tuple(tag.std),
-                               eval_crop_fraction=tag.crop / tag.resize)
+                               eval_crop_fraction=tag.crop / tag.resize,
+                               eval_interpolation=tag.interpolation)
   return data
 
 

@@ -78,7 +78,7 @@ def _resolve_cached(spec: DataSpec):
   srcs = _open_sources(spec)
   base = transforms.Preprocess(spec.image_size, spec.augment, spec.crop_padding,
                                transforms.Normalizer(), spec.num_classes,
-                               spec.eval_crop_fraction)
+                               spec.eval_crop_fraction, spec.eval_interpolation)
   pre = dataclasses.replace(base, normalizer=_normalizer(spec, srcs, base))
   size = spec.image_size
   info = sources_lib.DatasetInfo(num_classes=srcs.num_classes, num_train=len(srcs.train),

@@ -41,6 +41,8 @@ class DataSpec:
   #                                    exists (the trainer's workdir's)
   eval_crop_fraction: float = EVAL_CROP_FRACTION  # 'inception' eval: centre crop side over
   #                                    the shorter side (a weight tag's crop / resize)
+  eval_interpolation: str = 'bilinear'  # 'inception' eval: 'bilinear' | 'bicubic' (a weight
+  #                                    tag's)
 
 
 def check(spec: DataSpec):

@@ -20,6 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP_FRACTION = 224 / 256
 INCEPTION_SCALE = (0.08, 1.0)
 INCEPTION_RATIO = (3 / 4, 4 / 3)
+INTERPOLATIONS = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}  # a weight tag's names
 
 
 def _jpeg_decoder():
@@ -72,24 +73,26 @@ def height_width(image):
   return (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
 
 
-def resize(image, height, width, box=None):
-  """Bilinear (antialiased when shrinking) resize of an HWC image, optionally of a crop box.
+def resize(image, height, width, box=None, interpolation='bilinear'):
+  """Bilinear (or bicubic; antialiased when shrinking) resize of an HWC image, optionally of
+  a crop box.
 
   box = (left, top, right, bottom) in pixels, as PIL takes it.
   """
+  resample = INTERPOLATIONS[interpolation]
   if isinstance(image, Image.Image):  # 8-bit RGB from the folder source
     if image.size == (width, height) and box is None:
       return np.asarray(image)
-    return np.asarray(image.resize((width, height), Image.BILINEAR, box=box))
+    return np.asarray(image.resize((width, height), resample, box=box))
   if image.shape[:2] == (height, width) and box is None:
     return image
   if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    out = np.asarray(pil.resize((width, height), Image.BILINEAR, box=box))
+    out = np.asarray(pil.resize((width, height), resample, box=box))
     return out.reshape(height, width, image.shape[-1])
   channels = [
       np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode='F').resize(
-          (width, height), Image.BILINEAR, box=box)) for c in range(image.shape[-1])
+          (width, height), resample, box=box)) for c in range(image.shape[-1])
   ]
   return np.stack(channels, axis=-1).astype(image.dtype, copy=False)
 
@@ -105,7 +108,7 @@ def fit(image, size):
   return center_crop_resize(image, size, crop_fraction=1.0)
 
 
-def center_crop_resize(image, size, crop_fraction=EVAL_CROP_FRACTION):
+def center_crop_resize(image, size, crop_fraction=EVAL_CROP_FRACTION, interpolation='bilinear'):
   """Center crop of side min(H, W) * crop_fraction, resized to size x size.
 
   With crop_fraction 224/256 this equals "resize the shorter side to size*256/224, then
@@ -114,7 +117,8 @@ def center_crop_resize(image, size, crop_fraction=EVAL_CROP_FRACTION):
   h, w = height_width(image)
   side = min(h, w) * crop_fraction
   top, left = (h - side) / 2, (w - side) / 2
-  return resize(image, size, size, box=(left, top, left + side, top + side))
+  return resize(image, size, size, box=(left, top, left + side, top + side),
+                interpolation=interpolation)
 
 
 def random_resized_crop(image, size, rng, scale=INCEPTION_SCALE, ratio=INCEPTION_RATIO):
@@ -211,13 +215,15 @@ class Preprocess:
   normalizer: Normalizer
   num_classes: int = 0  # > 0: labels outside [0, num_classes) are refused
   eval_crop_fraction: float = EVAL_CROP_FRACTION  # 'inception' eval: crop side / shorter side
+  eval_interpolation: str = 'bilinear'  # 'inception' eval: 'bilinear' | 'bicubic'
 
   def base(self, image, rng=None):
     """Decode and bring to size x size; random-resized crop + flip for 'inception' training."""
     image = decode(image)
     if self.augment == 'inception':
       if rng is None:
-        return center_crop_resize(image, self.image_size, self.eval_crop_fraction)
+        return center_crop_resize(image, self.image_size, self.eval_crop_fraction,
+                                  self.eval_interpolation)
       return random_flip(random_resized_crop(image, self.image_size, rng), rng)
     return fit(image, self.image_size)
 
