@@ -232,6 +232,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
   feeder = make_feeder(spec, runner, data_state if not spec.loop.device_data else None,
                        process_index, process_count)
   workdir_lib.write_config(spec, workdir)  # the resume is accepted: record its settings
+  workdir_lib.write_eval_preprocessing(spec, workdir)  # how readers must feed its images
   started.append(step)
   changed = changes.changed_settings((meta or {}).get('config'), spec.settings)
   if meta is not None and (meta or {}).get('config') is not None and changed:
