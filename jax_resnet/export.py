@@ -329,10 +329,11 @@ def _check_arguments(args, info):
                     f'{args.image_size}.')
   if not args.out:
     raise UserError('--out is empty; name the program file to write.')
-  if (os.path.isdir(args.out) or os.path.isdir(args.out + METADATA_SUFFIX)
-      or not os.path.isdir(os.path.dirname(os.path.abspath(args.out)))):
-    raise UserError(f'--out {args.out}: not a file path in an existing directory (nor may '
-                    f'{args.out}{METADATA_SUFFIX} be a directory).')
+  if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+    raise UserError(f'--out {args.out}: not a file path in an existing directory.')
+  if os.path.isdir(args.out + METADATA_SUFFIX):
+    raise UserError(f'--out {args.out}: {args.out}{METADATA_SUFFIX}, where its JSON goes, is a '
+                    'directory.')
   return platforms
 
 
@@ -410,14 +411,10 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
     workdir = args.weights if predict.is_workdir(args.weights) else None
     class_names = predict.class_names_of(workdir, num_classes) or (
         weights.imagenet_classes() if num_classes == 1000 else None)
-    if workdir:
-      from jax_resnet.config import workdir_model
-      model = workdir_model(workdir, num_classes)  # the run's options (stage_sizes, ...)
-    else:
-      model = jax_resnet.create_model(args.model, num_classes=num_classes)
   except (UserError, ValueError, OSError) as error:
     print(f'export: error: {error}', file=sys.stderr)
     return 2
+  model = jax_resnet.create_model(args.model, num_classes=num_classes)
   exported = export_model(model, variables, args.image_size, args.dtype,
                           preprocessing if args.with_preprocessing else None, platforms)
   eval_transform = getattr(args, 'eval_transform', None)

@@ -206,14 +206,13 @@ def top_k(probabilities: np.ndarray, k: int):
   return [(int(i), float(probabilities[i])) for i in order]
 
 
-def classify(model_name: str, variables, images: np.ndarray, model=None) -> np.ndarray:
+def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
   """Softmax probabilities (N, classes) for preprocessed (N, H, W, 3) images, H = W = the
   model's `jax_resnet.model_info(model_name).input_size` (224 for ImageNet). Runs op by op
-  (no jit): for a handful of images that is faster than compiling the whole network.
-  `model`: the module to run (a workdir's, with its options), else the registered one."""
+  (no jit): for a handful of images that is faster than compiling the whole network."""
   import jax_resnet
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
-  model = model or jax_resnet.create_model(model_name, num_classes=num_classes)
+  model = jax_resnet.create_model(model_name, num_classes=num_classes)
   logits = model.apply(variables, images, train=False)
   return np.asarray(jax.nn.softmax(logits, axis=-1))
 
@@ -404,9 +403,6 @@ def _setup(args, weights):
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
   class_names = class_names_of(workdir, num_classes) or (
       weights.imagenet_classes() if num_classes == 1000 else [])
-  if workdir:
-    from jax_resnet.config import workdir_model
-    args.module = workdir_model(workdir, num_classes)
   return variables, prepare, class_names
 
 
@@ -426,8 +422,7 @@ def run_batches(args, variables, prepare, paths, class_names):
       padding = args.batch_size - len(batch)
       if padding:
         images = np.concatenate([images, np.zeros((padding,) + images.shape[1:], images.dtype)])
-      probabilities = classify(args.model, variables, images,
-                               getattr(args, 'module', None))[:len(batch)]
+      probabilities = classify(args.model, variables, images)[:len(batch)]
       for path, row in zip(batch, probabilities):
         tqdm.write(format_predictions(path, top_k(row, args.top), class_names), file=sys.stdout)
       sys.stdout.flush()

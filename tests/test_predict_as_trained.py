@@ -24,9 +24,8 @@ IMAGE_SIZE = 16  # the default recipe's
 
 
 def _train(workdir, normalize):
-  """The default digits recipe, a one-block-per-stage resnet20, briefly."""
+  """The default digits recipe (resnet20), briefly."""
   config = load_config('default')
-  config.model_options.stage_sizes = (1, 1, 1)
   config.normalize = normalize
   config.batch_size = 64
   config.num_train_steps = 40
@@ -139,9 +138,10 @@ def test_an_init_tags_statistics_are_recorded():
   config.model = 'preact_resnet50'
   config.normalize = 'mean_std'
   config.init_tag = 'resnetv2_50.a1h_in1k'
+  config.image_size = 32
   record = eval_record.of_spec(resolve(config).data)
   assert (record.normalize, record.mean, record.std) == ('mean_std', (0.5,) * 3, (0.5,) * 3)
-  image = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 0.75, np.float32)
+  image = np.full((32, 32, 3), 0.75, np.float32)
   np.testing.assert_array_equal(record(image), np.full_like(image, 0.5))
 
 
@@ -177,7 +177,7 @@ def test_exports_json_and_baked_preprocessing_are_the_runs(per_pixel_run, eval_i
 def _model_and_variables(workdir):
   from jax_resnet import weights
   variables = weights.load('resnet20', str(workdir))
-  model = jr.create_model('resnet20', num_classes=10, stage_sizes=(1, 1, 1))
+  model = jr.create_model('resnet20', num_classes=10)
   return model, jax.tree.map(np.asarray, variables)
 
 

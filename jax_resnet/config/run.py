@@ -39,20 +39,3 @@ def eval_preprocessing(workdir: str):
     raise ConfigError(f'{lacking} and rebuilding it from its config.json failed ({reason}); '
                       'rerun the training there with this version to record it.') from None
 
-
-def workdir_model(workdir: str, num_classes: int):
-  """The model a trainer workdir's run built (its config.json's model and model options, no
-  cross-replica BatchNorm) with `num_classes` outputs; ConfigError when config.json cannot be
-  read."""
-  import os
-  from jax_resnet.config.boundary import from_json
-  from jax_resnet.errors import ConfigError
-  import jax_resnet
-  path = os.path.join(workdir, 'config.json')
-  try:
-    with open(path) as f:
-      run = resolve(from_json(f.read()))
-  except OSError as error:
-    raise ConfigError(f'cannot read {path} ({error.strerror}): it names the model the run '
-                      'trained.') from None
-  return jax_resnet.create_model(run.model, **{**run.model_kwargs, 'num_classes': num_classes})
