@@ -28,6 +28,7 @@ import numpy as np
 
 from jax_resnet import predict
 from jax_resnet.errors import UserError
+from jax_resnet.utils import created_file_mode
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
@@ -224,7 +225,7 @@ def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tupl
   meta = {**meta, 'program_sha256': hashlib.sha256(data).hexdigest(),
           'program_bytes': len(data)}
   description = path + METADATA_SUFFIX
-  mode = 0o666 & ~_umask()
+  mode = created_file_mode()
   temporaries, backup = [], None
   target = path
   try:
@@ -251,12 +252,6 @@ def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tupl
       if os.path.lexists(name):
         os.remove(name)
   return path, description
-
-
-def _umask() -> int:
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
 
 
 def load_exported(path: str):

@@ -134,3 +134,22 @@ def test_files_get_the_mode_the_umask_gives(tmp_path, exported, umask):
   finally:
     os.umask(previous)
   assert [os.stat(p).st_mode & 0o777 for p in (out, out + '.json')] == [0o666 & ~umask] * 2
+
+
+def test_a_downloaded_file_gets_the_mode_the_umask_gives(tmp_path, monkeypatch):
+  from jax_resnet.weights import download
+  from weights_server import WeightsServer
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / 'cache'))
+  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  monkeypatch.delenv(download.OFFLINE_ENV, raising=False)
+  previous = os.umask(0o022)
+  try:
+    with WeightsServer() as server:
+      server.files['/models/weights.bin'] = b'\x01' * 1000
+      path = download.fetch_url(f'{server.url}/models/weights.bin')
+  finally:
+    os.umask(previous)
+  assert open(path, 'rb').read() == b'\x01' * 1000
+  assert os.stat(path).st_mode & 0o777 == 0o644

@@ -25,6 +25,7 @@ import numpy as np
 from jax_resnet.data import transforms
 from jax_resnet.data.spec import NORMALIZATIONS, DataSpec
 from jax_resnet.errors import DataError
+from jax_resnet.utils import created_file_mode
 
 RECORD_FILE = 'eval_preprocessing.json'
 MEAN_IMAGE_FILE = 'mean_image.npy'
@@ -108,19 +109,12 @@ def _write_atomic(path: str, payload: bytes):
       f.write(payload)
       f.flush()
       os.fsync(f.fileno())
-    os.chmod(temporary, 0o666 & ~current_umask())
+    os.chmod(temporary, created_file_mode())
     os.replace(temporary, path)
   except BaseException:
     if os.path.exists(temporary):
       os.remove(temporary)
     raise
-
-
-def current_umask() -> int:
-  """The process's umask (set and restored at once: os has no plain getter)."""
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
 
 
 def write(record: EvalPreprocessing, workdir: str):
