@@ -133,6 +133,30 @@ def test_a_record_that_cannot_be_applied_is_one_line(per_pixel_run, tmp_path, ca
       'evaluated them (eval_preprocessing.json); leave out --tag and --resize.\n')
 
 
+def test_the_analysis_tools_refuse_a_record_their_data_does_not_give(per_pixel_run,
+                                                                     tmp_path):
+  from jax_resnet.analysis import common
+  from jax_resnet.errors import DataError
+  workdir, _ = per_pixel_run
+  common.check_eval_record(str(workdir), _data_spec(workdir))  # the run's own: accepted
+  changed = tmp_path / 'changed'
+  shutil.copytree(workdir, changed)
+  record = json.loads((changed / eval_record.RECORD_FILE).read_text())
+  record.update(normalize='none', mean_image=None, mean_image_sha256=None)
+  (changed / eval_record.RECORD_FILE).write_text(json.dumps(record))
+  with pytest.raises(DataError) as caught:
+    common.workdir_subject(str(changed))
+  assert str(caught.value) == (
+      f'{changed}/{eval_record.RECORD_FILE} records another eval transform than its '
+      "config.json's data gives today (changed dataset or per-pixel mean?), so the analysis "
+      'would not see the inputs the run saw; restore the data or the record.')
+
+
+def _data_spec(workdir):
+  from jax_resnet.config import from_json
+  return resolve(from_json((workdir / 'config.json').read_text())).data
+
+
 def test_an_init_tags_statistics_are_recorded():
   config = load_config('default')
   config.model = 'preact_resnet50'
