@@ -367,8 +367,8 @@ def class_names_of(workdir, num_classes: int) -> list:
 
 
 def _setup(args, weights):
-  """(variables, prepare: path -> array, class names), args.model set: every check before
-  the first batch is decoded."""
+  """(image paths, variables, prepare: path -> array, class names), args.model set: every
+  check before the first batch is decoded."""
   import jax_resnet
   from jax_resnet.errors import UserError
   from jax_resnet.weights.pretrained import pretrained_variables
@@ -390,6 +390,9 @@ def _setup(args, weights):
     if transform['resize'] < transform['crop']:
       raise UserError(f'--resize must be >= the crop ({transform["crop"]}).')
     prepare = functools.partial(read_image, exif_transpose=args.exif_transpose, **transform)
+  paths = image_paths(args.images)
+  for path in paths:  # before the weights are read, as the images' errors are the likelier
+    check_image(path)
   if published:
     published_model, variables, _ = published
     if published_model != args.model:
@@ -403,7 +406,7 @@ def _setup(args, weights):
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
   class_names = class_names_of(workdir, num_classes) or (
       weights.imagenet_classes() if num_classes == 1000 else [])
-  return variables, prepare, class_names
+  return paths, variables, prepare, class_names
 
 
 def _os_error_line(error: OSError) -> str:
@@ -435,10 +438,7 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
   from jax_resnet.errors import UserError
   try:
     _check_sizes(args)
-    paths = image_paths(args.images)
-    for path in paths:
-      check_image(path)
-    variables, prepare, class_names = _setup(args, weights)
+    paths, variables, prepare, class_names = _setup(args, weights)
   except (ImageError, UserError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 2
