@@ -4,7 +4,7 @@ of the inference function (weights baked in, any batch size), and a JSON beside 
     python -m jax_resnet.export --model resnet50 --weights resnet50.safetensors \
         --tag resnet50.tv2_in1k --image-size 224 --out resnet50.jaxexport [--with-preprocessing]
 
-    exported = jax.export.deserialize(bytearray(open('resnet50.jaxexport', 'rb').read()))
+    exported, meta = jax_resnet.export.load_exported('resnet50.jaxexport')  # SHA-256 checked
     logits = exported.call(images)        # (N, 224, 224, 3) float32, any N
 
 docs/export.md says how to serve it and what it cannot do.
@@ -12,8 +12,11 @@ docs/export.md says how to serve it and what it cannot do.
 
 import argparse
 import dataclasses
+import errno
+import hashlib
 import json
 import os
+import secrets
 import sys
 import tempfile
 from typing import Optional, Sequence, Tuple
@@ -24,22 +27,41 @@ from jax import export as jax_export  # a submodule jax 0.7 does not import itse
 import numpy as np
 
 from jax_resnet import predict
+from jax_resnet.errors import UserError
+from jax_resnet.utils import created_file_mode
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 METADATA_SUFFIX = '.json'
 
 
+class ExportError(UserError):
+  """A program that cannot be written, or a written one that fails its check on loading."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """What `predict.preprocess` does to an image, as fields (a weight tag's, or torchvision
-  V1's): shorter side to `resize` (`interpolation`, antialiased), centre crop `crop`, scale
-  to [0, 1], normalise by `mean` and `std`."""
+  """What `predict.preprocess` does to an image, as fields (a weight tag's, torchvision
+  V1's, or a trainer workdir's eval transform): shorter side to `resize` (`interpolation`,
+  antialiased), centre crop `crop`, scale to [0, 1], subtract `mean_image` when set (a run
+  with normalize='per_pixel_mean'; (crop, crop, 3)) else `mean`, divide by `std`."""
   resize: int = predict.RESIZE
   crop: int = predict.CROP
   interpolation: str = 'bilinear'
   mean: Tuple[float, float, float] = tuple(float(v) for v in predict.IMAGENET_MEAN)
   std: Tuple[float, float, float] = tuple(float(v) for v in predict.IMAGENET_STD)
+  mean_image: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
+  normalize: str = 'mean_std'  # as the trainer's key: 'mean_std' | 'per_pixel_mean' | 'none'
+
+  @property
+  def subtracted(self) -> np.ndarray:
+    """What is subtracted from [0, 1] pixels: the mean image, else the per-channel mean."""
+    return np.float32(self.mean if self.mean_image is None else self.mean_image)
+
+  def to_json(self) -> dict:
+    fields = dataclasses.asdict(self)
+    fields['mean_image'] = None if self.mean_image is None else self.subtracted.tolist()
+    return fields
 
 
 def _keys_cubic(x, a=-0.5):
@@ -100,7 +122,7 @@ def preprocessing_function(preprocessing: Preprocessing, height: int, width: int
   interpolation = preprocessing.interpolation
   columns = _fixed_point(resampling_matrix(width, new_width, interpolation)[left:left + crop])
   rows = _fixed_point(resampling_matrix(height, new_height, interpolation)[top:top + crop])
-  mean = np.float32(preprocessing.mean)
+  mean = preprocessing.subtracted
   std = np.float32(preprocessing.std)
 
   def apply(images):
@@ -142,40 +164,118 @@ def export_model(model, variables, image_size: int, dtype: Optional[str] = None,
 
 def metadata(exported: jax_export.Exported, model_name: str, tag: Optional[str],
              image_size: int, dtype: str, preprocessing: Optional[Preprocessing],
-             mean, std, class_names) -> dict:
-  """The JSON written beside the program: what it takes and gives."""
+             mean, std, class_names, normalize: str = 'mean_std',
+             eval_transform: Optional[dict] = None) -> dict:
+  """The JSON written beside the program: what it takes and gives. `mean` is what a server
+  subtracts from [0, 1] pixels before dividing by `std`: a per-channel list, or the mean
+  image as nested (H, W, 3) lists for a run with normalize='per_pixel_mean' (the same
+  broadcasting formula serves both); `eval_transform`: a workdir's resize/crop record."""
   input_shape = [None] + [int(d) for d in exported.in_avals[0].shape[1:]]
   return {
       'model': model_name, 'tag': tag, 'image_size': image_size,
       'input_shape': input_shape, 'input_dtype': str(exported.in_avals[0].dtype),
       'output_shape': [None] + [int(d) for d in exported.out_avals[0].shape[1:]],
       'compute_dtype': dtype, 'with_preprocessing': preprocessing is not None,
-      'preprocessing': None if preprocessing is None else dataclasses.asdict(preprocessing),
-      'mean': list(mean), 'std': list(std), 'class_names': class_names,
-      'platforms': list(exported.platforms),
+      'preprocessing': None if preprocessing is None else preprocessing.to_json(),
+      'normalize': normalize, 'mean': np.asarray(mean, np.float32).tolist(),
+      'std': np.asarray(std, np.float32).tolist(), 'eval_transform': eval_transform,
+      'class_names': class_names, 'platforms': list(exported.platforms),
       'calling_convention_version': exported.calling_convention_version,
       'jax_version': jax.__version__,
   }
 
 
-def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tuple[str, str]:
-  """Writes the serialized program to `path` and the JSON to `path` + '.json', each through
-  a temporary file renamed into place, so a failure leaves neither half-written."""
-  data = bytes(exported.serialize())
-  written = []
+def _temporary(target: str, payload: bytes, mode: int) -> str:
+  """`payload` in a fresh temporary beside `target` (mkstemp: O_EXCL, never through a link),
+  synced, with `mode`; removed again if writing fails."""
+  folder = os.path.dirname(os.path.abspath(target))
+  descriptor, name = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(target)}.')
   try:
-    for target, payload in ((path, data),
-                            (path + METADATA_SUFFIX, json.dumps(meta, indent=2).encode())):
-      folder = os.path.dirname(os.path.abspath(target))
-      with tempfile.NamedTemporaryFile(dir=folder, delete=False) as f:
-        f.write(payload)
-      os.replace(f.name, target)
-      written.append(target)
+    with os.fdopen(descriptor, 'wb') as f:
+      f.write(payload)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(name, mode)
   except BaseException:
-    for target in written:
-      os.remove(target)
+    os.remove(name)
     raise
-  return path, path + METADATA_SUFFIX
+  return name
+
+
+def _keep_previous(path: str) -> Optional[str]:
+  """A hard link to the program now at `path` (None if there is none or links fail), so a
+  failed second rename can put it back."""
+  if not os.path.isfile(path) or os.path.islink(path):
+    return None
+  backup = f'{path}.previous.{secrets.token_hex(4)}'
+  try:
+    os.link(path, backup)
+  except OSError:
+    return None
+  return backup
+
+
+def write_artefact(path: str, exported: jax_export.Exported, meta: dict) -> Tuple[str, str]:
+  """Writes the serialized program to `path` and the JSON, with the program's SHA-256, to
+  `path` + '.json', as a pair: both are written to temporaries first (a full disk fails there,
+  leaving the previous pair as it was and no temporary), then renamed into place, the previous
+  program put back if the JSON's rename fails. Files get the mode the umask gives. A storage
+  failure is an ExportError."""
+  data = bytes(exported.serialize())
+  meta = {**meta, 'program_sha256': hashlib.sha256(data).hexdigest(),
+          'program_bytes': len(data)}
+  description = path + METADATA_SUFFIX
+  mode = created_file_mode()
+  temporaries, backup = [], None
+  target = path
+  try:
+    temporaries.append(_temporary(path, data, mode))
+    target = description
+    temporaries.append(_temporary(description, (json.dumps(meta, indent=2) + '\n').encode(),
+                                  mode))
+    backup = _keep_previous(path)
+    os.replace(temporaries[0], path)
+    try:
+      os.replace(temporaries[1], description)
+    except OSError:
+      if backup:
+        os.replace(backup, path)
+      raise
+  except OSError as error:
+    hint = {errno.ENOSPC: 'free space', errno.EDQUOT: 'free space (quota)'}.get(
+        error.errno, 'choose a writable --out')
+    raise ExportError(f'writing {target} failed ([Errno {error.errno}] {error.strerror}); '
+                      f'{hint} and export again (the previous files, if any, are unchanged).') \
+        from None
+  finally:
+    for name in temporaries + ([backup] if backup else []):
+      if os.path.lexists(name):
+        os.remove(name)
+  return path, description
+
+
+def load_exported(path: str):
+  """(jax.export.Exported, its JSON as a dict) of a program this module wrote, after checking
+  the program's bytes against the SHA-256 the JSON beside it records: an ExportError (one
+  line) for a missing or unreadable file, a JSON without the digest, or any changed byte."""
+  description = path + METADATA_SUFFIX
+  try:
+    with open(description, 'rb') as f:
+      meta = json.loads(f.read())
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as error:
+    raise ExportError(f'cannot read {error.filename}: {error.strerror}.') from None
+  except ValueError as error:
+    raise ExportError(f'{description} is not valid JSON ({error}): export again.') from None
+  digest = meta.get('program_sha256') if isinstance(meta, dict) else None
+  if not isinstance(digest, str):
+    raise ExportError(f'{description} records no program_sha256 (written by an older '
+                      'version), so the program cannot be checked: export it again.')
+  if hashlib.sha256(data).hexdigest() != digest:
+    raise ExportError(f'{path} does not match the SHA-256 recorded in {description} (changed '
+                      'or damaged since it was written): export it again.')
+  return jax_export.deserialize(bytearray(data)), meta
 
 
 def _parser(prog='python -m jax_resnet.export'):
@@ -207,7 +307,6 @@ def _parser(prog='python -m jax_resnet.export'):
 
 
 def _check_arguments(args, info):
-  from jax_resnet.errors import UserError
   if info.input_kind != 'image':
     raise UserError(f'{args.model} takes video clips; export takes image models.')
   if args.dtype not in DTYPES:
@@ -223,14 +322,53 @@ def _check_arguments(args, info):
   if args.image_size < smallest:
     raise UserError(f'--image-size must be at least {smallest} for {args.model}, got '
                     f'{args.image_size}.')
+  if not args.out:
+    raise UserError('--out is empty; name the program file to write.')
   if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
     raise UserError(f'--out {args.out}: not a file path in an existing directory.')
+  if os.path.isdir(args.out + METADATA_SUFFIX):
+    raise UserError(f'--out {args.out}: {args.out}{METADATA_SUFFIX}, where its JSON goes, is a '
+                    'directory.')
   return platforms
 
 
+def workdir_preprocessing(args, record) -> Preprocessing:
+  """The Preprocessing of a trainer workdir's eval transform (`record`: its
+  data.eval_record.EvalPreprocessing), for the square (S, S) images the program takes: their
+  resize to image_size is the eval pipeline's (a crop of the whole square). One line where
+  the program cannot do what the run did."""
+  size = record.image_size
+  if args.with_preprocessing and record.crop_fraction != 1.0:
+    raise UserError(f"{args.weights} evaluates a centre crop of {record.crop_fraction:g} of the "
+                    'shorter side (augment=inception), which the program cannot resample as '
+                    'the pipeline does; export without --with-preprocessing and feed images '
+                    'transformed as its eval_preprocessing.json says.')
+  if record.normalize == 'per_pixel_mean' and not args.with_preprocessing \
+      and args.image_size != size:
+    raise UserError(f'{args.weights} subtracts a {size}x{size} mean image '
+                    f"(normalize='per_pixel_mean'): pass --image-size {size}.")
+  ones, zeros = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
+  if record.normalize == 'mean_std':
+    mean, std = record.mean, record.std
+  else:  # 'none' and 'per_pixel_mean' divide by nothing; 'none' subtracts nothing
+    mean, std = zeros, ones
+  return Preprocessing(resize=size, crop=size, interpolation=record.interpolation,
+                       mean=tuple(mean), std=tuple(std), mean_image=record.mean_image,
+                       normalize=record.normalize)
+
+
 def _preprocessing(args, weights, info):
-  """The tag (from --tag or the file) and the Preprocessing of predict's rules."""
-  from jax_resnet.errors import UserError
+  """The tag (from --tag or the file) and the Preprocessing of predict's rules; a workdir's
+  own eval transform for a workdir (`jax_resnet.config.eval_preprocessing`)."""
+  if predict.is_workdir(args.weights):
+    from jax_resnet.config import eval_preprocessing
+    if args.tag:
+      raise UserError(f'{args.weights} is a training workdir: its images are fed as its run '
+                      'evaluated them (eval_preprocessing.json); leave out --tag.')
+    record = eval_preprocessing(args.weights)
+    args.eval_transform = {key: record.to_json()[key] for key in (
+        'image_size', 'crop_fraction', 'interpolation', 'antialias', 'pixel_range')}
+    return None, workdir_preprocessing(args, record)
   args.resize = None  # predict's option; export takes the tag's
   transform = predict._transform(args, weights, info.input_size)
   preprocessing = Preprocessing(**{**dataclasses.asdict(Preprocessing()), **transform})
@@ -250,7 +388,6 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
   args = _parser(prog).parse_args(argv)
   import jax_resnet
   from jax_resnet import weights
-  from jax_resnet.errors import UserError
   from jax_resnet.weights.pretrained import pretrained_variables
   try:
     if args.weights is None and not args.tag:
@@ -265,18 +402,25 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
     platforms = _check_arguments(args, info)
     tag, preprocessing = _preprocessing(args, weights, info)
     variables = published[1] if published else weights.load(args.model, args.weights)
+    num_classes = weights.trees.head_classes_of(variables)
+    workdir = args.weights if predict.is_workdir(args.weights) else None
+    class_names = predict.class_names_of(workdir, num_classes) or (
+        weights.imagenet_classes() if num_classes == 1000 else None)
   except (UserError, ValueError, OSError) as error:
     print(f'export: error: {error}', file=sys.stderr)
     return 2
-  num_classes = weights.trees.head_classes_of(variables)
   model = jax_resnet.create_model(args.model, num_classes=num_classes)
   exported = export_model(model, variables, args.image_size, args.dtype,
                           preprocessing if args.with_preprocessing else None, platforms)
-  class_names = weights.imagenet_classes() if num_classes == 1000 else None
+  eval_transform = getattr(args, 'eval_transform', None)
   meta = metadata(exported, args.model, tag, args.image_size, args.dtype,
-                  preprocessing if args.with_preprocessing else None, preprocessing.mean,
-                  preprocessing.std, class_names)
-  program, description = write_artefact(args.out, exported, meta)
+                  preprocessing if args.with_preprocessing else None, preprocessing.subtracted,
+                  preprocessing.std, class_names, preprocessing.normalize, eval_transform)
+  try:
+    program, description = write_artefact(args.out, exported, meta)
+  except ExportError as error:
+    print(f'export: error: {error}', file=sys.stderr)
+    return 2
   print(f'wrote {program} ({os.path.getsize(program)} bytes; platforms '
         f'{", ".join(exported.platforms)}) and {description}')
   return 0

@@ -5,14 +5,25 @@
     jax-resnet predict --weights model.safetensors --tag resnet50d.ra2_in1k cat.jpg
     jax-resnet predict --weights runs/cifar10_resnet20 cat.png    # a training workdir
 
+    jax-resnet predict --weights runs/finetune --batch-size 64 photos/   # a folder, recursively
+
 prints, per image, the top-5 classes with their softmax probabilities (`python -m
-jax_resnet.predict` is the same program). The model comes from --model, else the weight tag
-(--tag, or the one an .npz records), else the workdir's config.json. Images are fed at the tag's
-crop, the workdir's image_size, or the model's own input size (jax_resnet.model_info: 224 for
-ImageNet models, resized to 256 first; 32 for the CIFAR ones, resized to 32).
+jax_resnet.predict` is the same program), batch by batch as each completes, with a progress bar
+on stderr. The model comes from --model, else the weight tag (--tag, or the one an .npz
+records), else the workdir's config.json. Images are fed as the tag was published (its resize,
+crop, interpolation, mean and std), or, for a workdir, exactly as its run evaluated them (its
+eval_preprocessing.json: image size, crop, normalisation, the per-pixel mean image), or at the
+model's own input size (jax_resnet.model_info: 224 for ImageNet models, resized to 256 first;
+32 for the CIFAR ones, resized to 32) with ImageNet's mean and std.
+
+EXIF orientation is not applied by default, as torchvision's ImageFolder and `decode_image`
+(apply_exif_orientation=False), timm's datasets and the trainer's pipeline read images: the
+pixels as stored. --exif-transpose turns a photo upright first (PIL's ImageOps.exif_transpose,
+what image viewers show).
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -27,6 +38,10 @@ from jax_resnet.data.pixels import SIXTEEN_BIT_MODES, unit_grey  # noqa: F401 (p
 IMAGENET_MEAN = np.float32(transforms.IMAGENET_MEAN)
 IMAGENET_STD = np.float32(transforms.IMAGENET_STD)
 RESIZE, CROP = 256, 224
+MAX_RESIZE = 4096           # --resize's bound: a 4096-pixel shorter side is a 48 MB RGB image
+MAX_RESIZED_PIXELS = 1 << 26  # one resized image at most (64 M pixels, 192 MB in 8 bits)
+MAX_BATCH = 1024            # --batch-size's bound
+DEFAULT_BATCH = 32
 
 
 class ImageError(Exception):
@@ -66,18 +81,88 @@ def preprocess(image, resize: int = RESIZE, crop: int = CROP, interpolation: str
   return (pixels - np.float32(mean)) / np.float32(std)
 
 
-def read_image(path: str, resize: int = RESIZE, **transform) -> np.ndarray:
+def read_image(path: str, resize: int = RESIZE, exif_transpose: bool = False,
+               **transform) -> np.ndarray:
   """`preprocess` of the image file at `path` (transform: preprocess's other arguments)."""
-  from PIL import Image, UnidentifiedImageError
+  def convert(image):
+    width, height = resized_size(*image.size, shorter=resize)
+    if width * height > MAX_RESIZED_PIXELS:
+      raise ValueError(f'resizing its {image.width}x{image.height} pixels to a shorter side of '
+                       f'{resize} gives {width}x{height}, more than {MAX_RESIZED_PIXELS} '
+                       'pixels; crop it or pass a smaller --resize')
+    return preprocess(image, resize, **transform)
+  return _read(path, convert, exif_transpose)
+
+
+def read_image_as_trained(path: str, record, exif_transpose: bool = False) -> np.ndarray:
+  """The image file at `path` through a run's eval transform (`record`: its
+  data.eval_record.EvalPreprocessing): the pipeline's own code on the decoded pixels."""
+  return _read(path, lambda image: record(image_array(image)), exif_transpose)
+
+
+def image_array(image) -> np.ndarray:
+  """A PIL image as the trainer's pipeline takes it: (H, W, 3) uint8 for 8-bit modes, float32
+  in [0, 1] (the grey plane of `unit_grey`, repeated) for wider ones."""
+  grey = unit_grey(image)
+  if grey is None:
+    return np.asarray(image.convert('RGB'))
+  return np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
+
+
+def _read(path: str, convert, exif_transpose: bool = False) -> np.ndarray:
+  """convert(PIL image) of the image file at `path`; every failure an ImageError naming it."""
+  from PIL import Image, ImageOps, UnidentifiedImageError
   try:
     with Image.open(path) as image:  # reads the header only
       _check_pixels(path, image.width, image.height, Image.MAX_IMAGE_PIXELS)
-      return preprocess(image, resize, **transform)
+      return convert(ImageOps.exif_transpose(image) if exif_transpose else image)
   except Image.DecompressionBombError as error:  # PIL's own refusal, at twice its limit
     raise ImageError(f'cannot read image {path}: {str(error).splitlines()[0]}') from None
   except (OSError, UnidentifiedImageError, ValueError) as error:
     reason = getattr(error, 'strerror', None) or str(error).splitlines()[0]
     raise ImageError(f'cannot read image {path}: {reason}') from None
+
+
+def check_image(path: str):
+  """Opens the image file at `path` and checks its header (format, declared size), decoding
+  only wide-mode pixels (their range): every input is checked before the first batch runs."""
+  from PIL import Image, UnidentifiedImageError
+  try:
+    with Image.open(path) as image:
+      _check_pixels(path, image.width, image.height, Image.MAX_IMAGE_PIXELS)
+      if image.mode in SIXTEEN_BIT_MODES + ('I', 'F'):
+        unit_grey(image)  # the range check of wide modes (it decodes: such files are rare)
+  except (OSError, UnidentifiedImageError, ValueError) as error:
+    reason = getattr(error, 'strerror', None) or str(error).splitlines()[0]
+    raise ImageError(f'cannot read image {path}: {reason}') from None
+
+
+def image_paths(arguments) -> list:
+  """The image files named: a file as given; a folder, every file under it whose extension
+  PIL reads, recursively, in sorted order (sub-folders in their sorted place)."""
+  from PIL import Image
+  from jax_resnet.errors import UserError
+  extensions = set(Image.registered_extensions())
+  paths = []
+  for argument in arguments:
+    if not argument:
+      raise UserError('an image argument is empty; name image files or folders.')
+    if not os.path.isdir(argument):
+      paths.append(argument)
+      continue
+    found = []
+    for root, folders, files in os.walk(argument, onerror=_raise):
+      folders.sort()
+      found += [os.path.join(root, name) for name in files
+                if os.path.splitext(name)[1].lower() in extensions]
+    if not found:
+      raise UserError(f'folder {argument} holds no image files (of the extensions PIL reads).')
+    paths += sorted(found, key=lambda path: os.path.relpath(path, argument).split(os.sep))
+  return paths
+
+
+def _raise(error):
+  raise error
 
 
 def _check_pixels(path: str, width: int, height: int, limit: int):
@@ -126,7 +211,14 @@ def _parser(prog='python -m jax_resnet.predict'):
   parser.add_argument('--resize', type=int, default=None,
                       help='shorter side before the centre crop (overrides the tag; 256 without '
                            'one)')
-  parser.add_argument('images', nargs='+', help='image files (any format PIL reads)')
+  parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
+                      help=f'images per batch (1..{MAX_BATCH}); results print as each ends')
+  parser.add_argument('--exif-transpose', action='store_true',
+                      help="turn each image upright by its EXIF orientation first (off: the "
+                           'stored pixels, as torchvision, timm and the trainer read them)')
+  parser.add_argument('images', nargs='+',
+                      help='image files (any format PIL reads) or folders of them (recursive, '
+                           'sorted)')
   return parser
 
 
@@ -190,45 +282,147 @@ def _transform(args, weights, input_size: int = CROP) -> dict:
   return transform
 
 
-def main(argv=None, prog='python -m jax_resnet.predict') -> int:
-  args = _parser(prog).parse_args(argv)
+def _check_sizes(args):
+  from jax_resnet.errors import UserError
+  if args.top < 1:
+    raise UserError(f'--top must be >= 1, got {args.top}.')
+  if not 1 <= args.batch_size <= MAX_BATCH:
+    raise UserError(f'--batch-size must be in [1, {MAX_BATCH}], got {args.batch_size}.')
+  if args.resize is not None and not 1 <= args.resize <= MAX_RESIZE:
+    raise UserError(f'--resize must be in [1, {MAX_RESIZE}] (a shorter side in pixels), got '
+                    f'{args.resize}.')
+  for option in ('weights', 'tag', 'model'):
+    if getattr(args, option) == '':
+      raise UserError(f'--{option} is empty; name one or leave the option out.')
+
+
+def is_workdir(path) -> bool:
+  """Whether `path` is a trainer workdir (a folder with config.json or the eval record);
+  OSError when it is a folder that cannot be read."""
+  from jax_resnet.data import eval_record
+  if not path or not os.path.isdir(path):
+    return False
+  os.listdir(path)  # a folder that cannot be read fails here, with its errno and name
+  return any(os.path.isfile(os.path.join(path, name))
+             for name in ('config.json', eval_record.RECORD_FILE))
+
+
+def workdir_transform(args):
+  """(prepare, record) for a workdir: its eval transform (jax_resnet.config.eval_preprocessing);
+  --tag and --resize, which would feed it otherwise, are refused."""
+  from jax_resnet.config import eval_preprocessing
+  from jax_resnet.errors import UserError
+  if args.tag or args.resize is not None:
+    raise UserError(f'{args.weights} is a training workdir: its images are fed as its run '
+                    'evaluated them (eval_preprocessing.json); leave out --tag and --resize.')
+  record = eval_preprocessing(args.weights)
+  return functools.partial(read_image_as_trained, record=record,
+                           exif_transpose=args.exif_transpose), record
+
+
+def class_names_of(workdir, num_classes: int) -> list:
+  """The workdir's class_names.json (a JSON list of strings, one per class) when present."""
+  from jax_resnet.errors import UserError
+  path = os.path.join(workdir, 'class_names.json') if workdir else None
+  if not path or not os.path.isfile(path):
+    return []
+  try:
+    with open(path) as f:
+      names = json.load(f)
+  except (OSError, ValueError) as error:
+    raise UserError(f'cannot read {path}: {getattr(error, "strerror", None) or error}.') \
+        from None
+  if (not isinstance(names, list) or len(names) != num_classes
+      or not all(isinstance(name, str) for name in names)):
+    raise UserError(f'{path} is not a list of {num_classes} class names (strings), one per '
+                    'class of the head; restore it from the run.')
+  return names
+
+
+def _setup(args, weights):
+  """(image paths, variables, prepare: path -> array, class names), args.model set: every
+  check before the first batch is decoded."""
   import jax_resnet
-  from jax_resnet import weights
   from jax_resnet.errors import UserError
   from jax_resnet.weights.pretrained import pretrained_variables
-  try:
-    if args.weights is None and not args.tag:
-      raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
-    published = None  # (model name, variables, tag) of --tag's file when no --weights
-    if args.weights is None:
-      published = pretrained_variables(args.tag)
-      args.model = args.model or published[0]
-    args.model = model_name(args, weights)
-    info = jax_resnet.model_info(args.model)
-    if info.input_kind == 'video':
-      raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
+  if args.weights is None and not args.tag:
+    raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
+  published = None  # (model name, variables, tag) of --tag's file when no --weights
+  workdir = args.weights if is_workdir(args.weights) else None
+  if args.weights is None:
+    published = pretrained_variables(args.tag)
+    args.model = args.model or published[0]
+  args.model = model_name(args, weights)
+  info = jax_resnet.model_info(args.model)
+  if info.input_kind == 'video':
+    raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
+  if workdir:
+    prepare, _ = workdir_transform(args)
+  else:
     transform = _transform(args, weights, info.input_size)
-    if args.top < 1 or transform['resize'] < transform['crop']:
-      raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
-    images = np.stack([read_image(path, **transform) for path in args.images])
-    if published:
-      published_model, variables, _ = published
-      if published_model != args.model:
-        raise UserError(f'{args.tag} holds {published_model} weights, not {args.model}; pass '
-                        f'--model {published_model}.')
-    else:
-      variables = weights.load(args.model, args.weights)
-    if 'head' not in variables['params']:
-      raise UserError(f'{args.weights or args.tag} has no classifier head; it cannot predict '
-                      'classes.')
+    if transform['resize'] < transform['crop']:
+      raise UserError(f'--resize must be >= the crop ({transform["crop"]}).')
+    prepare = functools.partial(read_image, exif_transpose=args.exif_transpose, **transform)
+  paths = image_paths(args.images)
+  for path in paths:  # before the weights are read, as the images' errors are the likelier
+    check_image(path)
+  if published:
+    published_model, variables, _ = published
+    if published_model != args.model:
+      raise UserError(f'{args.tag} holds {published_model} weights, not {args.model}; pass '
+                      f'--model {published_model}.')
+  else:
+    variables = weights.load(args.model, args.weights)
+  if 'head' not in variables['params']:
+    raise UserError(f'{args.weights or args.tag} has no classifier head; it cannot predict '
+                    'classes.')
+  num_classes = int(variables['params']['head']['kernel'].shape[-1])
+  class_names = class_names_of(workdir, num_classes) or (
+      weights.imagenet_classes() if num_classes == 1000 else [])
+  return paths, variables, prepare, class_names
+
+
+def _os_error_line(error: OSError) -> str:
+  where = f' {error.filename}' if error.filename else ''
+  return f'cannot read{where}: {error.strerror or error}'
+
+
+def run_batches(args, variables, prepare, paths, class_names):
+  """Classifies `paths` in batches of args.batch_size (the last one padded, so every batch
+  has one shape), printing each batch's results as it ends; a progress bar on stderr."""
+  from tqdm import tqdm
+  with tqdm(total=len(paths), file=sys.stderr, unit='image', desc='predict') as bar:
+    for start in range(0, len(paths), args.batch_size):
+      batch = paths[start:start + args.batch_size]
+      images = np.stack([prepare(path) for path in batch])
+      padding = args.batch_size - len(batch)
+      if padding:
+        images = np.concatenate([images, np.zeros((padding,) + images.shape[1:], images.dtype)])
+      probabilities = classify(args.model, variables, images)[:len(batch)]
+      for path, row in zip(batch, probabilities):
+        tqdm.write(format_predictions(path, top_k(row, args.top), class_names), file=sys.stdout)
+      sys.stdout.flush()
+      bar.update(len(batch))
+
+
+def main(argv=None, prog='python -m jax_resnet.predict') -> int:
+  args = _parser(prog).parse_args(argv)
+  from jax_resnet import weights
+  from jax_resnet.errors import UserError
+  try:
+    _check_sizes(args)
+    paths, variables, prepare, class_names = _setup(args, weights)
   except (ImageError, UserError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 2
-  probabilities = classify(args.model, variables, images)
-  num_classes = probabilities.shape[-1]
-  class_names = weights.imagenet_classes() if num_classes == 1000 else []
-  for path, row in zip(args.images, probabilities):
-    print(format_predictions(path, top_k(row, args.top), class_names))
+  except OSError as error:
+    print(f'predict: error: {_os_error_line(error)}', file=sys.stderr)
+    return 2
+  try:
+    run_batches(args, variables, prepare, paths, class_names)
+  except ImageError as error:  # a file whose header read but whose pixels do not decode
+    print(f'predict: error: {error}', file=sys.stderr)
+    return 2
   return 0
 
 

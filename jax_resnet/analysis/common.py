@@ -125,6 +125,7 @@ def workdir_subject(workdir: str, dtype=None):
     raise FileNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
   with open(path) as f:
     run = resolve(from_json(f.read()))
+  check_eval_record(workdir, run.data)
   model = setup.build_model(run)
   tx = optim.make_optimizer(**dataclasses.asdict(run.optimizer))
   shape = (run.data.image_size, run.data.image_size, 3)
@@ -140,6 +141,21 @@ def workdir_subject(workdir: str, dtype=None):
   model, variables = unrolled(model, {'params': params, 'batch_stats': state.batch_stats})
   model, variables = in_dtype(model, variables, dtype)
   return Subject(f'{run.model}@{step}', model, variables, run.data, step)
+
+
+def check_eval_record(workdir: str, data: DataSpec):
+  """The analyses read the eval split through the pipeline that config.json's DataSpec builds;
+  a workdir whose recorded eval transform (data.eval_record) is another one (a dataset changed
+  since the run, a damaged record) is refused in one line rather than measured on other
+  inputs."""
+  from jax_resnet.data import eval_record
+  from jax_resnet.errors import DataError
+  record = eval_record.read(workdir)
+  if record is not None and not eval_record.same(record, eval_record.of_spec(data)):
+    raise DataError(f'{workdir}/{eval_record.RECORD_FILE} records another eval transform than '
+                    "its config.json's data gives today (changed dataset or per-pixel mean?), "
+                    'so the analysis would not see the inputs the run saw; restore the data '
+                    'or the record.')
 
 
 def unrolled(model, variables):

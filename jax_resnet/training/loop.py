@@ -234,6 +234,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
                        process_index, process_count)
   workdir_lib.write_config(spec, workdir)  # the resume is accepted: record its settings
   data_records.write(spec, workdir, say)  # class_names.json, a folder's split.json
+  workdir_lib.write_eval_preprocessing(spec, workdir)  # how readers must feed its images
   started.append(step)
   changed = changes.changed_settings((meta or {}).get('config'), spec.settings)
   if meta is not None and (meta or {}).get('config') is not None and changed:

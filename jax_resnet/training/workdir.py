@@ -13,6 +13,7 @@ import time
 
 import jax
 
+from jax_resnet.data import eval_record
 from jax_resnet.errors import TrainingError, UserError
 from jax_resnet.training.spec import RunSpec
 
@@ -164,3 +165,14 @@ def write_config(spec: RunSpec, workdir: str):
     with storage_errors(f'writing {path}'):
       os.makedirs(history, exist_ok=True)
       write_atomic(path, text)
+
+
+def write_eval_preprocessing(spec: RunSpec, workdir: str):
+  """eval_preprocessing.json (and mean_image.npy for normalize='per_pixel_mean'): what the eval
+  pipeline does to an image (`data.eval_record`), so predict and export feed the network as
+  this run evaluates it."""
+  if jax.process_index() != 0:
+    return
+  record = eval_record.of_spec(spec.data)
+  with storage_errors(f'writing {os.path.join(workdir, eval_record.RECORD_FILE)}'):
+    eval_record.write(record, workdir)

@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
+from jax_resnet.utils import created_file_mode
 from jax_resnet.weights.trees import WeightsFileError
 
 CACHE_ENV, MIRROR_ENV, OFFLINE_ENV = 'JAX_RESNET_CACHE', 'JAX_RESNET_MIRROR', 'JAX_RESNET_OFFLINE'
@@ -101,6 +102,7 @@ def fetch_url(url: str, size: Optional[int] = None) -> str:
     with os.fdopen(handle, 'wb') as out:
       digest, written = _download(mirrored(url), out, name)
     _verify(url, path, written, digest, size)
+    os.chmod(partial, created_file_mode())  # mkstemp's 0600 would ignore the umask
     os.replace(partial, path)
   finally:
     if os.path.exists(partial):
