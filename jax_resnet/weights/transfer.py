@@ -134,11 +134,16 @@ class _WatchedStream:
     self._inner.close()
 
 
+def _on_request(request):
+  deadline = getattr(_local, 'deadline', None)
+  if deadline is not None and request.method == 'GET':
+    deadline.request()  # raises before a GET past the bound is sent
+
+
 def _on_response(response):
   deadline = getattr(_local, 'deadline', None)
   if deadline is None or response.request.method != 'GET' or response.status_code >= 300:
     return
-  deadline.request()
   length = response.headers.get('Content-Length')
   total = response.headers.get('Content-Range', '').rpartition('/')[2] or length
   deadline.expect(int(total) if total and total.isdigit() else None)
@@ -157,7 +162,8 @@ def hub_deadline(what: str, url: str):
   client = get_session()
   hooks = client.event_hooks
   if _on_response not in hooks.get('response', []):
-    client.event_hooks = {**hooks, 'response': [*hooks.get('response', []), _on_response]}
+    client.event_hooks = {'request': [*hooks.get('request', []), _on_request],
+                          'response': [*hooks.get('response', []), _on_response]}
   _local.deadline = Deadline(what, url)
   try:
     yield _local.deadline
