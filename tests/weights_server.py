@@ -86,7 +86,8 @@ class WeightsServer:
     self._httpd.owner = self
     self._httpd.daemon_threads = True
     self.url = f'http://127.0.0.1:{self._httpd.server_address[1]}'
-    self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+    self._thread = threading.Thread(  # a short poll: stop() returns at once
+        target=self._httpd.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
 
   def __enter__(self):
     self._thread.start()

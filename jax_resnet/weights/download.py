@@ -95,7 +95,7 @@ def fetch_url(url: str, size: Optional[int] = None) -> str:
   path = cache_path(url)
   name = os.path.basename(path)
   if os.path.isfile(path):
-    problem = cache_check.problem_at_rest(url, path)
+    problem = _read_check(lambda: cache_check.problem_at_rest(url, path), path, url)
     if problem is None:
       return path
     if offline():
@@ -105,7 +105,8 @@ def fetch_url(url: str, size: Optional[int] = None) -> str:
           'network.', url, path)
     _log.warning('the cached %s is not the file of %s: %s; deleted, fetching it again.', path,
                  url, problem)
-    cache_check.remove_entry(path)
+    with _cache_writes(os.path.dirname(path), url):
+      cache_check.remove_entry(path)
   elif offline():
     raise DownloadError(
         f'{name} is not in the cache and downloads are off ({OFFLINE_ENV} or HF_HUB_OFFLINE); '
@@ -122,6 +123,15 @@ def fetch_url(url: str, size: Optional[int] = None) -> str:
       cache_check.write_record(path, url, source, written, digest)
       os.replace(partial, path)
   return path
+
+
+def _read_check(check, path: str, url: str):
+  """check() (which reads the cached file at `path`), an unreadable file one CacheError."""
+  try:
+    return check()
+  except OSError as error:
+    raise CacheError(f'cannot read the cached {path}: {error.strerror or error}. Make it '
+                     'readable, or delete it to fetch it again.', url, path) from None
 
 
 class _cache_writes:
@@ -287,7 +297,7 @@ def _hub_cache() -> str:
 def _cached_hub_file_is_good(repo_id: str, filename: str, path: str, url: str) -> bool:
   """Whether the Hub cache's file still is its blob; a bad one is deleted (False), or refused
   offline naming the file to delete."""
-  mismatch = cache_check.hub_blob_mismatch(path)
+  mismatch = _read_check(lambda: cache_check.hub_blob_mismatch(path), path, url)
   if mismatch is None:
     return True
   blob = os.path.realpath(path)
@@ -299,9 +309,10 @@ def _cached_hub_file_is_good(repo_id: str, filename: str, path: str, url: str) -
         f'it again on a machine with network (`hf download {repo_id} {filename}`).', url)
   _log.warning('the cached %s of %s (%s) is corrupt: %s; deleted, fetching it again.', filename,
                repo_id, blob, problem)
-  for stale in {path, blob}:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(stale)
+  with _cache_writes(os.path.dirname(blob), url):
+    for stale in {path, blob}:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(stale)
   return False
 
 

@@ -10,6 +10,7 @@ renamed into the cache.
 """
 
 import contextlib
+import importlib
 import os
 import threading
 import time
@@ -147,21 +148,23 @@ def _on_response(response):
   length = response.headers.get('Content-Length')
   total = response.headers.get('Content-Range', '').rpartition('/')[2] or length
   deadline.expect(int(total) if total and total.isdigit() else None)
-  import httpx2
-  inner = response.stream
+  # httpx, or the httpx2 of newer huggingface_hub versions: its stream base class.
+  package = importlib.import_module(type(response).__module__.split('.')[0])
 
-  class Stream(_WatchedStream, httpx2.SyncByteStream):
+  class Stream(_WatchedStream, package.SyncByteStream):
     pass
-  response.stream = Stream(inner, deadline)
+  response.stream = Stream(response.stream, deadline)
 
 
 @contextlib.contextmanager
 def hub_deadline(what: str, url: str):
-  """Within this block, huggingface_hub's GETs in this thread run under one Deadline."""
+  """Within this block, huggingface_hub's GETs in this thread run under one Deadline (with
+  huggingface_hub >= 1.0, whose shared client is httpx's; before, its requests session has no
+  such hooks and only its own timeouts apply)."""
   from huggingface_hub.utils import get_session
   client = get_session()
-  hooks = client.event_hooks
-  if _on_response not in hooks.get('response', []):
+  hooks = getattr(client, 'event_hooks', None)
+  if hooks is not None and _on_response not in hooks.get('response', []):
     client.event_hooks = {'request': [*hooks.get('request', []), _on_request],
                           'response': [*hooks.get('response', []), _on_response]}
   _local.deadline = Deadline(what, url)
