@@ -259,6 +259,29 @@ def test_a_killed_download_leaves_a_partial_that_the_next_call_removes(server, t
   assert open(folder / name, 'rb').read() == data
 
 
+def test_a_dead_hub_download_temporary_is_removed_once_its_lock_is_free(env, tmp_path):
+  """huggingface_hub's `<etag>.<random>.incomplete` of a killed download: removed by the next
+  call only when huggingface_hub's own lock for that blob is free (its holder has died)."""
+  cache, etag = tmp_path / 'hf' / 'hub', hashlib.sha256(b'x').hexdigest()
+  folder = 'models--owner--weights'  # huggingface_hub's folder of the model repository
+  blobs, locks = cache / folder / 'blobs', cache / '.locks' / folder
+  blobs.mkdir(parents=True)
+  locks.mkdir(parents=True)
+  (blobs / f'{etag}.0123abcd.incomplete').write_bytes(b'half')
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); '
+       'lock.acquire(); print(flush=True); time.sleep(60)', str(locks / f'{etag}.lock')],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    holder.stdout.readline()
+    assert cache_check.remove_stale_hub_temporaries(str(cache), REPO) == 0  # a live download
+  finally:
+    holder.kill()
+    holder.wait(timeout=30)
+  assert cache_check.remove_stale_hub_temporaries(str(cache), REPO) == 1
+  assert list(blobs.iterdir()) == []
+
+
 # --- bodies refused before they reach the cache; the mirror recorded (item 6)
 
 def test_an_html_page_is_not_cached_as_the_npz(server, tmp_path):
