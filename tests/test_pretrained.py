@@ -184,7 +184,8 @@ def test_torchvision_file_is_verified_loaded_and_cached(env, torchvision_resnet1
     model, variables = load_pretrained(tag)
     assert _relative_error(model, variables, x, expected) <= REL_TOL
     assert server.requests == 1
-  assert _files_under(tmp_path / 'cache') == [
+  assert _files_under(tmp_path / 'cache') == [  # the file and the record of its download
+      os.path.join('download.pytorch.org', 'models', f'.resnet18-{prefix}.pth.json'),
       os.path.join('download.pytorch.org', 'models', f'resnet18-{prefix}.pth')]
   model, again = load_pretrained(tag)  # server stopped: from the cache
   assert server.requests == 1

@@ -1,9 +1,11 @@
 """A loopback HTTP server standing in for the Hugging Face Hub and download hosts in tests:
-serves in-memory files on 127.0.0.1, counts requests, can cut a response halfway."""
+serves in-memory files on 127.0.0.1, counts requests, can cut a response halfway, cut every
+response (ignoring Range), drip a body slowly or send it without a length."""
 
 import hashlib
 import http.server
 import threading
+import time
 
 COMMIT = 'c0ffee' * 6 + 'c0ff'  # 40 hex digits: the Hub's revision header
 
@@ -35,7 +37,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.end_headers()
       return
     self.send_response(200)
-    self.send_header('Content-Length', str(len(data)))
+    if path in server.no_length:  # the body ends when the connection closes
+      self.send_header('Connection', 'close')
+      self.close_connection = True
+    else:
+      self.send_header('Content-Length', str(len(data)))
     etag = server.etags.get(path, hashlib.sha256(data).hexdigest())
     self.send_header('ETag', f'"{etag}"')
     self.send_header('X-Repo-Commit', COMMIT)
@@ -47,22 +53,41 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       server.refuse = True
       self.close_connection = True
       return
+    if path in server.cut_every:  # half the body, then the connection drops; Range ignored
+      self.wfile.write(data[:len(data) // 2])
+      self.close_connection = True
+      return
+    if path in server.drip:  # (bytes, seconds): that many bytes, then a pause, until stopped
+      piece, pause = server.drip[path]
+      for start in range(0, len(data), piece):
+        if server.stopping.is_set():
+          break
+        self.wfile.write(data[start:start + piece])
+        self.wfile.flush()
+        time.sleep(pause)
+      self.close_connection = True
+      return
     self.wfile.write(data)
 
 
 class WeightsServer:
   """`with WeightsServer() as server:` serves `server.files` (URL path -> bytes) at
   `server.url`; `etags` overrides a file's announced SHA-256, `cut` lists paths sent
-  halfway (the server then answers 503)."""
+  halfway (the server then answers 503), `cut_every` paths sent halfway on every request,
+  `drip` maps a path to (bytes, seconds) sent at a time, `no_length` paths get no
+  Content-Length."""
 
   def __init__(self):
     self.files, self.etags, self.cut = {}, {}, set()
+    self.cut_every, self.drip, self.no_length = set(), {}, set()
+    self.stopping = threading.Event()
     self.requests, self.refuse, self.lock = 0, False, threading.Lock()
     self._httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
     self._httpd.owner = self
     self._httpd.daemon_threads = True
     self.url = f'http://127.0.0.1:{self._httpd.server_address[1]}'
-    self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+    self._thread = threading.Thread(  # a short poll: stop() returns at once
+        target=self._httpd.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
 
   def __enter__(self):
     self._thread.start()
@@ -72,6 +97,7 @@ class WeightsServer:
     self.stop()
 
   def stop(self):
+    self.stopping.set()  # ends the drips
     if self._thread.is_alive():
       self._httpd.shutdown()
       self._thread.join(timeout=10)

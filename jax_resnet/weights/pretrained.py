@@ -14,7 +14,6 @@ config.json names the `architecture`) or a transformers `ResNetForImageClassific
 
 import json
 import logging
-import math
 from typing import Optional
 
 import jax
@@ -22,7 +21,7 @@ import numpy as np
 
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import create_model, list_models
-from jax_resnet.weights import download, files, tags
+from jax_resnet.weights import download, files, hub_config, tags
 from jax_resnet.weights.trees import WeightsError, head_classes_of, merge_pretrained
 
 HUB_PREFIX = 'hf-hub:'
@@ -100,37 +99,6 @@ def _hub_repository(repo_id: str):
   return name, variables
 
 
-# transformers' image processors name PIL's filters by number.
-_RESAMPLE = {2: 'bilinear', 3: 'bicubic'}
-
-
-def _processor_transform(processor: dict, what: str) -> dict:
-  """preprocess's arguments from a transformers preprocessor_config.json, by the rule of the
-  ConvNext image processor that microsoft/resnet-* name (and its defaults): below 384, resize
-  the shorter side to int(size / crop_pct) and crop size; from 384 on, resize to size."""
-  size = processor.get('size', 384)
-  size = size.get('shortest_edge', size.get('height')) if isinstance(size, dict) else size
-  resample = processor.get('resample', 3)
-  if not isinstance(size, int) or resample not in _RESAMPLE:
-    raise WeightsError(f'{what}: size {size!r} and resample {resample!r} are not a shorter '
-                       'side and a bilinear (2) or bicubic (3) filter.')
-  crop_pct = float(processor.get('crop_pct') or 224 / 256)
-  return dict(crop=size, resize=int(size / crop_pct) if size < 384 else size,
-              interpolation=_RESAMPLE[resample],
-              mean=tuple(processor.get('image_mean', tags.INCEPTION_MEAN)),
-              std=tuple(processor.get('image_std', tags.INCEPTION_STD)))
-
-
-def _timm_transform(cfg: dict) -> dict:
-  """preprocess's arguments from a timm config.json's pretrained_cfg (timm's default eval
-  transform: input_size, crop_pct, interpolation, mean, std)."""
-  size = int(cfg['input_size'][-1])
-  return dict(crop=size, resize=math.floor(size / float(cfg.get('crop_pct', 0.875))),
-              interpolation=cfg.get('interpolation', 'bilinear'),
-              mean=tuple(cfg.get('mean', tags.IMAGENET_MEAN)),
-              std=tuple(cfg.get('std', tags.IMAGENET_STD)))
-
-
 def hub_tag(tag: str) -> Optional[tags.WeightTag]:
   """The WeightTag of 'hf-hub:<repo>' with the preprocessing the repository records: a
   transformers repository's preprocessor_config.json (when it has one), a timm repository's
@@ -142,16 +110,16 @@ def hub_tag(tag: str) -> Optional[tags.WeightTag]:
     if path is None:
       return None
     what = f'{PREPROCESSOR_FILE} of {repo_id}'
-    transform = _processor_transform(_read_json(path, what), what)
+    transform = hub_config.processor_transform(_read_json(path, what), what)
   elif isinstance(config.get('pretrained_cfg'), dict) and config['pretrained_cfg'].get(
       'input_size'):
-    transform = _timm_transform(config['pretrained_cfg'])
+    transform = hub_config.timm_transform(config['pretrained_cfg'],
+                                         f'{CONFIG_FILE} of {repo_id}')
   else:
     return None
   return tags.WeightTag(tag, name, kind, tag, str(config.get('license', 'see the repository')),
-                        None, num_classes=int(config.get('num_classes')
-                                              or len(config.get('id2label') or {}) or 1000),
-                        **transform)
+                        None, num_classes=hub_config.num_classes(
+                            config, f'{CONFIG_FILE} of {repo_id}'), **transform)
 
 
 def load_pretrained(tag, *, rng=None, **options):
