@@ -73,6 +73,15 @@ def is_tag_like(source) -> bool:
       source in tags.TAGS or source in registry.list_models()))
 
 
+def model_of_tag(source) -> str:
+  """The registry model a tag-like source holds, without reading its weights (a Hub
+  repository's config.json is fetched)."""
+  from jax_resnet.weights import pretrained
+  if not isinstance(source, tags.WeightTag) and source.startswith(HUB_PREFIX):
+    return pretrained._hub_model(source[len(HUB_PREFIX):])[2]
+  return pretrained.resolve_tag(source).model
+
+
 def read_pretrained(source, model: Optional[str] = None) -> Pretrained:
   """The `Pretrained` record of `source` (see the module's text). `model` names the registry
   model when the source does not say it; when the source does, a different `model` is a
