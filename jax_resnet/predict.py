@@ -121,13 +121,14 @@ def top_k(probabilities: np.ndarray, k: int):
   return [(int(i), float(probabilities[i])) for i in order]
 
 
-def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
+def classify(model_name: str, variables, images: np.ndarray, **options) -> np.ndarray:
   """Softmax probabilities (N, classes) for preprocessed (N, H, W, 3) images, H = W = the
   model's `jax_resnet.model_info(model_name).input_size` (224 for ImageNet). Runs op by op
-  (no jit): for a handful of images that is faster than compiling the whole network."""
+  (no jit): for a handful of images that is faster than compiling the whole network.
+  options: create_model's, those the weights need (`Pretrained.options`)."""
   import jax_resnet
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
-  model = jax_resnet.create_model(model_name, num_classes=num_classes)
+  model = jax_resnet.create_model(model_name, num_classes=num_classes, **options)
   logits = model.apply(variables, images, train=False)
   return np.asarray(jax.nn.softmax(logits, axis=-1))
 
@@ -176,22 +177,21 @@ def _workdir_config(path: str) -> dict:
     return json.load(f)
 
 
-def model_name(args, weights) -> str:
-  """--model, else the weight tag's model (--tag or the tag an .npz records), else the model in
-  the workdir's config.json."""
+def load_weights(args, weights):
+  """The `weights.loader.Pretrained` of --weights (a file or workdir) or, without it, of --tag
+  (the published file), through the one loader. The model is --model, else the weight tag's
+  (--tag, or the one an .npz records), else what the loader works out from the source."""
   from jax_resnet.errors import UserError
-  from jax_resnet.weights.pretrained import resolve_tag
-  if args.model:
-    return args.model
-  name = args.tag or weights.read_tag(args.weights)
-  tag = resolve_tag(name) if name else None
-  if tag:
-    return tag.model
-  config = _workdir_config(args.weights)
-  if config.get('model'):
-    return config['model']
-  raise UserError(f'{args.weights} does not say which model it holds (no weight tag, not a '
-                  'training workdir); pass --model NAME (a name from jax_resnet.list_models()).')
+  from jax_resnet.weights import loader
+  hint = args.model
+  tag = args.tag or (weights.read_tag(args.weights) if args.weights else None)
+  if hint is None and tag and args.weights is not None:
+    hint = loader.model_of_tag(tag)
+  try:
+    return loader.read_pretrained(args.weights if args.weights is not None else args.tag, hint)
+  except loader.ModelNotKnownError as error:
+    raise UserError(f'{args.weights} does not say which model it holds ({error.reason}); '
+                    'pass --model NAME (a name from jax_resnet.list_models()).') from None
 
 
 def _transform(args, weights, input_size: int = CROP) -> dict:
@@ -222,15 +222,13 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
   import jax_resnet
   from jax_resnet import weights
   from jax_resnet.errors import UserError
-  from jax_resnet.weights.pretrained import pretrained_variables
   try:
     if args.weights is None and not args.tag:
       raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
-    published = None  # (model name, variables, tag) of --tag's file when no --weights
-    if args.weights is None:
-      published = pretrained_variables(args.tag)
-      args.model = args.model or published[0]
-    args.model = model_name(args, weights)
+    found = None  # the one loader (tag, file or workdir), after the arguments' own checks
+    if args.model is None:
+      found = load_weights(args, weights)
+      args.model = found.model
     info = jax_resnet.model_info(args.model)
     if info.input_kind == 'video':
       raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
@@ -238,22 +236,18 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
     if args.top < 1 or transform['resize'] < transform['crop']:
       raise UserError(f'--top must be >= 1 and --resize >= the crop ({transform["crop"]}).')
     images = np.stack([read_image(path, **transform) for path in args.images])
-    if published:
-      published_model, variables, _ = published
-      if published_model != args.model:
-        raise UserError(f'{args.tag} holds {published_model} weights, not {args.model}; pass '
-                        f'--model {published_model}.')
-    else:
-      variables = weights.load(args.model, args.weights)
+    found = found or load_weights(args, weights)
+    variables = found.variables
     if 'head' not in variables['params']:
       raise UserError(f'{args.weights or args.tag} has no classifier head; it cannot predict '
                       'classes.')
   except (ImageError, UserError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 2
-  probabilities = classify(args.model, variables, images)
+  probabilities = classify(args.model, variables, images, **found.options)
   num_classes = probabilities.shape[-1]
-  class_names = weights.imagenet_classes() if num_classes == 1000 else []
+  class_names = list(found.class_names or ()) or (
+      weights.imagenet_classes() if num_classes == 1000 else [])
   for path, row in zip(args.images, probabilities):
     print(format_predictions(path, top_k(row, args.top), class_names))
   return 0

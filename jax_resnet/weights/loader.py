@@ -111,7 +111,8 @@ def _read_published(source) -> Pretrained:
 
 
 def _read_path(path: str, model: Optional[str]) -> Pretrained:
-  if not os.path.exists(path):
+  looks_like_a_file = os.sep in path or os.path.splitext(path)[1].lower() in files.SUFFIX_KINDS
+  if not os.path.exists(path) and not looks_like_a_file:
     close = ''
     if os.sep not in path:
       import difflib
@@ -129,8 +130,10 @@ def _read_path(path: str, model: Optional[str]) -> Pretrained:
 
 
 def _ask_for_model(path: str, what: str):
-  raise ModelNotKnownError(f'{path} does not say which model it holds ({what}); pass '
-                           "model='NAME' (a name from jax_resnet.list_models()).")
+  error = ModelNotKnownError(f'{path} does not say which model it holds ({what}); pass '
+                             "model='NAME' (a name from jax_resnet.list_models()).")
+  error.reason = what
+  raise error
 
 
 def _state_dict_file(path: str, model: Optional[str]) -> Pretrained:
