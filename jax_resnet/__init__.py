@@ -27,7 +27,7 @@ false_alarms.install()
 __all__ = [
     'BasicBlock', 'BottleneckBlock', 'FeatureLevel', 'ModelInfo', 'PreActBasicBlock',
     'PreActBottleneckBlock', 'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet',
-    'base_config', 'config', 'count_params', 'finetune', 'create_model', 'feature_info', 'list_models',
-    'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
+    'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'finetune',
+    'list_models', 'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
     'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
 ]
