@@ -81,7 +81,8 @@ def sources(tmp_path_factory):
 
 
 # Each kind's reader is tested on its own elsewhere: two run by default, the rest in CI.
-KINDS = [pytest.param(kind, marks=pytest.mark.slow) if kind in ('torch', 'orbax', 'safetensors', 'flax_checkpoint')
+_IN_CI = ('torch', 'orbax', 'safetensors', 'flax_checkpoint')
+KINDS = [pytest.param(kind, marks=pytest.mark.slow) if kind in _IN_CI
          else kind for kind in ('safetensors', 'torch', 'npz', 'flax_checkpoint', 'orbax',
                                 'flax_example')]
 
