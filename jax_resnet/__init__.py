@@ -7,7 +7,7 @@
     model, variables = jr.load_pretrained('resnet50.tv2_in1k')   # published weights
 """
 
-from jax_resnet import config, false_alarms
+from jax_resnet import config, false_alarms, finetune
 from jax_resnet import nnx as nnx  # jax_resnet.nnx: the same models as Flax NNX modules
 from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
                                PreActBottleneckBlock)
@@ -27,7 +27,7 @@ false_alarms.install()
 __all__ = [
     'BasicBlock', 'BottleneckBlock', 'FeatureLevel', 'ModelInfo', 'PreActBasicBlock',
     'PreActBottleneckBlock', 'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet',
-    'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'list_models',
-    'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
+    'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'finetune',
+    'list_models', 'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
     'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
 ]

@@ -388,28 +388,26 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
   args = _parser(prog).parse_args(argv)
   import jax_resnet
   from jax_resnet import weights
-  from jax_resnet.weights.pretrained import pretrained_variables
   try:
     if args.weights is None and not args.tag:
       raise UserError('pass --weights FILE, or --tag TAG to bake in a published file.')
-    published = pretrained_variables(args.tag) if args.weights is None else None
-    if published and args.model not in (None, published[0]):
-      raise UserError(f'{args.tag} holds {published[0]} weights, not {args.model}; pass '
-                      f'--model {published[0]} or leave --model out.')
-    args.model = args.model or (published[0] if published else None)
-    args.model = predict.model_name(args, weights)
+    found = None  # the one loader (tag, file or workdir), after the arguments' own checks
+    if args.model is None:
+      found = predict.load_weights(args, weights)
+      args.model = found.model
     info = jax_resnet.model_info(args.model)
     platforms = _check_arguments(args, info)
     tag, preprocessing = _preprocessing(args, weights, info)
-    variables = published[1] if published else weights.load(args.model, args.weights)
+    found = found or predict.load_weights(args, weights)
+    variables = found.variables
     num_classes = weights.trees.head_classes_of(variables)
     workdir = args.weights if predict.is_workdir(args.weights) else None
-    class_names = predict.class_names_of(workdir, num_classes) or (
-        weights.imagenet_classes() if num_classes == 1000 else None)
+    class_names = (predict.class_names_of(workdir, num_classes) or list(found.class_names or ())
+                   or (weights.imagenet_classes() if num_classes == 1000 else None))
   except (UserError, ValueError, OSError) as error:
     print(f'export: error: {error}', file=sys.stderr)
     return 2
-  model = jax_resnet.create_model(args.model, num_classes=num_classes)
+  model = jax_resnet.create_model(args.model, num_classes=num_classes, **found.options)
   exported = export_model(model, variables, args.image_size, args.dtype,
                           preprocessing if args.with_preprocessing else None, platforms)
   eval_transform = getattr(args, 'eval_transform', None)

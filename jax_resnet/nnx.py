@@ -54,20 +54,32 @@ class BridgedModel(flax_nnx.Module):
   statistics, `use_running_average=False, deterministic=True` updates the statistics without
   dropping anything.
 
-  `model.module` is the Linen module; `model.params` and `model.batch_stats` are the Linen
-  variable trees with `nnx.Param` / `nnx.BatchStat` leaves (`to_linen` gives plain arrays).
+  `model.module` is the Linen module; `model.params` and `model.batch_stats` are its
+  variable trees with `nnx.Param` / `nnx.BatchStat` leaves, except the classifier: that is
+  `model.head`, a native `nnx.Linear` on the pooled features (None for a backbone), so
+  `model.head = nnx.Linear(2048, 5, rngs=...)` swaps it and `nnx.PathContains('head')`
+  selects it. `to_linen` gives the Linen variables back, the head under params/head.
+
+  A model built with `freeze_batch_norm=True` reads its running statistics in training mode
+  too and writes nothing back, so it can be split and merged inside `jax.grad`.
   """
 
-  def __init__(self, module, variables, *, rngs: Optional[flax_nnx.Rngs] = None):
+  def __init__(self, module, variables, *, rngs: Optional[flax_nnx.Rngs] = None,
+               head: Optional[flax_nnx.Linear] = None):
     variables = unfreeze(variables)
     extra = sorted(set(variables) - set(_COLLECTIONS))
     if extra or 'params' not in variables:
       raise ValueError(f'{type(module).__name__} variables must be {{"params", "batch_stats"}}'
                        f', got collections {sorted(variables)}.')
     self.module = module
-    self.params = flax_nnx.data(jax.tree.map(flax_nnx.Param, variables['params']))
+    params = dict(variables['params'])
+    held_head = params.pop('head', None)
+    self.params = flax_nnx.data(jax.tree.map(flax_nnx.Param, params))
     self.batch_stats = flax_nnx.data(
         jax.tree.map(flax_nnx.BatchStat, variables.get('batch_stats', {})))
+    if head is None and held_head is not None:
+      head = _linear_holding(module, held_head)
+    self.head = head if head is not None else flax_nnx.data(None)
     self.use_running_average = False
     self.deterministic = False
     if rngs is None:
@@ -95,26 +107,37 @@ class BridgedModel(flax_nnx.Module):
 
   def __call__(self, x, *, return_features: bool = False, rngs=None):
     """Logits (or the features dict) for a batch `x`; `rngs` (nnx.Rngs, RngStream or key)
-    overrides the stream given at construction for this call's dropout masks."""
-    batch_stats_mode = not self.use_running_average
+    overrides the stream given at construction for this call's dropout masks. The Linen
+    network runs without its head (num_classes=0, the pooled features); `self.head` maps
+    them to logits."""
+    # A frozen-statistics network (freeze_batch_norm) never writes them back, so the model
+    # can be merged and called inside jax.grad without touching variables from outside.
+    batch_stats_mode = not (self.use_running_average
+                            or getattr(self.module, 'freeze_batch_norm', False))
     dropping = not self.deterministic and self.stochastic
-    module = self.module
+    changes = {'num_classes': 0}
     if batch_stats_mode and not dropping and self.stochastic:
       # Batch statistics without masks: the same network with the drop rates at zero.
-      module = module.clone(**{k: 0.0 for k in _STOCHASTIC_OPTIONS if hasattr(module, k)})
+      changes.update({k: 0.0 for k in _STOCHASTIC_OPTIONS if hasattr(self.module, k)})
     elif dropping and not batch_stats_mode:
-      module = module.clone(freeze_batch_norm=True)
+      changes['freeze_batch_norm'] = True
+    backbone = self.module.clone(**changes)
     variables = {'params': _values(self.params), 'batch_stats': _values(self.batch_stats)}
     if not (batch_stats_mode or dropping):
-      return module.apply(variables, x, train=False, return_features=return_features)
-    apply_rngs = {'dropout': self._dropout_key(rngs)} if dropping else {}
-    out, updates = module.apply(variables, x, train=True, return_features=return_features,
-                                mutable=['batch_stats'], rngs=apply_rngs)
-    if batch_stats_mode:
-      def write(variable, value):
-        variable[...] = value
-      jax.tree.map(write, self.batch_stats, updates['batch_stats'], is_leaf=_is_variable)
-    return out
+      features = backbone.apply(variables, x, train=False, return_features=True)
+    else:
+      apply_rngs = {'dropout': self._dropout_key(rngs)} if dropping else {}
+      features, updates = backbone.apply(variables, x, train=True, return_features=True,
+                                         mutable=['batch_stats'], rngs=apply_rngs)
+      if batch_stats_mode:
+        def write(variable, value):
+          variable[...] = value
+        jax.tree.map(write, self.batch_stats, updates['batch_stats'], is_leaf=_is_variable)
+    if self.head is not None:
+      features['logits'] = self.head(features['pre_logits'])
+    if return_features:
+      return features
+    return features['logits'] if self.head is not None else features['pre_logits']
 
   def _dropout_key(self, rngs):
     rngs = self.rngs if rngs is None else rngs
@@ -128,6 +151,25 @@ class BridgedModel(flax_nnx.Module):
         f'{type(self.module).__name__} drops paths or units in training mode and needs a random '
         'stream: build it with rngs=nnx.Rngs(...), pass model(x, rngs=...), or call '
         'model.eval() (or model.set_attributes(deterministic=True)).')
+
+
+def _linear_holding(module, head) -> flax_nnx.Linear:
+  """An `nnx.Linear` holding a Linen head's {'kernel', 'bias'} (the Dense of the Linen
+  network, with its compute dtype)."""
+  kernel, bias = jnp.asarray(head['kernel']), jnp.asarray(head['bias'])
+  linear = flax_nnx.Linear(kernel.shape[0], kernel.shape[1], dtype=module.dtype,
+                           param_dtype=kernel.dtype, rngs=flax_nnx.Rngs(0))
+  linear.kernel[...] = kernel
+  linear.bias[...] = bias
+  return linear
+
+
+def fresh_head(module, in_features: int, num_classes: int,
+               rngs: flax_nnx.Rngs) -> flax_nnx.Linear:
+  """A new `nnx.Linear` head for `module`'s pooled features, drawn from `rngs` with Linen
+  Dense's initialisers (LeCun normal kernel, zero bias), as `model.head = ...` takes it."""
+  return flax_nnx.Linear(in_features, num_classes, dtype=module.dtype,
+                         param_dtype=module.param_dtype, rngs=rngs)
 
 
 def _example_input(name: str, input_shape: Optional[Sequence[int]]):
@@ -156,33 +198,55 @@ def create_model(name: str, *, rngs: flax_nnx.Rngs, input_shape: Optional[Sequen
 
 
 def from_linen(model: Any, variables, *, rngs: Optional[flax_nnx.Rngs] = None,
-               input_shape: Optional[Sequence[int]] = None, **options) -> BridgedModel:
+               input_shape: Optional[Sequence[int]] = None,
+               num_classes: Optional[int] = None, **options) -> BridgedModel:
   """An NNX model holding existing Linen `variables` ({'params', 'batch_stats'}: from
   `jax_resnet.weights.load`, a TrainState's params and batch_stats, or `module.init`).
 
   `model` is a registered name (built with `options`) or a Linen module from
   `jax_resnet.create_model`. The variables are checked against the model's own (names and
-  shapes, from an abstract initialisation at `input_shape`) and copied. `rngs` gives the
-  dropout / drop-path stream; without it the model runs deterministically unless `model(x,
+  shapes, from an abstract initialisation at `input_shape`) and copied. `num_classes` other
+  than the variables' head (or for variables without one) draws a fresh `nnx.Linear` head
+  from the `params` stream of `rngs`; 0 keeps no head. `rngs` also gives the dropout /
+  drop-path stream; without it the model runs deterministically unless `model(x,
   rngs=...)` gives one."""
+  variables = unfreeze(variables)
+  variables = {k: v for k, v in variables.items() if k in _COLLECTIONS}
+  params = variables.get('params', {})
+  have = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
   if isinstance(model, str):
+    if num_classes is not None:
+      options['num_classes'] = num_classes
+    elif 'num_classes' not in options:
+      options['num_classes'] = have
     name, module = model, registry.create_model(model, **options)
   else:
     if options:
       raise TypeError(f'from_linen: options {sorted(options)} apply to a registered name only; '
                       'pass module.clone(...) instead.')
     name, module = None, model
-  variables = unfreeze(variables)
-  variables = {k: v for k, v in variables.items() if k in _COLLECTIONS}
+    if num_classes is not None and num_classes != module.num_classes:
+      module = module.clone(num_classes=num_classes)
+  reinit = module.num_classes != have
+  if reinit:
+    variables = {**variables, 'params': {k: v for k, v in params.items() if k != 'head'}}
   if name is not None:
     x = _example_input(name, input_shape)
   else:
     x = jnp.zeros((1,) + tuple(input_shape or _module_input_shape(module)), jnp.float32)
-  expected = jax.eval_shape(functools.partial(module.init, train=False),
-                            jax.random.key(0), x)
+  expected = unfreeze(jax.eval_shape(functools.partial(module.init, train=False),
+                                     jax.random.key(0), x))
+  head = None
+  if reinit:
+    shape = expected['params'].pop('head', {}).get('kernel')
+    if shape is not None:
+      if rngs is None:
+        raise ValueError(f'a fresh {module.num_classes}-class head (the variables have '
+                         f'{have or "no"} classes) needs rngs=nnx.Rngs(...) to draw it.')
+      head = fresh_head(module, shape.shape[0], module.num_classes, rngs)
   _check_match(expected, variables, name or type(module).__name__)
   copy = jax.tree.map(jnp.array, variables)   # the NNX model owns its arrays
-  return BridgedModel(module, copy, rngs=rngs)
+  return BridgedModel(module, copy, rngs=rngs, head=head)
 
 
 def _module_input_shape(module):
@@ -211,18 +275,32 @@ def _check_match(expected, variables, label):
     raise ValueError(f'variables do not fit {label}: {"; ".join(parts)}.')
 
 
-def load_pretrained(tag: str, *, rngs: flax_nnx.Rngs, **options) -> BridgedModel:
-  """`jax_resnet.load_pretrained(tag, **options)` as an NNX model holding the weights; a fresh
-  head (num_classes other than the file's) is drawn from the `params` stream of `rngs`."""
-  from jax_resnet.weights.pretrained import load_pretrained as load_linen
-  module, variables = load_linen(tag, rng=rngs['params'](), **options)
-  return from_linen(module, variables, rngs=rngs)
+def load_pretrained(source, model: Optional[str] = None, *, rngs: flax_nnx.Rngs,
+                    num_classes: Optional[int] = None, **options) -> BridgedModel:
+  """`jax_resnet.load_pretrained(source, model, **options)` as an NNX model holding the
+  weights: any source the Linen loader takes (a tag, 'hf-hub:...', a weights file, a workdir,
+  a Flax checkpoint). A `num_classes` other than the source's draws a fresh `nnx.Linear`
+  head from the `params` stream of `rngs` (0: no head)."""
+  from jax_resnet.weights.loader import read_pretrained
+  found = read_pretrained(source, model)
+  module = registry.create_model(found.model, **{**found.options, **options},
+                                 num_classes=_head_classes(found.variables))
+  return from_linen(module, found.variables, rngs=rngs, num_classes=num_classes)
+
+
+def _head_classes(variables) -> int:
+  params = variables['params']
+  return int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
 
 
 def to_linen(model: BridgedModel) -> dict:
   """The model's variables as Linen's {'params', 'batch_stats'} of arrays, for
   `model.module.apply`, a TrainState or `jax_resnet.weights`."""
-  return {'params': _values(model.params), 'batch_stats': _values(model.batch_stats)}
+  params = dict(_values(model.params))
+  if model.head is not None:
+    params['head'] = {'kernel': model.head.kernel[...], 'bias': model.head.bias[...]}
+  return {'params': params, 'batch_stats': _values(model.batch_stats)}
 
 
-__all__ = ['BridgedModel', 'create_model', 'from_linen', 'load_pretrained', 'to_linen']
+__all__ = ['BridgedModel', 'create_model', 'fresh_head', 'from_linen', 'load_pretrained',
+           'to_linen']

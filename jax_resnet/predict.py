@@ -179,13 +179,14 @@ def top_k(probabilities: np.ndarray, k: int):
   return [(int(i), float(probabilities[i])) for i in order]
 
 
-def classify(model_name: str, variables, images: np.ndarray) -> np.ndarray:
+def classify(model_name: str, variables, images: np.ndarray, **options) -> np.ndarray:
   """Softmax probabilities (N, classes) for preprocessed (N, H, W, 3) images, H = W = the
   model's `jax_resnet.model_info(model_name).input_size` (224 for ImageNet). Runs op by op
-  (no jit): for a handful of images that is faster than compiling the whole network."""
+  (no jit): for a handful of images that is faster than compiling the whole network.
+  options: create_model's, those the weights need (`Pretrained.options`)."""
   import jax_resnet
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
-  model = jax_resnet.create_model(model_name, num_classes=num_classes)
+  model = jax_resnet.create_model(model_name, num_classes=num_classes, **options)
   logits = model.apply(variables, images, train=False)
   return np.asarray(jax.nn.softmax(logits, axis=-1))
 
@@ -241,22 +242,21 @@ def _workdir_config(path: str) -> dict:
     return json.load(f)
 
 
-def model_name(args, weights) -> str:
-  """--model, else the weight tag's model (--tag or the tag an .npz records), else the model in
-  the workdir's config.json."""
+def load_weights(args, weights):
+  """The `weights.loader.Pretrained` of --weights (a file or workdir) or, without it, of --tag
+  (the published file), through the one loader. The model is --model, else the weight tag's
+  (--tag, or the one an .npz records), else what the loader works out from the source."""
   from jax_resnet.errors import UserError
-  from jax_resnet.weights.pretrained import resolve_tag
-  if args.model:
-    return args.model
-  name = args.tag or weights.read_tag(args.weights)
-  tag = resolve_tag(name) if name else None
-  if tag:
-    return tag.model
-  config = _workdir_config(args.weights)
-  if config.get('model'):
-    return config['model']
-  raise UserError(f'{args.weights} does not say which model it holds (no weight tag, not a '
-                  'training workdir); pass --model NAME (a name from jax_resnet.list_models()).')
+  from jax_resnet.weights import loader
+  hint = args.model
+  tag = args.tag or (weights.read_tag(args.weights) if args.weights else None)
+  if hint is None and tag and args.weights is not None:
+    hint = loader.model_of_tag(tag)
+  try:
+    return loader.read_pretrained(args.weights if args.weights is not None else args.tag, hint)
+  except loader.ModelNotKnownError as error:
+    raise UserError(f'{args.weights} does not say which model it holds ({error.reason}); '
+                    'pass --model NAME (a name from jax_resnet.list_models()).') from None
 
 
 def _transform(args, weights, input_size: int = CROP) -> dict:
@@ -344,15 +344,13 @@ def _setup(args, weights):
   check before the first batch is decoded."""
   import jax_resnet
   from jax_resnet.errors import UserError
-  from jax_resnet.weights.pretrained import pretrained_variables
   if args.weights is None and not args.tag:
     raise UserError('pass --weights FILE, or --tag TAG to use a published file.')
-  published = None  # (model name, variables, tag) of --tag's file when no --weights
   workdir = args.weights if is_workdir(args.weights) else None
-  if args.weights is None:
-    published = pretrained_variables(args.tag)
-    args.model = args.model or published[0]
-  args.model = model_name(args, weights)
+  found = None  # the one loader (tag, file or workdir), after the arguments' own checks
+  if args.model is None:
+    found = load_weights(args, weights)
+    args.model = found.model
   info = jax_resnet.model_info(args.model)
   if info.input_kind == 'video':
     raise UserError(f'{args.model} classifies video clips; this tool classifies images.')
@@ -366,20 +364,15 @@ def _setup(args, weights):
   paths = image_paths(args.images)
   for path in paths:  # before the weights are read, as the images' errors are the likelier
     check_image(path)
-  if published:
-    published_model, variables, _ = published
-    if published_model != args.model:
-      raise UserError(f'{args.tag} holds {published_model} weights, not {args.model}; pass '
-                      f'--model {published_model}.')
-  else:
-    variables = weights.load(args.model, args.weights)
+  found = found or load_weights(args, weights)
+  variables = found.variables
   if 'head' not in variables['params']:
     raise UserError(f'{args.weights or args.tag} has no classifier head; it cannot predict '
                     'classes.')
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
-  class_names = class_names_of(workdir, num_classes) or (
-      weights.imagenet_classes() if num_classes == 1000 else [])
-  return paths, variables, prepare, class_names
+  class_names = (class_names_of(workdir, num_classes) or list(found.class_names or ())
+                 or (weights.imagenet_classes() if num_classes == 1000 else []))
+  return paths, variables, prepare, class_names, found.options
 
 
 def _os_error_line(error: OSError) -> str:
@@ -387,9 +380,10 @@ def _os_error_line(error: OSError) -> str:
   return f'cannot read{where}: {error.strerror or error}'
 
 
-def run_batches(args, variables, prepare, paths, class_names):
+def run_batches(args, variables, prepare, paths, class_names, options=None):
   """Classifies `paths` in batches of args.batch_size (the last one padded, so every batch
-  has one shape), printing each batch's results as it ends; a progress bar on stderr."""
+  has one shape), printing each batch's results as it ends; a progress bar on stderr.
+  options: create_model's, those the weights need (`Pretrained.options`)."""
   from tqdm import tqdm
   with tqdm(total=len(paths), file=sys.stderr, unit='image', desc='predict') as bar:
     for start in range(0, len(paths), args.batch_size):
@@ -398,7 +392,7 @@ def run_batches(args, variables, prepare, paths, class_names):
       padding = args.batch_size - len(batch)
       if padding:
         images = np.concatenate([images, np.zeros((padding,) + images.shape[1:], images.dtype)])
-      probabilities = classify(args.model, variables, images)[:len(batch)]
+      probabilities = classify(args.model, variables, images, **(options or {}))[:len(batch)]
       for path, row in zip(batch, probabilities):
         tqdm.write(format_predictions(path, top_k(row, args.top), class_names), file=sys.stdout)
       sys.stdout.flush()
@@ -411,7 +405,7 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
   from jax_resnet.errors import UserError
   try:
     _check_sizes(args)
-    paths, variables, prepare, class_names = _setup(args, weights)
+    paths, variables, prepare, class_names, options = _setup(args, weights)
   except (ImageError, UserError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 2
@@ -419,7 +413,7 @@ def main(argv=None, prog='python -m jax_resnet.predict') -> int:
     print(f'predict: error: {_os_error_line(error)}', file=sys.stderr)
     return 2
   try:
-    run_batches(args, variables, prepare, paths, class_names)
+    run_batches(args, variables, prepare, paths, class_names, options)
   except ImageError as error:  # a file whose header read but whose pixels do not decode
     print(f'predict: error: {error}', file=sys.stderr)
     return 2

@@ -151,22 +151,24 @@ def test_predict_works_out_the_model_from_a_tag_or_a_workdir(tmp_path, capsys):
   parse = lambda *args: predict._parser().parse_args([*args, 'img.png'])
   tagged = weights.save_npz(tmp_path / 'tagged.npz', random_variables('resnet18', seed=1),
                             tag='resnet18.a1_in1k')
-  assert predict.model_name(parse('--weights', tagged), weights) == 'resnet18'
-  assert predict.model_name(parse('--weights', 'x.npz', '--tag', 'resnet50.tv2_in1k'),
-                            weights) == 'resnet50'
-  assert predict.model_name(parse('--weights', tagged, '--model', 'resnet18'),
-                            weights) == 'resnet18'
+  assert predict.load_weights(parse('--weights', tagged), weights).model == 'resnet18'
+  assert predict.load_weights(parse('--weights', tagged, '--model', 'resnet18'),
+                              weights).model == 'resnet18'
+  # The tag names the model of a file that does not say it (resnet20 and plain20 hold the
+  # same arrays).
+  plain = weights.save_npz(tmp_path / 'plain.npz', random_variables('resnet20', seed=1))
+  found = predict.load_weights(parse('--weights', plain, '--model', 'plain20'), weights)
+  assert found.model == 'plain20'
   workdir = tmp_path / 'run'
   workdir.mkdir()
   (workdir / 'config.json').write_text(json.dumps({'model': 'resnet20', 'image_size': 16}))
   args = parse('--weights', str(workdir))
-  assert predict.model_name(args, weights) == 'resnet20'
   assert predict._transform(args, weights, 32) == dict(resize=16, crop=16)
-  plain = weights.save_npz(tmp_path / 'plain.npz', random_variables('resnet20', seed=1))
   assert predict.main(['--weights', plain, 'img.png']) == 2
   assert capsys.readouterr().err == (
-      f'predict: error: {plain} does not say which model it holds (no weight tag, not a '
-      'training workdir); pass --model NAME (a name from jax_resnet.list_models()).\n')
+      f'predict: error: {plain} does not say which model it holds (no weight tag, and its '
+      'arrays fit no single registered model); pass --model NAME (a name from '
+      'jax_resnet.list_models()).\n')
 
 
 def test_training_curves_from_metrics_jsonl(tmp_path):

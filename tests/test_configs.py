@@ -46,7 +46,7 @@ def test_recipe_list():
   assert RECIPES == ['cifar10', 'cifar10_plain20', 'cifar10_plain56',
                      'cifar10_preact_resnet164', 'cifar10_resnet110', 'cifar10_resnet20',
                      'cifar10_resnet56', 'cifar10_wrn28_10', 'default', 'fake_data_benchmark',
-                     'finetune_cifar10_resnet50', 'r50']
+                     'finetune', 'finetune_cifar10_resnet50', 'r50']
 
 
 def _first_call(name):
@@ -126,7 +126,7 @@ def test_recipe_builds_model_and_optimizer(name):
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
                                              train=False))['params']
   assert jr.count_params(params) == jr.count_params(jax.eval_shape(
-      lambda: jr.create_model(config.model, num_classes=config.num_classes).init(
+      lambda: jr.create_model(spec.model, num_classes=config.num_classes).init(
           jax.random.key(0), jnp.zeros(shape), train=False))['params'])
   opt_state = jax.eval_shape(optim.make_optimizer(**dataclasses.asdict(spec.optimizer)).init,
                              params)

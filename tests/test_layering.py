@@ -20,7 +20,7 @@ LAYERS = (
     ('registry', ('jax_resnet.registry', 'jax_resnet.model_facts')),
     ('data', ('jax_resnet.data',)),
     ('checkpoint_reader', ('jax_resnet.checkpoint_reader',)),
-    ('weights', ('jax_resnet.weights', 'jax_resnet.nnx')),
+    ('weights', ('jax_resnet.weights', 'jax_resnet.nnx', 'jax_resnet.finetune')),
     ('training', ('jax_resnet.training',)),
     ('config', ('jax_resnet.config',)),
     # The programs, and the package itself (`import jax_resnet` re-exports every layer).

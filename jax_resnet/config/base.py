@@ -111,6 +111,9 @@ def _add_optimisation(c):
   c.weight_decay_mode = 'l2'          # 'l2' (joins the gradient) | 'decoupled' (AdamW)
   c.decay_bn_and_bias = True          # False: no weight decay on BN parameters and biases
   c.label_smoothing = 0.0             # label smoothing of the cross-entropy
+  c.trainable = 'all'                 # what trains: 'all' | 'head' | path prefixes 'stage4,head'
+  #                                     (jax_resnet.finetune; frozen: no update, no decay, BN
+  #                                     statistics kept; freeze_batch_norm defaults to True)
   c.ema_decay = 0.0                   # >0: keep an exponential moving average of the weights
   c.skip_nonfinite_updates = False    # True: skip steps with non-finite loss/gradients/weights
   #                                     (counted); False: stop with an error

@@ -40,7 +40,7 @@ _MODEL_KEYS = ('model', 'model_options', 'num_classes', 'dtype', 'conv1x1', 'ste
 STATE_SHAPING_KEYS = {
     'params': _MODEL_KEYS, 'batch_stats': _MODEL_KEYS, 'ema_params': _MODEL_KEYS + ('ema_decay',),
     'opt_state': _MODEL_KEYS + ('optimizer', 'momentum', 'nesterov', 'weight_decay',
-                                'weight_decay_mode', 'decay_bn_and_bias'),
+                                'weight_decay_mode', 'decay_bn_and_bias', 'trainable'),
     'warming_up': ('warmup_lr',)}
 # Keys that moved into config.model_options (a workdir written before keeps working).
 MOVED_TO_MODEL_OPTIONS = ('shortcut', 'zero_init_residual', 'drop_path_rate', 'dropout_rate',
@@ -54,6 +54,7 @@ _AUTO_STEM_CONV = {'cpu': 'conv', 'gpu': 'conv', 'tpu': 'space_to_depth'}
 def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> RunSpec:
   """Validates `config` and returns its values; `backend` (default: JAX's) resolves 'auto'."""
   backend = backend or jax.default_backend()
+  config = with_model_of_init_from(config)
   config = with_dataset_classes(config)
   validate(config, backend)
   c = config
@@ -61,7 +62,7 @@ def resolve(config: ml_collections.ConfigDict, backend: Optional[str] = None) ->
   return RunSpec(
       model=c.model, model_kwargs=model_kwargs(c, backend), data=data_spec(c),
       optimizer=OptimizerSpec(c.optimizer, c.momentum, c.nesterov, c.weight_decay,
-                              c.weight_decay_mode, c.decay_bn_and_bias),
+                              c.weight_decay_mode, c.decay_bn_and_bias, c.trainable),
       schedule=ScheduleSpec(c.lr_schedule, lr, c.warmup_epochs, tuple(c.lr_boundaries),
                             c.lr_decay_factor, c.num_epochs, c.num_train_steps),
       step=_same_names(StepSpec, c), loop=_same_names(LoopSpec, c),
@@ -74,6 +75,23 @@ def _same_names(cls, config):
   return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
 
 
+def with_model_of_init_from(config):
+  """`config`, or a copy whose empty `model` is the one `init_from` holds (a weight tag's
+  model, a Hub repository's, or what the loader works out from a file or workdir): the
+  finetune recipe names no model of its own."""
+  if config.model or not config.init_from:
+    return config
+  from jax_resnet.weights import loader
+  try:
+    if loader.is_tag_like(config.init_from):
+      name = loader.model_of_tag(config.init_from)
+    else:
+      name = loader.read_pretrained(config.init_from).model
+  except (UserError, ValueError) as error:
+    _fail(f'init_from={config.init_from!r}: {error}')
+  config = config.copy_and_resolve_references()
+  config.model = name
+  return config
 def with_dataset_classes(config):
   """`config`, or when num_classes is 0 ('the dataset's count', `data.spec.class_count`: a
   folder's class folders) a copy with the count filled in, so the model, the resume identity
@@ -113,6 +131,10 @@ def data_spec(config) -> DataSpec:
 def model_kwargs(config, backend: str) -> dict:
   """create_model's options: the set model_options, plus what the trainer decides."""
   kwargs = {k: v for k, v in config.model_options.items() if v is not None}
+  if config.trainable != 'all' and config.model_options.freeze_batch_norm is None:
+    # A partly frozen net normalises with its running statistics and updates none (the
+    # usual fine-tuning rule); freeze_batch_norm=False updates the trainable parts' only.
+    kwargs['freeze_batch_norm'] = True
   kwargs.update(num_classes=config.num_classes, dtype=config.dtype,
                 # float64 is for checks at round-off: parameters in it too, not mixed
                 param_dtype='float64' if config.dtype == 'float64' else 'float32',
@@ -202,6 +224,9 @@ def validate(config, backend: Optional[str] = None):
 
 
 def _check_model(c, backend):
+  if not c.model:
+    _fail('model is empty: name one (jax_resnet.list_models()), or set init_from to weights '
+          'that say which model they hold (a weight tag, a workdir).')
   try:
     jax_resnet.model_defaults(c.model)
   except ValueError as error:  # names close matches
@@ -282,6 +307,8 @@ def _check_optimisation(c):
   _ask(optim.check_optimizer, c.optimizer, key='optimizer')
   _ask(optim.check_schedule, c.lr_schedule, key='lr_schedule')
   _ask(optim.check_weight_decay_mode, c.weight_decay_mode, key='weight_decay_mode')
+  from jax_resnet import finetune
+  _ask(finetune.prefixes, c.trainable)
 
 
 def _check_run(c):

@@ -127,19 +127,18 @@ def _load_pretrained(spec, model, host_state):
   if not loop.init_from:
     return host_state
   from jax_resnet import weights  # torch-free unless the file is a .pth
-  if loop.init_from in weights.TAGS:  # a published file, fetched and cached
-    from jax_resnet.weights.files import select_head
-    from jax_resnet.weights.pretrained import pretrained_variables
-    name, pretrained, _ = pretrained_variables(loop.init_from)
-    if name != spec.model:
-      raise weights.WeightsMismatchError(
-          f'init_from={loop.init_from!r} holds {name} weights but model={spec.model!r}.',
-          holds=name)
-    pretrained = select_head(pretrained, model.num_classes, loop.init_reinit_head,
-                             loop.init_from)
-  else:
-    pretrained = weights.load(spec.model, loop.init_from, num_classes=model.num_classes,
-                              reinit_head=loop.init_reinit_head)
+  from jax_resnet.weights.files import select_head
+  from jax_resnet.weights.loader import read_pretrained  # any source: tag, file, workdir
+  try:
+    found = read_pretrained(loop.init_from, spec.model)
+  except weights.WeightsMismatchError as error:
+    if error.holds is None or error.holds == spec.model:
+      raise
+    raise weights.WeightsMismatchError(
+        f'init_from={loop.init_from!r} holds {error.holds} weights but model={spec.model!r}.',
+        holds=error.holds) from None
+  pretrained = select_head(found.variables, model.num_classes, loop.init_reinit_head,
+                           found.source)
   if getattr(model, 'scan_blocks', False):
     pretrained = jax_resnet.stack_blocks(pretrained, model.stage_sizes)
   fresh = {'params': host_state.params, 'batch_stats': host_state.batch_stats}

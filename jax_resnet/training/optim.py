@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_resnet import finetune
 from jax_resnet.errors import TrainingError, check_choice
 
 OPTIMIZERS = ('sgd', 'adamw', 'lars')
@@ -55,19 +56,25 @@ def _kernels_only(params):
 
 def make_optimizer(name: str = 'sgd', momentum: float = 0.9, nesterov: bool = False,
                    weight_decay: float = 0.0, weight_decay_mode: str = 'l2',
-                   decay_bn_and_bias: bool = True):
+                   decay_bn_and_bias: bool = True, trainable: finetune.Trainable = 'all'):
   """An optax transformation whose learning rate is an injected hyperparameter, so the step
   sets it each iteration from the schedule (and from the ResNet-110 warmup rule).
 
   weight_decay_mode 'l2' adds wd * p to the gradient before momentum (torch's SGD); 'decoupled'
   subtracts lr * wd * p from the update (Loshchilov & Hutter 2019). decay_bn_and_bias=False
-  decays kernels only."""
+  decays kernels only. `trainable` ('all', 'head', path prefixes: jax_resnet.finetune) leaves
+  the other parameters without update and without weight decay."""
   mask = None if decay_bn_and_bias else _kernels_only
   wd, mode = weight_decay, weight_decay_mode
   check_weight_decay_mode(mode)
   check_optimizer(name)
 
+  finetune.prefixes(trainable)  # a bad value fails here, before anything is built
+
   def build(learning_rate):
+    return finetune.optimizer(_base_optimizer(learning_rate), trainable)
+
+  def _base_optimizer(learning_rate):
     if name == 'lars':
       return optax.lars(learning_rate, weight_decay=wd, weight_decay_mask=mask or True,
                         trust_ratio_mask=mask or True, momentum=momentum, nesterov=nesterov)

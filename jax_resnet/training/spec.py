@@ -18,6 +18,7 @@ class OptimizerSpec:
   weight_decay: float
   weight_decay_mode: str
   decay_bn_and_bias: bool
+  trainable: str = 'all'      # jax_resnet.finetune: 'all' | 'head' | 'prefix,prefix'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,7 @@ class StepSpec:
   warmup_lr: float
   warmup_until_error: float
   skip_nonfinite_updates: bool
+  trainable: str = 'all'      # the frozen modules' BatchNorm statistics stay
 
 
 @dataclasses.dataclass(frozen=True)

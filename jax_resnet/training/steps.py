@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_resnet import finetune
 from jax_resnet.training.optim import set_learning_rate
 
 
@@ -53,7 +54,8 @@ def _pmean(tree, axis_name):
 
 def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay: float = 0.0,
                     warmup_lr: float = 0.0, warmup_until_error: float = 0.8,
-                    skip_nonfinite_updates: bool = False, axis_name: Optional[str] = None):
+                    skip_nonfinite_updates: bool = False, axis_name: Optional[str] = None,
+                    trainable: finetune.Trainable = 'all'):
   """Binds model, optimizer (make_optimizer's, whose learning rate the step sets), schedule
   (step -> rate) and loss; returns the pure per-replica `train_step(state, batch, rng)`.
 
@@ -61,7 +63,9 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
   (He et al. 2015's ResNet-110 warmup); skip_nonfinite_updates keeps the old state when the
   loss, a gradient or any array of the new state is not finite (else the step applies them and
   reports grads_finite=0).
-  With `axis_name` the step averages gradients and metrics over that device axis."""
+  With `axis_name` the step averages gradients and metrics over that device axis.
+  `trainable` (jax_resnet.finetune; the optimizer leaves the other parameters alone) keeps
+  the BatchNorm statistics of the frozen modules as they were."""
   # Per-replica BN statistics (no bn_axis_name) differ between replicas: average them, as the
   # Flax ImageNet example does. Synced or frozen statistics are equal already: left bit-exact.
   average_batch_stats = (axis_name is not None and getattr(model, 'bn_axis_name', None) is None
@@ -83,6 +87,7 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
     grads = _pmean(grads, axis_name)
     if average_batch_stats:
       batch_stats = _pmean(batch_stats, axis_name)
+    batch_stats = finetune.keep_frozen(state.batch_stats, batch_stats, trainable)
     error = jnp.mean(jnp.argmax(logits, -1) != batch['label']).astype(jnp.float32)
     metrics = _pmean({'loss': loss, 'error': error}, axis_name)
     lr = jnp.where(state.warming_up, warmup_lr, schedule(state.step))

@@ -112,8 +112,16 @@ def _read_bit_npz(model_name: str, path: str) -> dict:
 
 
 def _read_flax_imagenet(model_name: str, path: str) -> dict:
+  """A `flax.training.checkpoints` directory: the Flax ImageNet example's TrainState (its
+  names, for padding='same'), or a tree of ours saved with the same API (a notebook's
+  {'params', 'batch_stats'} or TrainState), checked as our own names."""
   from jax_resnet.weights import flax_imagenet
-  return flax_imagenet.load_checkpoint(model_name, path)
+  tree = flax_imagenet.read_checkpoint(path)
+  flat = flatten(tree)
+  if flax_imagenet.is_example_tree(flat):
+    flax_imagenet.check_supported(model_name)
+    return flax_imagenet.from_flax_imagenet(model_name, tree, source=str(path))
+  return _check_native(model_name, flat, path)
 
 
 def _read_workdir(model_name: str, path: str) -> dict:

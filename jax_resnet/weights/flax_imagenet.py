@@ -109,6 +109,29 @@ def from_flax_imagenet(model_name: str, variables, source: str = 'variables') ->
   return unflatten({ours: np.asarray(given[theirs]) for theirs, (ours, _) in names.items()})
 
 
+def is_example_tree(flat: Mapping) -> bool:
+  """Whether flat names ('params/ResNetBlock_0/Conv_0/kernel') are the example's rather than
+  ours: its blocks are numbered per class, ours per stage."""
+  return any(re.match(r'params/(Bottleneck)?ResNetBlock_\d+/', name) for name in flat)
+
+
+def guess_model(flat: Mapping) -> Optional[str]:
+  """The registry name of the example's net in `flat` (its names): the block class and the
+  block count tell ResNet18 ... ResNet200 apart; None when no model has them."""
+  blocks = {re.match(r'params/((?:Bottleneck)?ResNetBlock)_(\d+)/', name).groups()
+            for name in flat if re.match(r'params/(Bottleneck)?ResNetBlock_\d+/', name)}
+  kinds = {kind for kind, _ in blocks}
+  if len(kinds) != 1:
+    return None
+  block = 'bottleneck' if kinds == {'BottleneckResNetBlock'} else 'basic'
+  count = len(blocks)
+  for name in FLAX_IMAGENET_MODELS:
+    options = model_defaults(name)[1]
+    if options['block'] == block and sum(options['stage_sizes']) == count:
+      return name
+  return None
+
+
 def find_checkpoint(path) -> Optional[str]:
   """The checkpoint of the example's train.py at `path`: `path` itself when it is a
   checkpoint_<step>, else the newest checkpoint_<step> in the directory; None when there is

@@ -5,6 +5,7 @@ and its variables.
     model, variables = jax_resnet.load_pretrained('resnet50d.ra2_in1k')
     model, variables = jax_resnet.load_pretrained('resnet50', num_classes=10)  # fresh head
     model, variables = jax_resnet.load_pretrained('hf-hub:microsoft/resnet-50')
+    model, variables = jax_resnet.load_pretrained('runs/cifar10', num_classes=5)  # a workdir
 
 A tag is one of `weights.list_tags()`, a registered model name (its `default_tag`), or
 'hf-hub:<owner>/<repo>' naming a Hugging Face repository that holds a timm ResNet (its
@@ -122,30 +123,40 @@ def hub_tag(tag: str) -> Optional[tags.WeightTag]:
                             config, f'{CONFIG_FILE} of {repo_id}'), **transform)
 
 
-def load_pretrained(tag, *, rng=None, **options):
-  """(model, variables) of the published weights `tag`: a `create_model` module and its
-  {'params', 'batch_stats'} (jax arrays, the dtypes of param_dtype).
+def load_pretrained(source, model: Optional[str] = None, *, num_classes: Optional[int] = None,
+                    rng=None, **options):
+  """(module, variables) of `source`: a `create_model` module and its {'params',
+  'batch_stats'} (jax arrays, the dtypes of param_dtype).
 
-  options are create_model's. A `num_classes` other than the file's gives a freshly
-  initialised head (from `rng`, default key 0; one log line says so), 0 a backbone.
+  source: a weight tag (`weights.list_tags()`) or a registered name (its default tag),
+  'hf-hub:<owner>/<repo>', a weights file (.safetensors, .pth/.pt/.bin, .npz), a trainer
+  workdir (or one of its checkpoints), the Flax ImageNet example's workdir, or a
+  `flax.training.checkpoints` / Orbax directory holding our own variables
+  (`weights.loader.read_pretrained`). `model` names the registry model when the source does
+  not say it (a state dict or tree that several models fit); one line asks for it otherwise.
 
-  Raises ValueError for an unknown tag, WeightsError (one line) when the file cannot be
-  fetched, verified or converted.
+  options are create_model's (over those the source needs, e.g. the example's
+  padding='same'). A `num_classes` other than the source's gives a freshly initialised head
+  (from `rng`, default key 0; one log line says so), 0 a backbone.
+
+  Raises WeightsError subclasses, one line each: an unknown source, a model the source does
+  not name, a file that cannot be fetched, verified or converted.
   """
-  name, variables, weight_tag = pretrained_variables(tag)
-  label = weight_tag.name if weight_tag else tag
+  from jax_resnet.weights.loader import read_pretrained
+  found = read_pretrained(source, model)
+  variables = found.variables
   have = head_classes_of(variables)
-  num_classes = options.pop('num_classes', have)
-  model = create_model(name, num_classes=num_classes, **options)
-  info = model_info(name)
+  num_classes = have if num_classes is None else num_classes
+  module = create_model(found.model, num_classes=num_classes, **{**found.options, **options})
+  info = model_info(found.model)
   x = np.zeros((1,) + ((info.min_num_frames,) if info.input_kind == 'video' else ())
                + (info.min_input_size,) * 2 + (3,), np.float32)
   if num_classes and num_classes != have:
-    _log.warning('%s: a fresh %d-class head replaces the pretrained %d-class one.', label,
-                 num_classes, have)
+    _log.warning('%s: a fresh %d-class head replaces the pretrained %d-class one.',
+                 found.source, num_classes, have)
     key = jax.random.key(0) if rng is None else rng
-    fresh = jax.jit(lambda k: model.init(k, x, train=False))(key)
+    fresh = jax.jit(lambda k: module.init(k, x, train=False))(key)
   else:
-    fresh = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    fresh = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
   merged = merge_pretrained(fresh, variables, reinit_head=num_classes != have)
-  return model, merged
+  return module, merged
