@@ -118,15 +118,19 @@ def test_load_config_by_path_name_or_relative_path_leaves_sys_path_alone(monkeyp
 
 
 @pytest.mark.parametrize('name', RECIPES)
-def test_recipe_builds_model_and_optimizer(name):
+def test_recipe_builds_model_and_optimizer(name, tmp_path):
   config = load(name)
+  if config.dataset.startswith('folder:'):  # the finetune recipe: a folder of the user's
+    from image_folders import make_folder
+    make_folder(str(tmp_path / 'photos'), per_class=2)
+    config.dataset = f'folder:{tmp_path / "photos"}'
   spec = resolve(config)
   model = setup.build_model(spec)
   shape = (1, config.image_size, config.image_size, 3)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape),
                                              train=False))['params']
   assert jr.count_params(params) == jr.count_params(jax.eval_shape(
-      lambda: jr.create_model(spec.model, num_classes=config.num_classes).init(
+      lambda: jr.create_model(spec.model, num_classes=spec.model_kwargs['num_classes']).init(
           jax.random.key(0), jnp.zeros(shape), train=False))['params'])
   opt_state = jax.eval_shape(optim.make_optimizer(**dataclasses.asdict(spec.optimizer)).init,
                              params)
