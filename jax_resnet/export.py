@@ -200,6 +200,9 @@ def _parser(prog='python -m jax_resnet.export'):
   parser.add_argument('--dtype', default='float32', help=f'compute dtype: {", ".join(DTYPES)}')
   parser.add_argument('--with-preprocessing', action='store_true',
                       help="bake the tag's resize, crop and normalisation in: uint8 input")
+  parser.add_argument('--format', choices=('jax', 'onnx'), default='jax',
+                      help="'jax': a serialized jax.export program (default); 'onnx': an ONNX "
+                           "file (jax_resnet.onnx_export; extra [onnx])")
   parser.add_argument('--platforms', default=None,
                       help=f'comma-separated, of {", ".join(PLATFORMS)} (default: this '
                            "machine's backend)")
@@ -263,6 +266,9 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
     args.model = predict.model_name(args, weights)
     info = jax_resnet.model_info(args.model)
     platforms = _check_arguments(args, info)
+    if args.format == 'onnx':
+      from jax_resnet import onnx_export
+      onnx_export.check_arguments(args)
     tag, preprocessing = _preprocessing(args, weights, info)
     variables = published[1] if published else weights.load(args.model, args.weights)
   except (UserError, ValueError, OSError) as error:
@@ -270,6 +276,9 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
     return 2
   num_classes = weights.trees.head_classes_of(variables)
   model = jax_resnet.create_model(args.model, num_classes=num_classes)
+  if args.format == 'onnx':
+    return onnx_export.write_from_arguments(
+        args, model, variables, preprocessing if args.with_preprocessing else None)
   exported = export_model(model, variables, args.image_size, args.dtype,
                           preprocessing if args.with_preprocessing else None, platforms)
   class_names = weights.imagenet_classes() if num_classes == 1000 else None
