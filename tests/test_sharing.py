@@ -1,0 +1,142 @@
+"""save_pretrained / push_to_hub / `jax-resnet push`: the folder each layout writes, loaded back
+by jax_resnet (folder and hf-hub:) and by timm, and an upload to a loopback Hub
+(tests/hub_server.py: huggingface_hub's real client against real HTTP, HF_ENDPOINT)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import jax_resnet as jr
+from jax_resnet import sharing
+from jax_resnet.weights import WeightsError
+
+from hub_server import HubServer
+
+TOKEN = 'hf_test_token'
+
+
+def _relative(ours, reference):
+  ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+  return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
+
+
+def trained_like(name, side, seed=0, **options):
+  """Variables of `name` with non-trivial BatchNorm statistics (one train-mode pass)."""
+  model = jr.create_model(name, **options)
+  x = jax.random.normal(jax.random.key(seed + 1), (4, side, side, 3))
+  variables = model.init(jax.random.key(seed), x, train=False)
+  if 'batch_stats' in variables:
+    _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    variables = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
+  return model, jax.device_get(variables)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+  with HubServer(TOKEN) as server:
+    monkeypatch.setenv('HF_ENDPOINT', server.url)
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf_cache'))
+    monkeypatch.setenv('HF_TOKEN', TOKEN)
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    yield server
+
+
+@pytest.fixture(scope='module')
+def resnet18():
+  return trained_like('resnet18', 32)
+
+
+def test_timm_layout_loads_in_jax_resnet_and_timm_with_equal_logits(tmp_path, hub, resnet18):
+  torch = pytest.importorskip('torch')
+  timm = pytest.importorskip('timm')
+  model, variables = resnet18
+  names = [f'class {i}' for i in range(1000)]
+  folder = jr.save_pretrained((variables, 'resnet18'), tmp_path / 'repo', 'timm',
+                              class_names=names, repo_id='me/r18')
+  config = json.loads((tmp_path / 'repo' / 'config.json').read_text())
+  assert (config['architecture'], config['num_classes'], config['num_features']) == (
+      'resnet18', 1000, 512)
+  assert config['pretrained_cfg']['input_size'] == [3, 224, 224]
+  assert config['label_names'] == names
+  assert sorted(p.name for p in (tmp_path / 'repo').iterdir()) == [
+      'README.md', 'config.json', 'model.safetensors']
+  card = (tmp_path / 'repo' / 'README.md').read_text()
+  assert card.startswith('---\nlibrary_name: timm\n')
+  assert "timm.create_model('hf-hub:me/r18', pretrained=True)" in card
+  x = np.asarray(jax.random.normal(jax.random.key(5), (2, 32, 32, 3)))
+  reference = model.apply(variables, x, train=False)
+  _, from_folder = jr.load_pretrained(folder)
+  assert _relative(model.apply(from_folder, x, train=False), reference) <= 1e-5
+  hub.serve_folder('me/r18', folder)
+  loaded_model, from_hub = jr.load_pretrained('hf-hub:me/r18')
+  assert _relative(loaded_model.apply(from_hub, x, train=False), reference) <= 1e-5
+  timm_model = timm.create_model('hf-hub:me/r18', pretrained=True).eval()
+  assert timm_model.pretrained_cfg['label_names'] == names
+  with torch.no_grad():
+    theirs = timm_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  assert _relative(theirs, reference) <= 1e-4
+
+
+def test_jax_resnet_layout_shares_a_model_timm_lacks_through_a_push(tmp_path, hub):
+  model, variables = trained_like('resnet20', 16, stage_sizes=(1, 1, 1))
+  with pytest.raises(WeightsError) as err:
+    jr.save_pretrained((variables, 'resnet20'), tmp_path / 'timm', 'timm')
+  assert str(err.value).startswith("resnet20 has no timm counterpart; save it with "
+                                   "layout='jax_resnet'")
+  assert not (tmp_path / 'timm').exists()
+  url = jr.push_to_hub((variables, model), 'me/r20', layout='jax_resnet', private=True)
+  assert url.endswith('/me/r20/commit/' + 'c0ffee' * 6 + 'c0ff')
+  assert hub.commits == [('me/r20', 'Upload model saved by jax_resnet',
+                          ['README.md', 'config.json', 'model.safetensors'])]
+  assert hub.repos['me/r20'] == {'private': True}
+  loaded_model, loaded = jr.load_pretrained('hf-hub:me/r20')
+  assert loaded_model.stage_sizes == (1, 1, 1)
+  x = np.asarray(jax.random.normal(jax.random.key(2), (3, 16, 16, 3)))
+  assert _relative(loaded_model.apply(loaded, x, train=False),
+                   model.apply(variables, x, train=False)) <= 1e-5
+
+
+def _push(capsys, *argv):
+  from jax_resnet.__main__ import main
+  code = main(['push', *argv])
+  return code, capsys.readouterr().err
+
+
+def _workdir_without_checkpoint(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(jr.load_config('default').to_json())
+  return workdir
+
+
+@pytest.mark.parametrize('case', ['no token', 'bad repo', 'no checkpoint', 'refused'])
+def test_push_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, hub, capsys,
+                                                             monkeypatch, case):
+  workdir = _workdir_without_checkpoint(tmp_path)
+  repo = 'me/run'
+  if case == 'no token':
+    monkeypatch.delenv('HF_TOKEN')
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'no_login'))
+  if case == 'bad repo':
+    repo = 'just-a-name'
+  if case == 'refused':
+    hub.refuse_commits = True
+    monkeypatch.setattr(sharing, '_source', lambda source: _source_of_resnet20())
+  before = sorted(p.name for p in tmp_path.iterdir())
+  code, err = _push(capsys, '--workdir', str(workdir), '--repo', repo)
+  expected = {
+      'no token': 'push: error: no Hugging Face token: set HF_TOKEN or run `hf auth login`',
+      'bad repo': "push: error: repository 'just-a-name' is not owner/name",
+      'no checkpoint': f'push: error: {workdir} holds no finished checkpoint to share: ',
+      'refused': f'push: error: the Hub at {hub.url} refused the upload to me/run: '}[case]
+  assert (code, err.startswith(expected), err.count('\n')) == (2, True, 1), err
+  assert sorted(p.name for p in tmp_path.iterdir()) == before
+  assert hub.commits == []
+
+
+def _source_of_resnet20():
+  _, variables = trained_like('resnet20', 16, stage_sizes=(1, 1, 1))
+  return ('resnet20', variables, {'stage_sizes': (1, 1, 1)},
+          jr.weights.hub_write.Preprocessing(16), jr.weights.hub_write.CardFacts())
