@@ -60,7 +60,7 @@ def _constant_border(x, axis: int, size: int, value):
 
 
 def _pad_spatial(x, pads, value):
-  """`x` padded with `value` by (low, high) per spatial axis (1, 2, ...), by concatenation."""
+  """`x` padded with `value` by (low, high) per axis from 1 on, by concatenation."""
   for axis, (low, high) in enumerate(pads, start=1):
     if low or high:
       x = jnp.concatenate(_constant_border(x, axis, low, value) + [x]
@@ -112,13 +112,14 @@ def _valid_counts(spatial, window, strides, pads) -> np.ndarray:
 
 
 def _pad(array, pad_width, mode='constant', constant_values=0, **kwargs):
+  """jnp.pad; constant padding of the non-batch axes by concatenation."""
   if mode != 'constant' or kwargs or np.ndim(constant_values) or not hasattr(array, 'ndim'):
     return _ORIGINAL_PAD(array, pad_width, mode=mode, constant_values=constant_values, **kwargs)
   widths = [tuple(int(v) for v in w) for w in np.broadcast_to(np.asarray(pad_width),
                                                               (array.ndim, 2))]
-  if widths[0] != (0, 0) or widths[-1] != (0, 0):
+  if widths[0] != (0, 0):
     return _ORIGINAL_PAD(array, pad_width, constant_values=constant_values)
-  return _pad_spatial(array, widths[1:-1], constant_values)
+  return _pad_spatial(array, widths[1:], constant_values)
 
 
 _ORIGINAL_PAD = jnp.pad
