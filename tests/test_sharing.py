@@ -140,3 +140,83 @@ def _source_of_resnet20():
   _, variables = trained_like('resnet20', 16, stage_sizes=(1, 1, 1))
   return ('resnet20', variables, {'stage_sizes': (1, 1, 1)},
           jr.weights.hub_write.Preprocessing(16), jr.weights.hub_write.CardFacts())
+
+
+@pytest.fixture(scope='module')
+def digits_workdir(tmp_path_factory):
+  """A finished 4-step run of the default recipe (resnet20 on the embedded digits), with the
+  class names and curves a run records."""
+  from jax_resnet.training.curves import plot_curves
+  workdir = tmp_path_factory.mktemp('runs') / 'digits'
+  config = jr.load_config('default')
+  config.update(dict(num_train_steps=4, log_every_steps=2, eval_every_steps=2,
+                     progress_bar=False))
+  jr.train_and_evaluate(config, str(workdir))
+  (workdir / 'class_names.json').write_text(json.dumps([str(d) for d in range(10)]))
+  plot_curves(str(workdir))
+  return workdir
+
+
+@pytest.mark.slow
+def test_push_of_a_workdir_loads_back_with_the_runs_logits(tmp_path, hub, capsys,
+                                                           digits_workdir):
+  from jax_resnet.__main__ import main
+  assert main(['push', '--workdir', str(digits_workdir), '--repo', 'me/digits']) == 0
+  assert capsys.readouterr().out.startswith(
+      f'pushed {digits_workdir} to me/digits (jax_resnet layout): ')
+  assert hub.commits[0][2] == ['README.md', 'config.json', 'curves.png', 'model.safetensors']
+  summary = json.loads((digits_workdir / 'summary.json').read_text())
+  card = hub.files['/me/digits/resolve/main/README.md'].decode()
+  assert f'| final_eval_top1 | {summary["final_eval_top1"]:.4f} |' in card
+  assert 'datasets:\n- "digits"' in card and '![training curves](curves.png)' in card
+  config = json.loads(hub.files['/me/digits/resolve/main/config.json'])
+  assert config['label_names'] == [str(d) for d in range(10)]
+  assert config['pretrained_cfg']['input_size'] == [3, 16, 16]
+  model, loaded = jr.load_pretrained('hf-hub:me/digits')
+  trained = jr.weights.load('resnet20', str(digits_workdir))
+  x = np.asarray(jax.random.normal(jax.random.key(4), (3, 16, 16, 3)))
+  assert _relative(model.apply(loaded, x, train=False),
+                   jr.create_model('resnet20').apply(trained, x, train=False)) <= 1e-5
+
+
+# One of each family timm has a counterpart for (resnet18 is the default test's).
+TIMM_FAMILIES = ['resnet50', 'resnet18d', 'resnet26', 'resnext50_32x4d', 'wide_resnet50_2',
+                 'preact_resnet50', 'bit_resnet50x1']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', TIMM_FAMILIES)
+def test_every_timm_family_loads_in_timm_with_our_logits(tmp_path, hub, name):
+  torch = pytest.importorskip('torch')
+  timm = pytest.importorskip('timm')
+  model, variables = trained_like(name, 32)
+  folder = jr.save_pretrained((variables, name), tmp_path / 'repo', 'timm')
+  hub.serve_folder(f'me/{name}', folder)
+  x = np.asarray(jax.random.normal(jax.random.key(5), (2, 32, 32, 3)))
+  reference = model.apply(variables, x, train=False)
+  loaded_model, loaded = jr.load_pretrained(f'hf-hub:me/{name}')
+  assert _relative(loaded_model.apply(loaded, x, train=False), reference) <= 1e-5
+  timm_model = timm.create_model(f'hf-hub:me/{name}', pretrained=True).eval()
+  with torch.no_grad():
+    theirs = timm_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  assert _relative(theirs, reference) <= 1e-4
+
+
+@pytest.mark.slow
+def test_output_stride_travels_to_timm_as_a_model_argument(tmp_path, hub):
+  torch = pytest.importorskip('torch')
+  timm = pytest.importorskip('timm')
+  model, variables = trained_like('resnet18d', 32, output_stride=16)
+  jr.save_pretrained((variables, model), tmp_path / 'repo', 'timm')
+  config = json.loads((tmp_path / 'repo' / 'config.json').read_text())
+  assert config['model_args'] == {'output_stride': 16}
+  hub.serve_folder('me/os16', tmp_path / 'repo')
+  x = np.asarray(jax.random.normal(jax.random.key(5), (2, 32, 32, 3)))
+  reference = model.apply(variables, x, train=False)
+  loaded_model, loaded = jr.load_pretrained('hf-hub:me/os16')
+  assert loaded_model.output_stride == 16
+  assert _relative(loaded_model.apply(loaded, x, train=False), reference) <= 1e-5
+  timm_model = timm.create_model('hf-hub:me/os16', pretrained=True).eval()
+  with torch.no_grad():
+    theirs = timm_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  assert _relative(theirs, reference) <= 1e-4
