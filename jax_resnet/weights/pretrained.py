@@ -38,7 +38,8 @@ def resolve_tag(tag) -> Optional[tags.WeightTag]:
   ValueError for an unknown name."""
   if isinstance(tag, tags.WeightTag):
     return tag
-  if tag.startswith(HUB_PREFIX) or hub_folder(tag):
+  if tag.startswith(HUB_PREFIX) or (tag not in tags.TAGS and tag not in list_models()
+                                     and hub_folder(tag)):
     return None
   if tag not in tags.TAGS and tag in list_models():
     return tags.default_tag(tag)
@@ -96,8 +97,7 @@ def _hub_file(repo_id: str, filename: str, optional: bool = False):
 def hub_model_options(tag) -> dict:
   """The create_model options a repository written by `save_pretrained` records (config.json's
   'jax_resnet' block); {} for any other tag or repository."""
-  if not isinstance(tag, (str, os.PathLike)) or not (
-      str(tag).startswith(HUB_PREFIX) or hub_folder(tag)):
+  if not isinstance(tag, (str, os.PathLike)) or resolve_tag(os.fspath(tag)) is not None:
     return {}
   repo_id = _hub_id(tag)
   config = _read_json(_hub_file(repo_id, CONFIG_FILE), f'{CONFIG_FILE} of {repo_id}')
