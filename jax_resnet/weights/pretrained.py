@@ -38,8 +38,7 @@ def resolve_tag(tag) -> Optional[tags.WeightTag]:
   ValueError for an unknown name."""
   if isinstance(tag, tags.WeightTag):
     return tag
-  if tag.startswith(HUB_PREFIX) or (tag not in tags.TAGS and tag not in list_models()
-                                     and hub_folder(tag)):
+  if is_hub_source(tag):
     return None
   if tag not in tags.TAGS and tag in list_models():
     return tags.default_tag(tag)
@@ -81,6 +80,16 @@ def hub_folder(path) -> bool:
           and all(os.path.isfile(os.path.join(path, f)) for f in (CONFIG_FILE, WEIGHTS_FILE)))
 
 
+def is_hub_source(tag) -> bool:
+  """Whether `tag` names a Hub repository: 'hf-hub:<owner>/<repo>', or a local folder of one
+  (a registered name or weight tag wins over a folder of the same name)."""
+  if not isinstance(tag, (str, os.PathLike)):
+    return False
+  tag = os.fspath(tag)
+  return tag.startswith(HUB_PREFIX) or (tag not in tags.TAGS and tag not in list_models()
+                                        and hub_folder(tag))
+
+
 def _hub_id(tag: str) -> str:
   """The repository id of 'hf-hub:<owner>/<repo>', or a Hub folder's path as it is."""
   return tag[len(HUB_PREFIX):] if tag.startswith(HUB_PREFIX) else os.fspath(tag)
@@ -97,7 +106,7 @@ def _hub_file(repo_id: str, filename: str, optional: bool = False):
 def hub_model_options(tag) -> dict:
   """The create_model options a repository written by `save_pretrained` records (config.json's
   'jax_resnet' block); {} for any other tag or repository."""
-  if not isinstance(tag, (str, os.PathLike)) or resolve_tag(os.fspath(tag)) is not None:
+  if not is_hub_source(tag):
     return {}
   repo_id = _hub_id(tag)
   config = _read_json(_hub_file(repo_id, CONFIG_FILE), f'{CONFIG_FILE} of {repo_id}')
