@@ -27,18 +27,6 @@ def _parser(prog: str):
   return parser
 
 
-def _layout(workdir: str) -> str:
-  """timm where the workdir's model (with its options) has a timm counterpart, else ours."""
-  from jax_resnet import sharing
-  from jax_resnet.weights import WeightsError, hub_write
-  name, _, options, _, _ = sharing._source(workdir)
-  try:
-    hub_write.timm_architecture(name, options)
-  except WeightsError:
-    return 'jax_resnet'
-  return 'timm'
-
-
 def main(argv=None, prog: str = 'python -m jax_resnet.push') -> int:
   args = _parser(prog).parse_args(argv)
   from jax_resnet import sharing
@@ -46,8 +34,8 @@ def main(argv=None, prog: str = 'python -m jax_resnet.push') -> int:
   try:
     sharing.check_repo_id(args.repo)
     token = sharing._token(None)
-    layout = args.layout or _layout(args.workdir)
-    url = sharing.push_to_hub(args.workdir, args.repo, layout, args.private, token)
+    url, layout = sharing.push_to_hub(args.workdir, args.repo, args.layout, args.private,
+                                      token)
   except (UserError, ValueError) as error:
     print(f'push: error: {error}', file=sys.stderr)
     return 2

@@ -155,12 +155,15 @@ def save_pretrained(source, directory, layout: str = 'timm', *,
   source: a trainer workdir, a (variables, registered model name) pair, a (variables,
   create_model(...) module) pair (its options kept; named by the registered model it differs
   least from), or a `jax_resnet.nnx` model. layout: 'timm' (timm's names and config; models
-  with a timm counterpart) or 'jax_resnet' (ours; every registered model). class_names and
+  with a timm counterpart), 'jax_resnet' (ours; every registered model) or None (timm's
+  where the model has a timm counterpart, else ours). class_names and
   metrics override what a workdir recorded; repo_id names the repository in the card's examples.
   Raises SharingError or a WeightsError (one line); nothing is left behind then."""
   from dataclasses import replace
-  hub_write.check_layout(layout)
+  if layout is not None:
+    hub_write.check_layout(layout)
   name, variables, options, preprocessing, facts = _source(source)
+  layout = layout or default_layout(name, options)
   facts = replace(facts, repo_id=repo_id,
                   class_names=class_names if class_names is not None else facts.class_names,
                   metrics=dict(metrics) if metrics is not None else facts.metrics)
@@ -171,18 +174,31 @@ def save_pretrained(source, directory, layout: str = 'timm', *,
   return hub_write.write_repository(directory, arrays, config, card, curves)
 
 
-def push_to_hub(source, repo_id: str, layout: str = 'timm', private: bool = False,
+def default_layout(model_name: str, options: Mapping) -> str:
+  """'timm' where the model with these options is timm's, else 'jax_resnet'."""
+  from jax_resnet.weights import WeightsError
+  try:
+    hub_write.timm_architecture(model_name, options)
+  except WeightsError:
+    return 'jax_resnet'
+  return 'timm'
+
+
+def push_to_hub(source, repo_id: str, layout: Optional[str] = 'timm', private: bool = False,
                 token: Optional[str] = None) -> str:
   """Saves `source` (as save_pretrained) in a temporary folder and uploads it to the Hub
-  repository `repo_id` ('owner/name'), created if absent; returns the commit's URL. The
+  repository `repo_id` ('owner/name'), created if absent. The
   token: `token`, else huggingface_hub's (HF_TOKEN or `hf auth login`); HF_ENDPOINT honoured.
-  Nothing is written outside the temporary folder, which is removed."""
+  Returns (the commit's URL, the layout written). Nothing is written outside the temporary
+  folder, which is removed."""
   check_repo_id(repo_id)
   token = _token(token)
   staging = tempfile.mkdtemp(prefix='jax_resnet_push.')
   try:
     folder = save_pretrained(source, os.path.join(staging, 'repo'), layout, repo_id=repo_id)
-    return upload_folder(folder, repo_id, private, token)
+    with open(os.path.join(folder, hub_write.CONFIG_FILE), encoding='utf-8') as f:
+      layout = json.load(f)[hub_write.BLOCK]['layout']
+    return upload_folder(folder, repo_id, private, token), layout
   finally:
     shutil.rmtree(staging, ignore_errors=True)
 
