@@ -221,3 +221,19 @@ def test_output_stride_travels_to_timm_as_a_model_argument(tmp_path, hub):
   with torch.no_grad():
     theirs = timm_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
   assert _relative(theirs, reference) <= 1e-4
+
+
+def test_an_nnx_model_saves_with_its_options_and_loads_from_the_folder(tmp_path):
+  from flax import nnx
+  model = jr.nnx.create_model('plain20', rngs=nnx.Rngs(3), stage_sizes=(1, 1, 1))
+  model.eval()
+  folder = jr.save_pretrained(model, tmp_path / 'plain', layout=None)
+  config = json.loads((tmp_path / 'plain' / 'config.json').read_text())
+  assert config['jax_resnet'] == {'model': 'plain20', 'layout': 'jax_resnet', 'num_classes': 10,
+                                  'model_options': {'stage_sizes': [1, 1, 1]}}
+  loaded_model, loaded = jr.load_pretrained(folder)
+  x = np.asarray(jax.random.normal(jax.random.key(2), (2, 16, 16, 3)))
+  assert _relative(loaded_model.apply(loaded, x, train=False), model(x)) <= 1e-5
+  with pytest.raises(WeightsError) as err:
+    jr.save_pretrained(model, folder)
+  assert str(err.value) == f'{folder} exists and is not an empty folder; pass a new folder.'
