@@ -119,20 +119,24 @@ def _source(source):
 
 
 def _registry_name(module) -> str:
-  """The registered name whose defaults `module` is built from (the closest: fewest changed
-  fields)."""
+  """The registered name whose defaults `module` is built from: the one it differs from in
+  the fewest fields, then with the closest stage sizes (resnet20 for (1, 1, 1))."""
   from jax_resnet.registry import list_models, model_defaults
   best = None
   for name in list_models():
     cls, defaults = model_defaults(name)
     if type(module) is not cls:
       continue
-    changed = len(_module_options(module, name))
-    if best is None or changed < best[0]:
-      best = (changed, name)
+    options = _module_options(module, name)
+    stages = defaults.get('stage_sizes', ())
+    depth = sum(abs(a - b) for a, b in zip(module.stage_sizes, stages)) + 99 * abs(
+        len(module.stage_sizes) - len(stages))
+    key = (len(options), depth, name)
+    if best is None or key < best:
+      best = key
   if best is None:
     raise SharingError(f'{type(module).__name__} is not a registered model.')
-  return best[1]
+  return best[2]
 
 
 def _module_options(module, name: str) -> dict:
