@@ -235,5 +235,5 @@ def test_an_nnx_model_saves_with_its_options_and_loads_from_the_folder(tmp_path)
   x = np.asarray(jax.random.normal(jax.random.key(2), (2, 16, 16, 3)))
   assert _relative(loaded_model.apply(loaded, x, train=False), model(x)) <= 1e-5
   with pytest.raises(WeightsError) as err:
-    jr.save_pretrained(model, folder)
+    jr.save_pretrained(model, folder, layout='jax_resnet')
   assert str(err.value) == f'{folder} exists and is not an empty folder; pass a new folder.'
