@@ -95,3 +95,18 @@ class HubServer(WeightsServer):
     for name in os.listdir(folder):
       with open(os.path.join(folder, name), 'rb') as f:
         self.files[f'/{repo}/resolve/main/{name}'] = f.read()
+
+
+def use_hub(monkeypatch, url: str, cache: str, token: str):
+  """Points huggingface_hub at `url` for this test, as HF_ENDPOINT and HF_HUB_CACHE set before
+  its import would: the environment, and the constants it read at import (timm's downloads go
+  through them; jax_resnet re-reads the environment itself)."""
+  from huggingface_hub import constants
+  monkeypatch.setenv('HF_ENDPOINT', url)
+  monkeypatch.setenv('HF_HUB_CACHE', cache)
+  monkeypatch.setenv('HF_TOKEN', token)
+  monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+  monkeypatch.setattr(constants, 'ENDPOINT', url)
+  monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE',
+                      url + '/{repo_id}/resolve/{revision}/{filename}')
+  monkeypatch.setattr(constants, 'HF_HUB_CACHE', cache)

@@ -12,7 +12,7 @@ import jax_resnet as jr
 from jax_resnet import sharing
 from jax_resnet.weights import WeightsError
 
-from hub_server import HubServer
+from hub_server import HubServer, use_hub
 
 TOKEN = 'hf_test_token'
 
@@ -36,10 +36,7 @@ def trained_like(name, side, seed=0, **options):
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
   with HubServer(TOKEN) as server:
-    monkeypatch.setenv('HF_ENDPOINT', server.url)
-    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf_cache'))
-    monkeypatch.setenv('HF_TOKEN', TOKEN)
-    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    use_hub(monkeypatch, server.url, str(tmp_path / 'hf_cache'), TOKEN)
     yield server
 
 

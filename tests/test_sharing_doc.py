@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from hub_server import HubServer
+from hub_server import HubServer, use_hub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = 'hf_doc_token'
@@ -42,8 +42,7 @@ def test_every_block_of_docs_sharing_runs(tmp_path, monkeypatch):
     env = {**os.environ, 'HF_ENDPOINT': hub.url, 'HF_TOKEN': TOKEN,
            'HF_HUB_CACHE': str(tmp_path / 'hf_cache'),
            'PYTHONPATH': os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')])}
-    for key in ('HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_CACHE'):
-      monkeypatch.setenv(key, env[key])
+    use_hub(monkeypatch, hub.url, env['HF_HUB_CACHE'], TOKEN)
     monkeypatch.chdir(tmp_path)
     spaces = []
     for kind, block in blocks:
