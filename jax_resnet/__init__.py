@@ -16,6 +16,7 @@ from jax_resnet.models import ResNet, ResNetBase, make_layers
 from jax_resnet.model_facts import FeatureLevel, ModelInfo, feature_info, model_info
 from jax_resnet.registry import create_model, list_models, model_defaults
 from jax_resnet.scan import stack_blocks, unstack_blocks
+from jax_resnet.sharing import push_to_hub, save_pretrained
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
 from jax_resnet.weights.pretrained import load_pretrained
@@ -29,5 +30,5 @@ __all__ = [
     'PreActBottleneckBlock', 'ResNet', 'ResNetBase', 'VideoBasicBlock', 'VideoResNet',
     'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'finetune',
     'list_models', 'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
-    'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
+    'push_to_hub', 'save_pretrained', 'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
 ]

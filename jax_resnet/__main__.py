@@ -19,7 +19,8 @@ COMMANDS = {
     'analysis': ('jax_resnet.analysis.__main__',
                  'research tools: gradflow, jacobian, lesion, paths, degradation, ode'),
     'data': ('jax_resnet.data.__main__', 'prepare a TFDS dataset for training'),
-    'export': ('jax_resnet.export', 'write a model as a serialized jax.export program'),
+    'export': ('jax_resnet.export', 'write a model as a serialized jax.export program or ONNX'),
+    'push': ('jax_resnet.push', 'upload a trained model to the Hugging Face Hub'),
 }
 
 EXAMPLES = """examples:

@@ -300,6 +300,9 @@ def _parser(prog='python -m jax_resnet.export'):
   parser.add_argument('--dtype', default='float32', help=f'compute dtype: {", ".join(DTYPES)}')
   parser.add_argument('--with-preprocessing', action='store_true',
                       help="bake the tag's resize, crop and normalisation in: uint8 input")
+  parser.add_argument('--format', choices=('jax', 'onnx'), default='jax',
+                      help="'jax': a serialized jax.export program (default); 'onnx': an ONNX "
+                           "file (jax_resnet.onnx_export; extra [onnx])")
   parser.add_argument('--platforms', default=None,
                       help=f'comma-separated, of {", ".join(PLATFORMS)} (default: this '
                            "machine's backend)")
@@ -397,6 +400,9 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
       args.model = found.model
     info = jax_resnet.model_info(args.model)
     platforms = _check_arguments(args, info)
+    if args.format == 'onnx':
+      from jax_resnet import onnx_export
+      onnx_export.check_arguments(args)
     tag, preprocessing = _preprocessing(args, weights, info)
     found = found or predict.load_weights(args, weights)
     variables = found.variables
@@ -408,6 +414,9 @@ def main(argv=None, prog='python -m jax_resnet.export') -> int:
     print(f'export: error: {error}', file=sys.stderr)
     return 2
   model = jax_resnet.create_model(args.model, num_classes=num_classes, **found.options)
+  if args.format == 'onnx':
+    return onnx_export.write_from_arguments(
+        args, model, variables, preprocessing if args.with_preprocessing else None)
   exported = export_model(model, variables, args.image_size, args.dtype,
                           preprocessing if args.with_preprocessing else None, platforms)
   eval_transform = getattr(args, 'eval_transform', None)

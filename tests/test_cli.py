@@ -30,13 +30,13 @@ def _run(*args, cwd=ROOT):
 def test_help_lists_every_command_and_no_command_is_exit_2(capsys):
   assert program.main(['--help']) == 0
   out = capsys.readouterr().out
-  for name in ('train', 'predict', 'benchmark', 'analysis', 'data', 'export'):
+  for name in ('train', 'predict', 'benchmark', 'analysis', 'data', 'export', 'push'):
     assert f'\n  {name} ' in out, name
   assert program.main([]) == 2
   assert program.main(['trian']) == 2
   assert capsys.readouterr().err.splitlines()[-1] == (
       "jax-resnet: error: unknown command 'trian'; the commands are train, predict, benchmark, "
-      'analysis, data, export (jax-resnet --help).')
+      'analysis, data, export, push (jax-resnet --help).')
 
 
 def test_a_command_whose_module_is_absent_is_one_line(monkeypatch, capsys):

@@ -66,9 +66,12 @@ class Pretrained:
 def is_tag_like(source) -> bool:
   """Whether `source` names published weights rather than a path: a WeightTag, an 'hf-hub:'
   repository, a tag or a registered name that is not an existing path."""
+  from jax_resnet.weights import pretrained
   if isinstance(source, tags.WeightTag):
     return True
   source = os.fspath(source)
+  if pretrained.is_hub_source(source):  # 'hf-hub:', or a local folder of a Hub repository
+    return True
   return source.startswith(HUB_PREFIX) or (not os.path.exists(source) and (
       source in tags.TAGS or source in registry.list_models()))
 
@@ -77,8 +80,8 @@ def model_of_tag(source) -> str:
   """The registry model a tag-like source holds, without reading its weights (a Hub
   repository's config.json is fetched)."""
   from jax_resnet.weights import pretrained
-  if not isinstance(source, tags.WeightTag) and source.startswith(HUB_PREFIX):
-    return pretrained._hub_model(source[len(HUB_PREFIX):])[2]
+  if not isinstance(source, tags.WeightTag) and pretrained.is_hub_source(source):
+    return pretrained._hub_model(pretrained._hub_id(source))[2]
   return pretrained.resolve_tag(source).model
 
 
@@ -102,9 +105,11 @@ def read_pretrained(source, model: Optional[str] = None) -> Pretrained:
 
 def _read_published(source) -> Pretrained:
   from jax_resnet.weights import pretrained
-  if not isinstance(source, tags.WeightTag) and source.startswith(HUB_PREFIX):
-    name, variables = pretrained._hub_repository(source[len(HUB_PREFIX):])
-    return Pretrained(name, variables, source, 'hf-hub')
+  if not isinstance(source, tags.WeightTag) and pretrained.is_hub_source(source):
+    name, variables = pretrained._hub_repository(pretrained._hub_id(source))
+    # the create_model options a repository written by save_pretrained records
+    return Pretrained(name, variables, os.fspath(source), 'hf-hub',
+                      options=pretrained.hub_model_options(source))
   tag = pretrained.resolve_tag(source)
   variables = files.load(tag.model, pretrained.fetch(tag))
   return Pretrained(tag.model, variables, tag.name, 'tag', tag=tag)

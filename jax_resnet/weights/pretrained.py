@@ -15,6 +15,7 @@ config.json names the `architecture`) or a transformers `ResNetForImageClassific
 
 import json
 import logging
+import os
 from typing import Optional
 
 import jax
@@ -23,7 +24,7 @@ import numpy as np
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import create_model, list_models
 from jax_resnet.weights import download, files, hub_config, tags
-from jax_resnet.weights.trees import WeightsError, head_classes_of, merge_pretrained
+from jax_resnet.weights.trees import WeightsError, head_classes_of, merge_pretrained, unflatten
 
 HUB_PREFIX = 'hf-hub:'
 WEIGHTS_FILE, CONFIG_FILE = 'model.safetensors', 'config.json'
@@ -37,7 +38,7 @@ def resolve_tag(tag) -> Optional[tags.WeightTag]:
   ValueError for an unknown name."""
   if isinstance(tag, tags.WeightTag):
     return tag
-  if tag.startswith(HUB_PREFIX):
+  if is_hub_source(tag):
     return None
   if tag not in tags.TAGS and tag in list_models():
     return tags.default_tag(tag)
@@ -56,7 +57,7 @@ def pretrained_variables(tag):
   """(registry name, variables as float32 numpy, WeightTag or None) of `tag`."""
   weight_tag = resolve_tag(tag)
   if weight_tag is None:
-    name, variables = _hub_repository(tag[len(HUB_PREFIX):])
+    name, variables = _hub_repository(_hub_id(tag))
     return name, variables, None
   return weight_tag.model, files.load(weight_tag.model, fetch(weight_tag)), weight_tag
 
@@ -72,11 +73,61 @@ def _read_json(path: str, what: str) -> dict:
   return config
 
 
+def hub_folder(path) -> bool:
+  """Whether `path` is a local folder holding a Hub repository's files (save_pretrained's, a
+  downloaded snapshot): config.json and model.safetensors."""
+  return (isinstance(path, (str, os.PathLike)) and os.path.isdir(path)
+          and all(os.path.isfile(os.path.join(path, f)) for f in (CONFIG_FILE, WEIGHTS_FILE)))
+
+
+def is_hub_source(tag) -> bool:
+  """Whether `tag` names a Hub repository: 'hf-hub:<owner>/<repo>', or a local folder of one
+  (a registered name or weight tag wins over a folder of the same name)."""
+  if not isinstance(tag, (str, os.PathLike)):
+    return False
+  tag = os.fspath(tag)
+  return tag.startswith(HUB_PREFIX) or (tag not in tags.TAGS and tag not in list_models()
+                                        and hub_folder(tag))
+
+
+def _hub_id(tag: str) -> str:
+  """The repository id of 'hf-hub:<owner>/<repo>', or a Hub folder's path as it is."""
+  return tag[len(HUB_PREFIX):] if tag.startswith(HUB_PREFIX) else os.fspath(tag)
+
+
+def _hub_file(repo_id: str, filename: str, optional: bool = False):
+  """A file of Hub repository `repo_id`, or of the local folder `repo_id` names."""
+  if hub_folder(repo_id):
+    path = os.path.join(repo_id, filename)
+    return path if os.path.isfile(path) or not optional else None
+  return download.fetch_hub(repo_id, filename, optional=optional)
+
+
+def hub_model_options(tag) -> dict:
+  """The create_model options a repository written by `save_pretrained` records (config.json's
+  'jax_resnet' block); {} for any other tag or repository."""
+  if not is_hub_source(tag):
+    return {}
+  repo_id = _hub_id(tag)
+  config = _read_json(_hub_file(repo_id, CONFIG_FILE), f'{CONFIG_FILE} of {repo_id}')
+  block = config.get('jax_resnet')
+  options = dict(block.get('model_options') or {}) if isinstance(block, dict) else {}
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
 def _hub_model(repo_id: str):
-  """(its config.json, 'timm' | 'transformers', registry name) of a Hub repository."""
+  """(its config.json, 'timm' | 'transformers' | 'jax_resnet', registry name) of a Hub
+  repository (or a local folder of one)."""
   from jax_resnet.weights import timm, transformers
-  config = _read_json(download.fetch_hub(repo_id, CONFIG_FILE), f'{CONFIG_FILE} of {repo_id}')
+  config = _read_json(_hub_file(repo_id, CONFIG_FILE), f'{CONFIG_FILE} of {repo_id}')
   source = f'{HUB_PREFIX}{repo_id}'
+  block = config.get('jax_resnet')
+  if isinstance(block, dict) and block.get('layout') == 'jax_resnet':  # save_pretrained's
+    name = str(block.get('model'))
+    if name not in list_models():
+      raise WeightsError(f'{source} holds {name}, which this jax_resnet version does not '
+                         'register; upgrade jax_resnet.')
+    return config, 'jax_resnet', name
   if 'architecture' in config:  # timm's hub config
     return config, 'timm', timm.resolve(str(config['architecture']))
   if config.get('model_type') == 'resnet':
@@ -91,8 +142,10 @@ def _hub_repository(repo_id: str):
   from jax_resnet.weights import transformers
   _, kind, name = _hub_model(repo_id)
   source = f'{HUB_PREFIX}{repo_id}'
-  state_dict = files.read_state_dict(download.fetch_hub(repo_id, WEIGHTS_FILE))
-  if kind == 'timm':
+  state_dict = files.read_state_dict(_hub_file(repo_id, WEIGHTS_FILE))
+  if kind == 'jax_resnet':  # our flat names, checked against the model by merge_pretrained
+    variables = unflatten({k: np.asarray(v, np.float32) for k, v in state_dict.items()})
+  elif kind == 'timm':
     variables = files.from_state_dict(name, state_dict, source=source)
   else:
     variables = transformers.from_transformers(name, state_dict, source=source)
@@ -104,10 +157,10 @@ def hub_tag(tag: str) -> Optional[tags.WeightTag]:
   """The WeightTag of 'hf-hub:<repo>' with the preprocessing the repository records: a
   transformers repository's preprocessor_config.json (when it has one), a timm repository's
   config.json pretrained_cfg; None when it records none."""
-  repo_id = tag[len(HUB_PREFIX):]
+  repo_id = _hub_id(tag)
   config, kind, name = _hub_model(repo_id)
   if kind == 'transformers':
-    path = download.fetch_hub(repo_id, PREPROCESSOR_FILE, optional=True)
+    path = _hub_file(repo_id, PREPROCESSOR_FILE, optional=True)
     if path is None:
       return None
     what = f'{PREPROCESSOR_FILE} of {repo_id}'
