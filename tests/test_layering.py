@@ -15,7 +15,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'jax_resnet'
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS = (
     ('errors', ('jax_resnet.errors', 'jax_resnet.utils', 'jax_resnet.false_alarms')),
-    ('layers', ('jax_resnet.layers', 'jax_resnet.blocks', 'jax_resnet.stems')),
+    ('layers', ('jax_resnet.layers', 'jax_resnet.blocks', 'jax_resnet.stems',
+                'jax_resnet.remat')),
     ('models', ('jax_resnet.models', 'jax_resnet.video', 'jax_resnet.scan')),
     ('registry', ('jax_resnet.registry', 'jax_resnet.model_facts')),
     ('data', ('jax_resnet.data',)),

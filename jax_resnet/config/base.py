@@ -46,6 +46,8 @@ def _model_options():
   o.weight_standardization = config_dict.placeholder(bool)  # standardized kernels (BiT)
   o.avg_down = config_dict.placeholder(bool)         # ResNet-D: average-pool projection
   o.output_stride = config_dict.placeholder(int)     # 16 | 8: dilate the last stages (32: none)
+  o.remat = config_dict.placeholder(str)             # 'none' | 'block' | 'save_convs': what the
+  #                                                    backward pass recomputes (docs/training.md)
   return o
 
 
