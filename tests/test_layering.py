@@ -27,6 +27,7 @@ LAYERS = (
     # The programs, and the package itself (`import jax_resnet` re-exports every layer).
     ('programs', ('jax_resnet', 'jax_resnet.__main__', 'jax_resnet.train_cli',
                   'jax_resnet.predict', 'jax_resnet.export', 'jax_resnet.benchmark',
+                  'jax_resnet.benchmark_memory',
                   'jax_resnet.benchmark_torch', 'jax_resnet.analysis',
                   'jax_resnet.data.__main__')),
 )
