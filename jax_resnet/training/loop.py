@@ -17,7 +17,7 @@ import numpy as np
 import jax_resnet
 from jax_resnet import data
 from jax_resnet.errors import TrainingError, UserError
-from jax_resnet.training import changes, setup, workdir as workdir_lib
+from jax_resnet.training import changes, loss_scale, setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
 from jax_resnet.training.signals import Interrupted, Preemption  # noqa: F401 (public here)
@@ -158,12 +158,14 @@ def _flush_metrics(pending, runner, first_step, skip_nonfinite):
     history.extend({k: np.reshape(v, (count,))[i] for k, v in m.items()} for i in range(count))
   finite = [bool(np.isfinite(m['loss']) and m['grads_finite'] > 0) for m in history]
   good = [m for m, ok in zip(history, finite) if ok]
-  if not all(finite) and not skip_nonfinite:
+  if not all(finite) and not (skip_nonfinite or 'loss_scale' in history[0]):  # float16 skips
     return None, first_step + finite.index(False)
   means = {k: float(np.mean([m[k] for m in good])) if good else float('nan')
            for k in ('loss', 'error')}
   means['learning_rate'] = float(history[-1]['learning_rate'])
   means['skipped_updates'] = float(len(history) - len(good))
+  if 'loss_scale' in history[-1]:
+    means['loss_scale'] = float(history[-1]['loss_scale'])
   return means, None
 
 
@@ -384,6 +386,7 @@ class _Run:
         'model': self.spec.model, 'dataset': self.spec.data.dataset,
         'devices': jax.device_count(), 'parallelism': self.spec.loop.parallelism,
         'skipped_updates': self.skipped,
+        **loss_scale.summary(self.runner.to_host(state.loss_scale)),
     }
     if jax.process_index() == 0:
       workdir_lib.write_atomic(os.path.join(self.workdir, 'summary.json'),
