@@ -124,6 +124,8 @@ def _add_run(c):
   c.checkpoint_every_steps = 1_000    # checkpoint interval (and always at the end)
   c.keep_checkpoints = 3              # checkpoints kept in the workdir
   c.progress_bar = True               # tqdm bar on process 0
+  c.allow_batch_size_change = False   # resume a checkpoint trained with another batch_size
+  #                                     (refused otherwise; docs/training.md, elastic resume)
 
 
 def base_config() -> ml_collections.ConfigDict:

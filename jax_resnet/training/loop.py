@@ -17,7 +17,7 @@ import numpy as np
 import jax_resnet
 from jax_resnet import data
 from jax_resnet.errors import TrainingError, UserError
-from jax_resnet.training import changes, loss_scale, setup, workdir as workdir_lib
+from jax_resnet.training import changes, elastic, loss_scale, setup, workdir as workdir_lib
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
 from jax_resnet.training.signals import Interrupted, Preemption  # noqa: F401 (public here)
@@ -220,6 +220,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
   parts = setup.build_run(spec, info.num_train)
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
   step, host_state, data_state, meta = _initial_state(spec, parts, info.image_shape, checkpoints)
+  data_state = elastic.resume_data_state(spec, step, meta, data_state)
   total = parts.total_steps
   say = print if jax.process_index() == 0 else (lambda *_, **__: None)
   if step >= total:
