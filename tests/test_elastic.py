@@ -104,3 +104,29 @@ def test_a_changed_global_batch_is_refused_unless_asked_for(two_device_runs, tmp
   assert step == TOTAL
   # 3 steps of 32 examples = 96 consumed; at 64 a step the pipeline went on from batch 1.
   assert data_state['batch_size'] == 64 and data_state['step'] == 96 // 64 + (TOTAL - K)
+
+
+@pytest.mark.slow  # 60 s: four trainer processes
+def test_two_processes_checkpoint_and_one_process_resumes(tmp_path):
+  """jax.distributed on loopback, 2 processes of 2 devices, then 1 process of 4: the data
+  iterator's state is the count of global batches, the same on every process, so it resumes."""
+  from test_train_cli import SHORT, _free_port, _losses, _train as _train_cli
+  args = ['--config.checkpoint_every_steps=1000', *SHORT, '--config.log_every_steps=1',
+          '--config.lr_schedule=constant', '--config.warmup_epochs=0',
+          '--config.learning_rate=0.05']
+  port = _free_port()
+  hosts = [_train_cli([f'--workdir={tmp_path}/elastic', f'--coordinator_address=127.0.0.1:{port}',
+                       '--num_processes=2', f'--process_id={i}', '--config.num_train_steps=3',
+                       *args], devices=2) for i in (0, 1)]
+  for host in hosts:
+    _, err = host.communicate(timeout=300)
+    assert host.returncode == 0, err
+  runs = {name: _train_cli([f'--workdir={tmp_path}/{name}', '--config.num_train_steps=6', *args],
+                           devices=4) for name in ('elastic', 'one')}
+  for run in runs.values():
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+  resumed, reference = _losses(tmp_path / 'elastic'), _losses(tmp_path / 'one')
+  assert len(resumed) == len(reference) == 6
+  # Steps 4-6 ran in one process on both sides, from a state summed across processes.
+  np.testing.assert_allclose(resumed[3:], reference[3:], rtol=1e-5)
