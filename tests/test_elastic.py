@@ -128,5 +128,8 @@ def test_two_processes_checkpoint_and_one_process_resumes(tmp_path):
     assert run.returncode == 0, err
   resumed, reference = _losses(tmp_path / 'elastic'), _losses(tmp_path / 'one')
   assert len(resumed) == len(reference) == 6
-  # Steps 4-6 ran in one process on both sides, from a state summed across processes.
-  np.testing.assert_allclose(resumed[3:], reference[3:], rtol=1e-5)
+  # Steps 4-6 ran in one process on both sides, from states whose first 3 steps summed across
+  # 2 processes or in 1: round-off apart, a difference the steps amplify (measured: 1e-7 and
+  # 5e-7 at steps 4 and 5, 1.3e-4 at step 6), as in test_train_cli's two-process test.
+  np.testing.assert_allclose(resumed[3:5], reference[3:5], rtol=1e-5)
+  np.testing.assert_allclose(resumed[5], reference[5], rtol=1e-3)
