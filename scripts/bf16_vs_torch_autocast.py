@@ -1,12 +1,13 @@
 """Our bfloat16 training against torch's autocast, and both float32 twins, from the same
 weights and batches: four loss curves in one figure and the relative gaps per 10 steps.
 
-    python scripts/bf16_vs_torch_autocast.py --steps 120 --out docs/bf16_vs_torch_autocast.png
+    python scripts/bf16_vs_torch_autocast.py --steps 100 --out docs/bf16_vs_torch_autocast.png
 
 torchvision's resnet18 (10 classes) is initialised by torch and converted to ours
 (`weights.from_torchvision`). The data are scikit-learn's handwritten digits, upsampled to
-32x32 with 3 channels, in one fixed order of batches. Both sides train with SGD (momentum 0.9,
-coupled weight decay 1e-4 on every parameter, constant learning rate): ours through the
+--image-size (16) with 3 channels, in one fixed order of batches. Both sides train with SGD
+(momentum 0.9, coupled weight decay 1e-4 on every parameter, constant learning rate): ours
+through the
 trainer's own `make_optimizer` / `make_train_step` with `dtype='bfloat16'` (parameters float32),
 torch's with its forward and loss under `torch.autocast('cpu', dtype=torch.bfloat16)`.
 The script also records, with forward hooks, the dtype each kind of torch layer returns, and
@@ -16,6 +17,7 @@ prints it beside ours.
 import argparse
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -25,14 +27,14 @@ import jax_resnet as jr
 from jax_resnet import weights
 from jax_resnet.training import make_optimizer, make_schedule, steps
 
-CLASSES, SIZE = 10, 32
+CLASSES = 10
 
 
-def digits_batches(count, batch_size, seed=0):
-  """`count` batches (NHWC float32 images, int labels) of the digits, 8x8 -> 32x32, RGB."""
+def digits_batches(count, batch_size, size, seed=0):
+  """`count` batches (NHWC float32 images, int labels) of the digits, 8x8 -> size, RGB."""
   from sklearn.datasets import load_digits
   digits = load_digits()
-  images = np.kron(digits.images / 16.0, np.ones((SIZE // 8, SIZE // 8)))
+  images = np.kron(digits.images / 16.0, np.ones((size // 8, size // 8)))
   images = ((images - images.mean()) / images.std()).astype(np.float32)
   images = np.repeat(images[..., None], 3, axis=-1)
   rng = np.random.default_rng(seed)
@@ -55,7 +57,10 @@ def train_torch(net, batches, lr, autocast):
   hooks = [m.register_forward_hook(record) for m in net.modules()
            if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear,
                              torch.nn.AdaptiveAvgPool2d, torch.nn.ReLU, torch.nn.MaxPool2d))]
-  for images, labels in batches:
+  start = time.perf_counter()
+  for i, (images, labels) in enumerate(batches):
+    if i % 20 == 0:
+      print(f'  step {i}: {time.perf_counter() - start:.0f} s', file=sys.stderr, flush=True)
     optimizer.zero_grad()
     x = torch.from_numpy(images.transpose(0, 3, 1, 2)).contiguous()
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
@@ -102,7 +107,7 @@ def gaps(ours, theirs, window=10):
           for i in range(0, len(relative), window)]
 
 
-def plot(curves, out):
+def plot(curves, out, title):
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -111,7 +116,7 @@ def plot(curves, out):
     axis.plot(np.arange(1, len(losses) + 1), losses, style, label=label, linewidth=1.2)
   axis.set_xlabel('step')
   axis.set_ylabel('train loss (batch)')
-  axis.set_title('resnet18, digits 32x32: jax_resnet vs torch, bfloat16 and float32')
+  axis.set_title(title)
   axis.legend()
   figure.tight_layout()
   figure.savefig(out, dpi=120)
@@ -120,8 +125,9 @@ def plot(curves, out):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--steps', type=int, default=120)
-  p.add_argument('--batch-size', type=int, default=32)
+  p.add_argument('--steps', type=int, default=100)
+  p.add_argument('--batch-size', type=int, default=16)
+  p.add_argument('--image-size', type=int, default=16, help='a multiple of 8')
   p.add_argument('--learning-rate', type=float, default=0.05)
   p.add_argument('--out', default='docs/bf16_vs_torch_autocast.png')
   p.add_argument('--json', help='write losses, gaps and dtypes here')
@@ -132,7 +138,7 @@ def main(argv=None):
   torch.set_num_threads(1)
   net = torchvision.models.resnet18(num_classes=CLASSES)
   state_dict = {k: v.clone() for k, v in net.state_dict().items()}
-  batches = digits_batches(args.steps, args.batch_size)
+  batches = digits_batches(args.steps, args.batch_size, args.image_size)
   curves, dtypes = {}, {}
   for label, autocast in (('torch autocast bfloat16', True), ('torch float32', False)):
     twin = torchvision.models.resnet18(num_classes=CLASSES)
@@ -144,7 +150,8 @@ def main(argv=None):
     print(f'{label}: done', file=sys.stderr, flush=True)
   ordered = {k: curves[k] for k in ('jax_resnet bfloat16', 'torch autocast bfloat16',
                                     'jax_resnet float32', 'torch float32')}
-  plot(ordered, args.out)
+  plot(ordered, args.out, f'resnet18, digits {args.image_size}x{args.image_size}, batch '
+       f'{args.batch_size}: jax_resnet vs torch, bfloat16 and float32')
   result = {
       'bfloat16': gaps(curves['jax_resnet bfloat16'], curves['torch autocast bfloat16']),
       'float32': gaps(curves['jax_resnet float32'], curves['torch float32']),
