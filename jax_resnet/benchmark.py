@@ -5,6 +5,8 @@
         [--json FILE]
     jax-resnet benchmark --model resnet20 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
+    jax-resnet benchmark --memory --model resnet50 --batch-size 256 --dtype bfloat16 \
+        --device-memory 80GB     # compile only: memory per remat setting, largest batch
 
 (`python -m jax_resnet.benchmark` is the same program.)
 
