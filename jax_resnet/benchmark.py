@@ -5,6 +5,8 @@
         [--json FILE]
     jax-resnet benchmark --model resnet20 \
         --batch-size 128 --device-data 50000 --steps-per-dispatch 20   # the on-device path
+    jax-resnet benchmark --memory --model resnet50 --batch-size 256 --dtype bfloat16 \
+        --device-memory 80GB     # compile only: memory per remat setting, largest batch
 
     jax-resnet benchmark --data folder:PATH [--workers 2]  # decoding and augmentation only,
                                                            # beside torchvision (benchmark_data)
@@ -33,7 +35,9 @@ import jax
 import numpy as np
 
 import jax_resnet
+from jax_resnet import benchmark_memory
 from jax_resnet.config import boundary
+from jax_resnet.remat import REMAT_POLICIES
 from jax_resnet.training import setup
 from jax_resnet.stems import STEM_CONVS
 
@@ -66,6 +70,8 @@ def bench_config(args):
                      augment='pad_crop_flip' if args.device_data else 'none'))
   if args.scan_blocks:
     config.model_options.scan_blocks = True
+  if getattr(args, 'remat', 'none') != 'none':
+    config.model_options.remat = args.remat
   return config
 
 
@@ -156,7 +162,7 @@ def summarise(args, times, compile_seconds, flops):
   per_device_batch = args.batch_size / jax.device_count()
   result = {
       'framework': 'jax', 'model': args.model, 'mode': args.mode, 'dtype': args.dtype,
-      'scan_blocks': args.scan_blocks, 'device_data': args.device_data,
+      'scan_blocks': args.scan_blocks, 'remat': args.remat, 'device_data': args.device_data,
       'conv1x1': ('dot' if boundary.conv1x1_as_dot(args.conv1x1, jax.default_backend())
                   else 'conv'),
       'stem_conv': boundary.stem_conv(args.stem_conv, args.model, jax.default_backend()),
@@ -209,12 +215,25 @@ def parse_args(argv, prog='python -m jax_resnet.benchmark'):
                  help='with --device-data: train steps per host call (lax.scan)')
   p.add_argument('--vs', choices=['torch'], default=None,
                  help='also time torchvision in this run')
+  p.add_argument('--remat', default='none', choices=REMAT_POLICIES,
+                 help='what the backward pass recomputes of each block (jax_resnet.remat)')
+  p.add_argument('--memory', action='store_true',
+                 help="compile only: XLA's memory analysis of the train step for each remat "
+                      'setting and the largest batch fitting --device-memory')
+  p.add_argument('--device-memory', default='80GB', help='with --memory: e.g. 80GB, 16GiB')
   p.add_argument('--json', help='write the results to this file')
   args = p.parse_args(argv)
   if args.steps < 1 or args.batch_size < 1 or args.steps_per_dispatch < 1:
     p.error('--steps, --batch-size and --steps-per-dispatch must be positive')
   if args.device_data and (args.mode != 'train' or args.device_data < args.batch_size):
     p.error('--device-data N needs --mode train and N >= --batch-size')
+  if args.memory:
+    try:
+      args.device_memory_bytes = benchmark_memory.parse_bytes(args.device_memory)
+    except ValueError as error:
+      p.error(f'--device-memory: {error}')
+    if args.device_data or args.mode != 'train' or args.vs:
+      p.error('--memory measures the train step: leave out --device-data, --mode eval, --vs')
   if args.steps_per_dispatch > 1 and not args.device_data:
     p.error('--steps-per-dispatch > 1 needs --device-data N')
   try:
@@ -242,6 +261,12 @@ def main(argv=None, prog='python -m jax_resnet.benchmark'):
     return benchmark_data.main(argv, prog)
   args = parse_args(argv, prog)
   results = {'machine': platform.processor() or platform.machine()}
+  if args.memory:
+    results['memory'] = benchmark_memory.run(args, args.device_memory_bytes)
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump(results, f, indent=2)
+    return results
   if args.vs == 'torch':  # first, in a child process, before JAX takes the device's memory
     from jax_resnet import benchmark_torch
     _progress(f'torch: timing torchvision {args.model} in a child process')

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax_resnet.blocks import block_class
 from jax_resnet.layers import (GROUP_NORM_GROUPS, BatchNorm, PointwiseConv, conv_padding,
                                drop_path_rates, he_normal_fan_out, weight_standardized)
+from jax_resnet.remat import remat_block
 from jax_resnet.stems import check_padding, check_stem_conv, stem_spec
 
 Dtype = Any
@@ -37,6 +38,7 @@ class ResNetBase(nn.Module):
   norm: str = 'batch'                        # 'batch' | 'group' (GroupNorm, no batch statistics)
   weight_standardization: bool = False       # every conv standardizes its kernel (BiT)
   output_stride: int = 32                    # 16 | 8: dilate the last stages (stage_plan)
+  remat: str = 'none'                        # 'none' | 'block' | 'save_convs' (jax_resnet.remat)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -120,7 +122,7 @@ class ResNet(ResNetBase):
     conv, norm = self.conv_and_norm(train, self.padding)
     features = {}
     x = features['stem'] = self._stem(jnp.asarray(x, self.dtype), conv, norm)
-    block_cls = block_class(self.block, self.preact)
+    block_cls = remat_block(block_class(self.block, self.preact), self.remat)
     plan = stage_plan(stem_spec(self.stem).reduction, len(self.stage_sizes),
                       self.output_stride)
     rates = drop_path_rates(self.drop_path_rate, sum(self.stage_sizes))
@@ -131,14 +133,14 @@ class ResNet(ResNetBase):
       options = dict(conv=conv, norm=norm, dilation=dilation, **self._block_options())
       x = block_cls(width, (stride, stride), drop_path_rate=stage_rates[0],
                     first_dilation=first_dilation, name=f'stage{i + 1}_block1',
-                    **options)(x, train=train)
+                    **options)(x, train)  # positional: remat's static argument
       if self.scan_blocks and size > 1:
         x = scan_identity_blocks(block_cls, width, options, stage_rates[1:], train,
                                  name=f'stage{i + 1}_scan', dtype=self.dtype)(x)
       else:
         for j in range(1, size):
           x = block_cls(width, (1, 1), drop_path_rate=stage_rates[j],
-                        name=f'stage{i + 1}_block{j + 1}', **options)(x, train=train)
+                        name=f'stage{i + 1}_block{j + 1}', **options)(x, train)
       features[f'stage{i + 1}'] = x
     if self.preact:
       x = nn.relu(norm(name='final_bn')(x))
@@ -180,7 +182,7 @@ def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jn
     @nn.compact
     def __call__(self, x, rate):
       rate = rates[0] if static_rate else rate
-      y = block_cls(width, (1, 1), drop_path_rate=rate, name='block', **options)(x, train=train)
+      y = block_cls(width, (1, 1), drop_path_rate=rate, name='block', **options)(x, train)
       return y, None
 
   scanned = nn.scan(Body, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0},

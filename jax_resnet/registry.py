@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jax_resnet.layers import SHORTCUT_TYPES
 from jax_resnet.models import ResNet, stage_plan
+from jax_resnet.remat import check_remat
 from jax_resnet.stems import check_padding, check_stem_conv, stem_spec
 from jax_resnet.video import VideoResNet, check_video_output_stride
 
@@ -301,7 +302,8 @@ def create_model(name: str, **overrides):
   ImageNet example's model; same parameters).
   Image models take output_stride (32; 16 or 8 dilate the last stages, `models.stage_plan`);
   CIFAR and video nets refuse values they cannot honour.
-  Dtypes may be given as names ('bfloat16').
+  Every model takes remat ('none' | 'block' | 'save_convs': what the backward pass recomputes
+  of each residual block, `jax_resnet.remat`). Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)
   fields = sorted(f.name for f in dataclasses.fields(cls) if f.name not in ('parent', 'name'))
@@ -338,6 +340,11 @@ def _validate(name, kwargs):
                      f'got {kwargs["shortcut"]!r}.')
   if kwargs.get('norm', 'batch') not in ('batch', 'group'):
     raise ValueError(f"{name}: norm must be 'batch' or 'group', got {kwargs['norm']!r}.")
+  if 'remat' in kwargs:
+    try:
+      check_remat(kwargs['remat'])
+    except ValueError as error:
+      raise ValueError(f'{name}: {error}') from None
   rate = kwargs.get('drop_path_rate', 0.0)
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {rate}.')

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax_resnet.blocks import _Block
 from jax_resnet.layers import drop_path_rates
 from jax_resnet.models import ResNetBase
+from jax_resnet.remat import remat_block
 from jax_resnet.stems import stem_spec
 
 CONV_TYPES = ('3d', '2d', '2+1d')
@@ -80,13 +81,14 @@ class VideoResNet(ResNetBase):
     x = features['stem'] = stem(self, jnp.asarray(x, self.dtype), conv, norm)
     rates = iter(drop_path_rates(self.drop_path_rate, sum(self.stage_sizes)))
     stages = zip(self.stage_sizes, self.stage_widths, self.conv_types)
+    block_cls = remat_block(VideoBasicBlock, self.remat)
     for i, (size, width, conv_type) in enumerate(stages):
       for j in range(size):
         strides = downsample_strides(conv_type, 2 if i > 0 and j == 0 else 1)
-        x = VideoBasicBlock(
+        x = block_cls(
             width, strides, conv=conv, norm=norm, shortcut=self.shortcut,
             residual=self.residual, drop_path_rate=next(rates),
             residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
-            conv_type=conv_type, name=f'stage{i + 1}_block{j + 1}')(x, train=train)
+            conv_type=conv_type, name=f'stage{i + 1}_block{j + 1}')(x, train)
       features[f'stage{i + 1}'] = x
     return self.classifier_head(x, features, return_features)

@@ -15,7 +15,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'jax_resnet'
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS = (
     ('errors', ('jax_resnet.errors', 'jax_resnet.utils', 'jax_resnet.false_alarms')),
-    ('layers', ('jax_resnet.layers', 'jax_resnet.blocks', 'jax_resnet.stems')),
+    ('layers', ('jax_resnet.layers', 'jax_resnet.blocks', 'jax_resnet.stems',
+                'jax_resnet.remat')),
     ('models', ('jax_resnet.models', 'jax_resnet.video', 'jax_resnet.scan')),
     ('registry', ('jax_resnet.registry', 'jax_resnet.model_facts')),
     ('data', ('jax_resnet.data',)),
@@ -27,7 +28,8 @@ LAYERS = (
     ('programs', ('jax_resnet', 'jax_resnet.__main__', 'jax_resnet.train_cli',
                   'jax_resnet.predict', 'jax_resnet.export', 'jax_resnet.onnx_export',
                   'jax_resnet.sharing', 'jax_resnet.push', 'jax_resnet.benchmark',
-                  'jax_resnet.benchmark_torch', 'jax_resnet.benchmark_data', 'jax_resnet.analysis',
+                  'jax_resnet.benchmark_memory', 'jax_resnet.benchmark_torch',
+                  'jax_resnet.benchmark_data', 'jax_resnet.analysis',
                   'jax_resnet.data.__main__')),
 )
 

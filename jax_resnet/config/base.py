@@ -46,6 +46,8 @@ def _model_options():
   o.weight_standardization = config_dict.placeholder(bool)  # standardized kernels (BiT)
   o.avg_down = config_dict.placeholder(bool)         # ResNet-D: average-pool projection
   o.output_stride = config_dict.placeholder(int)     # 16 | 8: dilate the last stages (32: none)
+  o.remat = config_dict.placeholder(str)             # 'none' | 'block' | 'save_convs': what the
+  #                                                    backward pass recomputes (docs/training.md)
   return o
 
 
@@ -129,6 +131,8 @@ def _add_run(c):
   c.checkpoint_every_steps = 1_000    # checkpoint interval (and always at the end)
   c.keep_checkpoints = 3              # checkpoints kept in the workdir
   c.progress_bar = True               # tqdm bar on process 0
+  c.allow_batch_size_change = False   # resume a checkpoint trained with another batch_size
+  #                                     (refused otherwise; docs/training.md, elastic resume)
 
 
 def base_config() -> ml_collections.ConfigDict:

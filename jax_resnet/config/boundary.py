@@ -41,7 +41,7 @@ STATE_SHAPING_KEYS = {
     'params': _MODEL_KEYS, 'batch_stats': _MODEL_KEYS, 'ema_params': _MODEL_KEYS + ('ema_decay',),
     'opt_state': _MODEL_KEYS + ('optimizer', 'momentum', 'nesterov', 'weight_decay',
                                 'weight_decay_mode', 'decay_bn_and_bias', 'trainable'),
-    'warming_up': ('warmup_lr',)}
+    'warming_up': ('warmup_lr',), 'loss_scale': ('dtype',)}
 # Keys that moved into config.model_options (a workdir written before keeps working).
 MOVED_TO_MODEL_OPTIONS = ('shortcut', 'zero_init_residual', 'drop_path_rate', 'dropout_rate',
                           'scan_blocks', 'freeze_batch_norm')

@@ -17,7 +17,8 @@ import numpy as np
 import jax_resnet
 from jax_resnet import data
 from jax_resnet.errors import TrainingError, UserError
-from jax_resnet.training import changes, data_records, setup, workdir as workdir_lib
+from jax_resnet.training import (changes, data_records, elastic, loss_scale, setup,
+                                 workdir as workdir_lib)
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
 from jax_resnet.training.logs import MetricWriter
 from jax_resnet.training.signals import Interrupted, Preemption  # noqa: F401 (public here)
@@ -157,12 +158,14 @@ def _flush_metrics(pending, runner, first_step, skip_nonfinite):
     history.extend({k: np.reshape(v, (count,))[i] for k, v in m.items()} for i in range(count))
   finite = [bool(np.isfinite(m['loss']) and m['grads_finite'] > 0) for m in history]
   good = [m for m, ok in zip(history, finite) if ok]
-  if not all(finite) and not skip_nonfinite:
+  if not all(finite) and not (skip_nonfinite or 'loss_scale' in history[0]):  # float16 skips
     return None, first_step + finite.index(False)
   means = {k: float(np.mean([m[k] for m in good])) if good else float('nan')
            for k in ('loss', 'error')}
   means['learning_rate'] = float(history[-1]['learning_rate'])
   means['skipped_updates'] = float(len(history) - len(good))
+  if 'loss_scale' in history[-1]:
+    means['loss_scale'] = float(history[-1]['loss_scale'])
   return means, None
 
 
@@ -218,6 +221,7 @@ def _train_locked(spec, workdir, start_time, preemption, started):
   parts = setup.build_run(spec, info.num_train)
   checkpoints = Checkpoints(os.path.join(workdir, 'checkpoints'), spec.loop.keep_checkpoints)
   step, host_state, data_state, meta = _initial_state(spec, parts, info.image_shape, checkpoints)
+  data_state = elastic.resume_data_state(spec, step, meta, data_state)
   total = parts.total_steps
   say = print if jax.process_index() == 0 else (lambda *_, **__: None)
   if step >= total:
@@ -386,6 +390,7 @@ class _Run:
         'model': self.spec.model, 'dataset': self.spec.data.dataset,
         'devices': jax.device_count(), 'parallelism': self.spec.loop.parallelism,
         'skipped_updates': self.skipped,
+        **loss_scale.summary(self.runner.to_host(state.loss_scale)),
     }
     if jax.process_index() == 0:
       workdir_lib.write_atomic(os.path.join(self.workdir, 'summary.json'),

@@ -8,7 +8,7 @@ import jax
 import jax_resnet
 from jax_resnet.data import spec as data_spec
 from jax_resnet.errors import TrainingError
-from jax_resnet.training import device_data, optim, parallel, steps
+from jax_resnet.training import device_data, loss_scale, optim, parallel, steps
 from jax_resnet.training.spec import RunSpec
 
 
@@ -70,5 +70,6 @@ def host_state(spec: RunSpec, model, tx, input_shape):
   restores into. The key is jax.random.key(seed) itself; the steps use fold_in(key, 1)."""
   create = lambda rng: steps.create_train_state(
       model, tx, rng, input_shape, ema=spec.step.ema_decay > 0,
-      warming_up=spec.step.warmup_lr > 0)
+      warming_up=spec.step.warmup_lr > 0,
+      loss_scale=loss_scale.for_dtype(spec.model_kwargs.get('dtype', 'float32')))
   return jax.device_get(jax.jit(create)(jax.random.key(spec.loop.seed)))

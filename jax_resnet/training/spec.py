@@ -74,6 +74,7 @@ class LoopSpec:
   progress_bar: bool
   init_from: str
   init_reinit_head: bool
+  allow_batch_size_change: bool = False  # resume a checkpoint of another global batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from jax_resnet import finetune
+from jax_resnet.training import loss_scale as scaling
 from jax_resnet.training.optim import set_learning_rate
 
 
@@ -22,20 +23,23 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: Any
   ema_params: Any           # None unless the step keeps an EMA of the weights
   warming_up: jax.Array     # He et al. 2015 ResNet-110 rule: hold warmup_lr until error < t
+  loss_scale: Any = None    # float16: loss_scale.LossScale (dynamic loss scaling)
 
 
 def create_train_state(model, tx, rng, input_shape, ema: bool = False,
-                       warming_up: bool = False):
+                       warming_up: bool = False, loss_scale=None):
   """Initial state for inputs of `input_shape` (one example, e.g. (32, 32, 3)); call under jit
   (or jax.eval_shape to learn shapes without allocating). `ema` keeps a copy of the weights
-  for make_train_step's ema_decay; `warming_up` starts under its warmup_lr rule."""
+  for make_train_step's ema_decay; `warming_up` starts under its warmup_lr rule; `loss_scale`
+  (`loss_scale.initial()`, float16 models) makes the step scale its loss dynamically."""
   x = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   variables = model.init(rng, x, train=False)
   params = variables['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-      ema_params=params if ema else None, warming_up=jnp.asarray(warming_up))
+      ema_params=params if ema else None, warming_up=jnp.asarray(warming_up),
+      loss_scale=loss_scale)
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -62,7 +66,8 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
   ema_decay > 0 needs a state made with ema=True; warmup_lr applies while state.warming_up
   (He et al. 2015's ResNet-110 warmup); skip_nonfinite_updates keeps the old state when the
   loss, a gradient or any array of the new state is not finite (else the step applies them and
-  reports grads_finite=0).
+  reports grads_finite=0). A state with a `loss_scale` scales the loss dynamically
+  (training.loss_scale) and always skips such steps.
   With `axis_name` the step averages gradients and metrics over that device axis.
   `trainable` (jax_resnet.finetune; the optimizer leaves the other parameters alone) keeps
   the BatchNorm statistics of the frozen modules as they were."""
@@ -82,9 +87,8 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
     rng = jax.random.fold_in(rng, state.step)
     if axis_name:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (logits, batch_stats)), grads = grad_fn(state.params, state, batch, rng)
-    grads = _pmean(grads, axis_name)
+    (loss, (logits, batch_stats)), grads, loss_scale = _gradients(
+        loss_fn, state, batch, rng, axis_name)
     if average_batch_stats:
       batch_stats = _pmean(batch_stats, axis_name)
     batch_stats = finetune.keep_frozen(state.batch_stats, batch_stats, trainable)
@@ -104,16 +108,31 @@ def make_train_step(model, tx, schedule, label_smoothing: float = 0.0, ema_decay
       if jnp.issubdtype(leaf.dtype, jnp.inexact):
         finite &= jnp.all(jnp.isfinite(leaf))
     still_warming = state.warming_up & (metrics['error'] >= warmup_until_error)
+    if loss_scale is not None:
+      loss_scale = scaling.count_skip(loss_scale, finite)
+      metrics['loss_scale'] = loss_scale.dynamic.scale
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-        ema_params=ema, warming_up=still_warming)
-    if skip_nonfinite_updates:  # keep the old weights; only the step count moves on
-      kept = state.replace(step=new_state.step)
+        ema_params=ema, warming_up=still_warming, loss_scale=loss_scale)
+    if skip_nonfinite_updates or loss_scale is not None:  # keep the old weights; only the
+      kept = state.replace(step=new_state.step, loss_scale=loss_scale)  # count, scale move on
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
     metrics.update(learning_rate=lr, grads_finite=finite.astype(jnp.float32))
     return new_state, metrics
 
   return train_step
+
+
+def _gradients(loss_fn, state, batch, rng, axis_name):
+  """((loss, aux), gradients averaged over `axis_name`, the state's next LossScale or None);
+  the loss scaled dynamically when the state has a LossScale."""
+  if state.loss_scale is None:
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    value, grads = grad_fn(state.params, state, batch, rng)
+    return value, _pmean(grads, axis_name), None
+  grad_fn = scaling.value_and_grad(loss_fn, state.loss_scale, axis_name)
+  value, grads, loss_scale, _ = grad_fn(state.params, state, batch, rng)
+  return value, grads, loss_scale
 
 
 def make_eval_step(model, axis_name: Optional[str] = None):
