@@ -183,7 +183,12 @@ def _train(argv):
     os._exit(3)
   if jax.process_index() == 0:
     from jax_resnet.training.curves import plot_curves
-    curves = plot_curves(workdir)
+    try:
+      curves = plot_curves(workdir)
+    except OSError as error:  # the run is done and saved; only the picture is missing
+      print(f'warning: could not write the training curves in {workdir} ([Errno {error.errno}] '
+            f'{error.strerror}); the run itself is complete.', file=sys.stderr)
+      curves = None
     if curves:
       print(f'training curves: {curves}')
   return 0

@@ -398,8 +398,9 @@ class _Run:
         'eval_nonfinite_logits': int(result['nonfinite_logits']),
     }
     if jax.process_index() == 0:
-      workdir_lib.write_atomic(os.path.join(self.workdir, 'summary.json'),
-                               json.dumps(summary, indent=2))
+      path = os.path.join(self.workdir, 'summary.json')
+      with workdir_lib.storage_errors(f'writing {path}'):
+        workdir_lib.write_atomic(path, json.dumps(summary, indent=2))
     self.writer.print(f'done: eval top1 {summary["final_eval_top1"]:.4f} after {step} steps, '
                       f'{summary["wall_seconds"]:.0f} s; logs, checkpoints and summary.json in '
                       f'{os.path.abspath(self.workdir)}')
