@@ -27,6 +27,7 @@ from XLA's cost analysis of that compiled step, and MFU uses a table of publishe
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -48,6 +49,10 @@ PEAK_FLOPS = {
     ('TPU v4', 'bfloat16'): 275e12, ('TPU v5 lite', 'bfloat16'): 197e12,
     ('TPU v5e', 'bfloat16'): 197e12, ('TPU v6', 'bfloat16'): 918e12,
 }
+
+# The largest --image-size: a side beyond it asks for gigabytes per image (an input of side s
+# is s * s * 3 float32 values, before any activation).
+MAX_IMAGE_SIZE = 4096
 
 
 def peak_flops(device_kind: str, dtype: str):
@@ -246,7 +251,31 @@ def parse_args(argv, prog='python -m jax_resnet.benchmark'):
             "jax_resnet.list_models() whose model_info input_kind is 'image'.")
   args.image_size = info.input_size if args.image_size is None else args.image_size
   args.num_classes = info.num_classes if args.num_classes is None else args.num_classes
+  smallest = max(8, info.min_input_size)
+  if not smallest <= args.image_size <= MAX_IMAGE_SIZE:
+    p.error(f'--image-size {args.image_size} is outside {smallest}..{MAX_IMAGE_SIZE} for '
+            f'{args.model} (its stem and stages downsample by {info.min_input_size}; its native '
+            f'size is {info.input_size})')
+  if args.num_classes < 1:
+    p.error(f'--num-classes must be a positive integer, got {args.num_classes}')
+  if args.json is not None:
+    problem = output_file_problem(args.json)
+    if problem:
+      p.error(f'--json {args.json}: {problem}; checked before the benchmark runs')
   return args
+
+
+def output_file_problem(path: str):
+  """Why a result file cannot be written at `path` (a folder, a missing or read-only parent),
+  or None."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not path or os.path.isdir(path):
+    return 'is a folder, not a file name'
+  if not os.path.isdir(folder):
+    return f'its folder {folder} does not exist; create it first'
+  if not os.access(folder, os.W_OK | os.X_OK):
+    return f'its folder {folder} is not writable'
+  return None
 
 
 def _progress(line):

@@ -2,12 +2,16 @@
 trainer (`training.checkpoints.Checkpoints`, which adds saving) and the readers without a train
 state template (`read_verified`: weights.load, predict, init_from) follow.
 
-Each checkpoint's metadata carries a CRC-32 of every array of the state (`checksums`, computed
-when it was saved); a restore compares them with the arrays read. Restore tells three failures
-apart, and every process must agree before any acts:
+Each checkpoint's metadata carries its format version (`FORMAT_VERSION`: what its metadata
+means) and a CRC-32 of every array of the state (`checksums`, computed when it was saved); a
+restore compares them with the arrays read. A step of another format version is named "written
+by another version" and nothing is moved (its checksums may be in another form); a step without
+checksums (written before they existed) restores with a warning that it is unverified. Restore
+tells three failures apart, and every process must agree before any acts:
 - corruption (a checksum differs, a file is missing or cannot be decoded): the step is moved to
-  checkpoints_unreadable/ (never deleted; a read-only reader only skips it) and the previous one
-  is tried;
+  checkpoints_unreadable/ beside checkpoints/ (never deleted; a read-only reader only skips it;
+  when checkpoints/ is on another filesystem, a link or a mount, it is renamed within it to
+  `<step>.unreadable-<time>`, which Orbax does not list) and the previous one is tried;
 - a saved tree that differs from the template: `CheckpointMismatchError`, worded by the caller
   (the trainer names the settings that changed);
 - an I/O or memory error: `CheckpointReadError`; nothing is moved.
@@ -31,6 +35,10 @@ from jax_resnet.errors import UserError
 log = logging.getLogger(__name__)
 
 OK, CORRUPT, FATAL = 0, 1, 2
+# The checkpoint format this version writes and reads: 1 = metadata 'checksums' holds the CRC-32
+# of each state array as 8 hex digits, by path. Steps saved before the version was recorded
+# carry no 'format' and are read as 1.
+FORMAT_VERSION = 1
 # Failures that say nothing about the files: the storage or the machine, not the checkpoint.
 _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ENOMEM, errno.EACCES,
                      errno.EPERM, errno.ESTALE, errno.ECONNRESET, errno.EBUSY}
@@ -119,6 +127,7 @@ class CheckpointReader:
   def __init__(self, directory: str, keep: int = 1, read_only: bool = True):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
+    self.aside = self._aside_directory()  # where corrupt steps went (set aside by restore)
     options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
                                            create=not read_only, read_only=read_only)
     handlers = {'state': ocp.StandardCheckpointHandler(), 'data': ocp.JsonCheckpointHandler(),
@@ -169,7 +178,7 @@ class CheckpointReader:
       raise CheckpointReadError(
           f'None of the {len(steps)} checkpoint(s) in {self.directory} restores (steps '
           f'{", ".join(map(str, steps))}, each corrupt); not starting again from step 0. They '
-          f'are kept in {self._aside_directory()}; to train from scratch use a new --workdir.')
+          f'are kept in {self.aside}; to train from scratch use a new --workdir.')
     return None
 
   def _try(self, step, template, explain_mismatch):
@@ -180,6 +189,13 @@ class CheckpointReader:
       meta = meta['meta']
     except Exception as error:
       return self._failure(step, error)
+    meta = meta if isinstance(meta, dict) else {}
+    written = meta.get('format', FORMAT_VERSION)
+    if written != FORMAT_VERSION:
+      return FATAL, CheckpointReadError(
+          f'Checkpoint step {step} in {self.directory} was written by another version of '
+          f'jax_resnet (checkpoint format {written!r}; this one reads format {FORMAT_VERSION}); '
+          'nothing was moved. Read it with the version that wrote it, or use a new --workdir.')
     if not flat_arrays(saved):  # Orbax reports a missing tree metadata file as no tree
       return CORRUPT, 'the saved tree metadata is missing or empty'
     if template is None:  # numpy arrays: the saved shardings may name absent devices
@@ -187,15 +203,18 @@ class CheckpointReader:
     mismatch = _tree_difference(saved, template)
     if mismatch:
       return FATAL, CheckpointMismatchError(explain_mismatch(step, self.directory, mismatch,
-                                                             meta or {}))
+                                                             meta))
     args = ocp.args.Composite(state=ocp.args.StandardRestore(template),
                               data=ocp.args.JsonRestore())  # meta: read above
     try:
       restored = self.manager.restore(step, args=args)
     except Exception as error:
       return self._failure(step, error)
-    expected = (meta or {}).get('checksums')
-    if expected is not None:
+    expected = meta.get('checksums')
+    if expected is None:
+      log.warning('checkpoint step %d in %s has no checksums (written by a version before '
+                  'they were recorded), so it is read unverified.', step, self.directory)
+    else:
       actual = checksums(restored['state'])
       bad = sorted(name for name in set(expected) | set(actual)
                    if expected.get(name) != actual.get(name))
@@ -222,17 +241,34 @@ class CheckpointReader:
       log.warning('checkpoint step %d in %s is unreadable (%s); trying the previous one.',
                   step, self.directory, reason)
       return
-    target = os.path.join(self._aside_directory(), f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    target = os.path.join(self._aside_directory(), f'{step}.{stamp}')
     if jax.process_index() == 0:  # one writer on a shared filesystem
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      os.replace(os.path.join(self.directory, str(step)), target)
+      target = _move_aside(os.path.join(self.directory, str(step)), target,
+                           os.path.join(self.directory, f'{step}.unreadable-{stamp}'))
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f'jax_resnet set aside {step}')
     self.manager.reload()
+    self.aside = os.path.dirname(target)
     log.warning('checkpoint step %d in %s is unreadable (%s); moved it to %s and trying the '
                 'previous one.', step, self.directory, reason, target)
 
+
+def _move_aside(step_dir: str, target: str, renamed: str) -> str:
+  """Moves `step_dir` to `target`; when that is on another filesystem (checkpoints/ a link or a
+  mount point), renames it to `renamed` beside itself instead. Returns where it went."""
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  try:
+    os.replace(step_dir, target)
+    return target
+  except OSError as error:
+    if error.errno != errno.EXDEV:
+      raise
+  with contextlib.suppress(OSError):
+    os.rmdir(os.path.dirname(target))  # only if this call left it empty
+  os.replace(step_dir, renamed)
+  return renamed
 
 
 def _tree_difference(saved, template) -> list:

@@ -8,6 +8,7 @@ line and exit 2.
 import os
 import re
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -21,11 +22,11 @@ flags.DEFINE_bool('help_config', False, 'Print every config key with its value (
                   'the --config.<key> overrides applied) and what it does, then exit.')
 flags.DEFINE_string('coordinator_address', None,
                     'Multi-host: host:port of process 0 (omit on TPU pods/Slurm: auto-detected).')
-flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
-flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.')
+flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.', lower_bound=1)
+flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.', lower_bound=0)
 flags.DEFINE_integer('heartbeat_timeout', 100,
                      'Multi-host: seconds without a heartbeat before the others stop (a dead '
-                     'peer ends the run instead of hanging it).')
+                     'peer ends the run instead of hanging it).', lower_bound=1)
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto-detects '
                   'TPU pods and Slurm when no coordinator flags are given).')
 FLAGS = flags.FLAGS
@@ -60,45 +61,49 @@ def _fail(message):
 
 
 def _config_argument(argv):
-  """(index in argv, value) of --config, or (None, None)."""
+  """(indices in argv that give --config, its value), or ([], None)."""
   for i, arg in enumerate(argv[1:], 1):
     if arg.startswith('--config='):
-      return i, arg.split('=', 1)[1]
-    if arg == '--config' and i + 1 < len(argv):
-      return i + 1, argv[i + 1]
-  return None, None
+      return [i], arg.split('=', 1)[1]
+    if arg == '--config':
+      return [i, i + 1], argv[i + 1] if i + 1 < len(argv) else None
+  return [], None
 
 
-def _with_recipe_path(argv):
-  """argv with --config's recipe as a file path (a bare name is a shipped recipe), checked to
-  define get_config() returning a ConfigDict: ml_collections would fail with a traceback."""
-  index, value = _config_argument(argv)
-  spec = value or 'default'
-  name, colon, argument = spec.partition(':')
+def _load_recipe(argv):
+  """(the recipe's ConfigDict, its file, argv without --config): the recipe is executed here,
+  once (a bare name is a shipped recipe), and checked to define get_config() returning a
+  ConfigDict: ml_collections would fail with a traceback. An error in the recipe's own code
+  keeps its traceback, followed by one line naming the file."""
+  indices, value = _config_argument(argv)
+  if indices and not (value or '').strip():
+    _fail('--config is empty; pass a recipe name or file (e.g. --config default), or leave '
+          '--config out for the default recipe.')
+  name, colon, argument = (value or 'default').partition(':')
   try:
     path = recipes.recipe_path(name)
-    recipes.load_config(path + colon + argument)
+    config = recipes.load_config(path + colon + argument)
   except FileNotFoundError:
     _fail(f'config {name!r} is neither a recipe file nor a shipped recipe; pass a path to a '
           f'recipe file or one of: {", ".join(recipes.list_recipes())}.')
-  except UserError as error:  # e.g. a recipe file without get_config() (ConfigError)
+  except UserError as error:  # not a .py, unreadable, no get_config() (ConfigError)
     _fail(str(error))
-  argv = list(argv)
-  if index is None:
-    argv.insert(1, f'--config={path}')
-  elif argv[index].startswith('--config='):
-    argv[index] = f'--config={path}{colon}{argument}'
-  else:
-    argv[index] = path + colon + argument
-  return argv
+  except Exception as error:  # noqa: BLE001 (the recipe's own code: any exception it raises)
+    traceback.print_exc()
+    where = f', line {error.lineno}' if isinstance(error, SyntaxError) else ''
+    _fail(f'the recipe {path}{where} failed ({type(error).__name__}; its traceback is above); '
+          'fix that file, or pass another recipe.')
+  return config, path, [arg for i, arg in enumerate(argv) if i not in indices]
 
 
-def _parse_flags(argv):
-  """Defines --config (ml_collections parses the --config.<key> overrides) and parses argv; a
-  misspelt key or a bad flag value becomes one line. Returns the arguments left over."""
-  config_flags.DEFINE_config_file(
-      'config', None, 'A recipe; override keys with --config.<key>=value.', lock_config=True)
-  try:
+def _parse_flags(argv, config):
+  """Defines --config holding the recipe's `config` (ml_collections parses the
+  --config.<key> overrides) and parses argv; a misspelt key or a bad flag value becomes one
+  line. Returns the arguments left over."""
+  try:  # the overrides are applied as the flag is defined (its default is `config`)
+    config_flags.DEFINE_config_dict(
+        'config', config, 'A recipe; override keys with --config.<key>=value.',
+        lock_config=True)
     return FLAGS(argv)
   except (AttributeError, KeyError) as error:
     text = str(error).replace("\\'", "'")
@@ -115,8 +120,11 @@ def _parse_flags(argv):
     _fail(str(error).splitlines()[0])
 
 
+_RECIPE = {'path': None}  # the recipe file of this run (its name names the default workdir)
+
+
 def _default_workdir():
-  name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
+  name = os.path.splitext(os.path.basename(_RECIPE['path']))[0]
   return os.path.join('runs', name)
 
 
@@ -139,6 +147,9 @@ def _train(argv):
   if FLAGS.help_config:
     print(config_listing(FLAGS.config))
     return 0
+  if FLAGS.workdir is not None and not FLAGS.workdir.strip():
+    _fail('--workdir is empty; pass a folder (a new one, or a previous run\'s to resume it), '
+          'or leave --workdir out for runs/<recipe name>.')
   import jax
   if FLAGS.config.dtype == 'float64':
     jax.config.update('jax_enable_x64', True)  # 64-bit arrays exist only with it on
@@ -172,7 +183,12 @@ def _train(argv):
     os._exit(3)
   if jax.process_index() == 0:
     from jax_resnet.training.curves import plot_curves
-    curves = plot_curves(workdir)
+    try:
+      curves = plot_curves(workdir)
+    except OSError as error:  # the run is done and saved; only the picture is missing
+      print(f'warning: could not write the training curves in {workdir} ([Errno {error.errno}] '
+            f'{error.strerror}); the run itself is complete.', file=sys.stderr)
+      curves = None
     if curves:
       print(f'training curves: {curves}')
   return 0
@@ -185,7 +201,7 @@ def main(argv=None, prog='jax-resnet train'):
     print(_usage(prog))
     return 0
   argv = [arg.replace('--help-config', '--help_config') for arg in argv]
-  argv = _with_recipe_path(argv)
+  config, _RECIPE['path'], argv = _load_recipe(argv)
   sys.argv = argv  # ml_collections reads the --config.<key> overrides from sys.argv
-  remaining = _parse_flags(argv)
+  remaining = _parse_flags(argv, config)
   app.run(_train, argv=argv, flags_parser=lambda _: remaining)

@@ -156,3 +156,38 @@ def test_sigterm_during_setup_is_one_line_and_exit_0(tmp_path):
   assert out.splitlines() == ['SIGTERM before training started: nothing was lost (no step was '
                               'trained); rerun the same command to resume.']
   assert os.listdir(workdir / 'checkpoints') == []
+
+
+@pytest.fixture
+def ext4_remounting_read_only(tmp_path):
+  """A loop-mounted ext4 with errors=remount-ro, as data disks are mounted."""
+  image, target = tmp_path / 'disk.img', tmp_path / 'ext4'
+  target.mkdir()
+  with open(image, 'wb') as f:
+    f.truncate(64 * 2 ** 20)
+  made = subprocess.run(['mkfs.ext4', '-q', str(image)], capture_output=True, text=True)
+  if made.returncode:
+    pytest.skip(f'mkfs.ext4 is not available here ({made.stderr.strip()})')
+  _mount(['-o', 'loop,errors=remount-ro', str(image)], target)
+  yield target
+  subprocess.run(['umount', '-l', str(target)], check=False)
+
+
+@pytest.mark.slow  # ~20 s: a run until its first checkpoint
+def test_storage_turning_read_only_mid_run_is_one_line(ext4_remounting_read_only):
+  workdir = ext4_remounting_read_only / 'w'
+  proc = _train([f'--workdir={workdir}', '--config.num_train_steps=2000',
+                 '--config.checkpoint_every_steps=10', *SHORT])
+  deadline = time.time() + 180
+  while time.time() < deadline and not os.path.isdir(workdir / 'checkpoints' / '10'):
+    time.sleep(0.05)
+  # The journal aborts and ext4 remounts itself read-only, as on a disk error (files stay open).
+  subprocess.run(['mount', '-o', 'remount,abort', str(ext4_remounting_read_only)], check=True)
+  out, err = proc.communicate(timeout=180)
+  assert proc.returncode == 2 and 'Traceback' not in out + err, err[-3000:]
+  [line] = err.strip().splitlines()
+  assert line.startswith((f'error: writing {workdir}/metrics.jsonl failed ',
+                          f'error: writing {workdir}/tensorboard failed ',
+                          f'error: Writing a checkpoint to {workdir}/checkpoints failed ')), line
+  assert 'Read-only file system' in line
+  assert not os.path.exists(workdir / 'summary.json')

@@ -11,6 +11,7 @@ examples:
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -38,11 +39,29 @@ def parser(prog='python -m jax_resnet.analysis'):
   return top
 
 
+def output_folder_problem(out: str):
+  """Why the report folder `out` cannot be made or written (nothing is created), or None."""
+  if not out.strip():
+    return 'is empty; pass the folder for report.md and its plots'
+  existing = os.path.abspath(out)
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f'{existing} is not a folder, so the report folder cannot be made there'
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f'{existing} is not writable; pass a folder you can write'
+  return None
+
+
 def main(argv=None, prog='python -m jax_resnet.analysis'):
   from jax_resnet.analysis import report
   report.COMMAND_STARTED = time.time()
   argv = sys.argv[1:] if argv is None else argv
   args = parser(prog).parse_args(argv)
+  problem = output_folder_problem(args.out)
+  if problem:  # before the work: a report that cannot be written would be lost at the end
+    print(f'error: --out {args.out}: {problem}', file=sys.stderr)
+    return 2
   if args.float64:
     import jax
     jax.config.update('jax_enable_x64', True)

@@ -7,6 +7,7 @@ input, replace the output, or gate the residual branch through the block's `drop
 which every residual branch passes through (the block's merge_residual, jax_resnet.blocks).
 """
 
+import argparse
 import ast
 import contextlib
 import dataclasses
@@ -307,3 +308,14 @@ def fmt(value) -> str:
       return 'nan'
     return f'{value:.4g}'
   return str(value)
+
+
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
+  return value

@@ -155,7 +155,7 @@ def write_report(results, out, argv=None, draws=20):
 def add_arguments(parser):
   parser.add_argument('--workdir', action='append', default=[],
                       help='train.py workdir of a trained net (repeatable: residual and plain)')
-  parser.add_argument('--draws', type=int, default=20, help='random subsets per k')
+  parser.add_argument('--draws', type=common.positive_int, default=20, help='random subsets per k')
   parser.add_argument('--seed', type=int, default=0)
 
 

@@ -143,7 +143,8 @@ def add_arguments(parser):
   parser.add_argument('--model', default='resnet56', help='model spec at init (no --workdir)')
   parser.add_argument('--workdir', default='', help='train.py workdir of a trained residual net')
   parser.add_argument('--dataset', default='digits', help='data for a model at init')
-  parser.add_argument('--draws', type=int, default=32, help='sampled paths per length')
+  parser.add_argument('--draws', type=common.positive_int, default=32,
+                      help='sampled paths per length')
   parser.add_argument('--batch-size', type=int, default=32)
   parser.add_argument('--seed', type=int, default=0)
 

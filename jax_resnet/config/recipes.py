@@ -10,6 +10,7 @@ it: nothing is added to `sys.path`, so recipes import only from installed packag
 recipe reuses another with `load_config(name, relative_to=__file__)`.
 """
 
+import importlib.machinery
 import importlib.util
 import os
 
@@ -56,14 +57,34 @@ def recipe_path(name: str, relative_to: str = '') -> str:
       f'recipe file or a shipped recipe\'s name: {", ".join(list_recipes())}.')
 
 
+def check_recipe_file(path: str):
+  """Refuses a recipe path that cannot be one (a ConfigError naming it): a file whose name does
+  not end in .py (`--config notes.md`), or one this user cannot read."""
+  if not path.endswith('.py'):
+    raise ConfigError(f'config file {path} is not a Python recipe (its name does not end in '
+                      '.py); a recipe is a .py file whose get_config() returns an '
+                      'ml_collections.ConfigDict.')
+  try:
+    with open(path, 'rb'):
+      pass
+  except OSError as error:
+    raise ConfigError(f'config file {path} cannot be read ([Errno {error.errno}] '
+                      f'{error.strerror}); make it readable for this user, or pass another '
+                      'recipe.') from None
+
+
 def load_config(spec: str, relative_to: str = '') -> ml_collections.ConfigDict:
   """'name', 'path.py' or either with ':argument' (the argument goes to get_config, as with
-  `--config path.py:argument`) -> the recipe's ConfigDict. A file without `get_config`, or whose
-  get_config returns something other than a ConfigDict, is a ConfigError naming the file."""
+  `--config path.py:argument`) -> the recipe's ConfigDict. A file that is not a readable .py,
+  without `get_config`, or whose get_config returns something other than a ConfigDict, is a
+  ConfigError naming the file; an error in the recipe's own code (a SyntaxError, an exception
+  in get_config) is raised as it is: it is the user's code, its traceback the useful part."""
   name, _, argument = spec.partition(':')
   path = recipe_path(name, relative_to)
+  check_recipe_file(path)
   module_name = 'jax_resnet_recipe_' + os.path.splitext(os.path.basename(path))[0]
-  module_spec = importlib.util.spec_from_file_location(module_name, path)
+  loader = importlib.machinery.SourceFileLoader(module_name, path)
+  module_spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   get_config = getattr(module, 'get_config', None)

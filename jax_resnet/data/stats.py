@@ -10,15 +10,24 @@ import tempfile
 import numpy as np
 
 from jax_resnet.data import transforms
+from jax_resnet.errors import DataError
 
 _MEMORY = {}
 
 
-def _compute(source, preprocess):
-  """Mean over `source` of the un-augmented, un-normalised image at the model's resolution."""
+def _compute(source, preprocess, name):
+  """Mean over `source` (the training split `name`) of the un-augmented, un-normalised image at
+  the model's resolution; an example with a NaN or infinite pixel is refused, naming it: it
+  would make the mean image, and so every normalised example, NaN."""
   total = None
   for i in range(len(source)):
     image = transforms.to_float(preprocess.base(source[i]['image'])).astype(np.float64)
+    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if bad:
+      raise DataError(
+          f'Training example {i} of {name} has {bad} non-finite pixel value(s) (NaN or inf); '
+          'the per-pixel mean image would be NaN, and so would every normalised example. Fix '
+          "or remove that example, or use normalize='mean_std'.")
     total = image if total is None else total + image
   return (total / len(source)).astype(np.float32)
 
@@ -51,11 +60,14 @@ def per_pixel_mean(sources, preprocess):
   if sources.cache_dir:
     path = _cache_path(sources.cache_dir, sources.cache_name, preprocess.image_size, n)
     if os.path.exists(path):
-      _MEMORY[key] = np.load(path)
-      return _MEMORY[key]
+      cached = np.load(path)
+      if np.all(np.isfinite(cached)):  # a NaN image cached before examples were checked: redo
+        _MEMORY[key] = cached
+        return cached
+      logging.warning('the cached per-pixel mean %s is not finite; computing it again', path)
   logging.info('computing the per-pixel mean of %d training images (once%s)', n,
                f'; cached at {path}' if path else '')
-  mean = _compute(sources.train, preprocess)
+  mean = _compute(sources.train, preprocess, sources.cache_name)
   if path:
     _save(path, mean)
   _MEMORY[key] = mean

@@ -4,7 +4,8 @@ the restore rule, the CRC-32s, corrupt steps set aside) plus saving.
 Saves are asynchronous and finished before exit; `max_to_keep` removes old steps only after a
 newer one is complete, and the trainer saves only states it checked finite, so the newest
 checkpoint is always a finite one. Each save's metadata gains the CRC-32 of every array of the
-state (`checkpoint_reader.checksums`), which a restore compares. A storage error behind a failed
+state (`checkpoint_reader.checksums`), which a restore compares, and the format version they are
+written in (`checkpoint_reader.FORMAT_VERSION`). A storage error behind a failed
 save is one line (`CheckpointWriteError`).
 """
 
@@ -18,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jax_resnet.checkpoint_reader import (  # noqa: F401 (the reader's names, public here too)
-    CORRUPT, FATAL, OK, CheckpointError, CheckpointMismatchError, CheckpointReader,
+    CORRUPT, FATAL, FORMAT_VERSION, OK, CheckpointError, CheckpointMismatchError, CheckpointReader,
     CheckpointReadError, agree, causes, checksums, flat_arrays, read_verified, reason_of,
     trainer_layout)
 from jax_resnet.errors import TrainingError
@@ -72,7 +73,7 @@ class Checkpoints(CheckpointReader):
 
   def save(self, step: int, state, data_state, meta) -> bool:
     """Saves asynchronously (the trainer decides when); meta gains the state's checksums."""
-    meta = dict(meta, checksums=checksums(state))
+    meta = dict(meta, format=FORMAT_VERSION, checksums=checksums(state))
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state),
                               meta=ocp.args.JsonSave(meta))

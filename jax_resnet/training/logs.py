@@ -20,6 +20,7 @@ class MetricWriter:
                progress_bar: bool):
     self.enabled = enabled
     self.bar = None
+    self.failed = False
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
@@ -30,6 +31,8 @@ class MetricWriter:
       self.jsonl = open(path, 'a')
       self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
                                        purge_step=initial_step + 1)
+    self.events_what = f'writing {os.path.join(workdir, "tensorboard")}'
+    self.events_failures = _keep_event_file_errors(self.tensorboard)
     if progress_bar:
       self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step',
                            dynamic_ncols=True, file=sys.stderr)
@@ -38,11 +41,21 @@ class MetricWriter:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
+    self.failed = True  # until the row is written: close() then adds no second error
     with storage_errors(self.what):
       self.jsonl.write(json.dumps({'step': step, 'split': split, **scalars}) + '\n')
       self.jsonl.flush()
+    self.failed = False
     for key, value in scalars.items():
       self.tensorboard.add_scalar(f'{split}/{key}', value, step)
+    self.failed = bool(self.events_failures)
+    self._raise_event_failure()
+
+  def _raise_event_failure(self):
+    """An error tensorboardX's writer thread met (kept, not raised there) as one line."""
+    if self.events_failures:
+      with storage_errors(self.events_what):
+        raise self.events_failures[0]
 
   def progress(self, step: int, postfix: dict):
     if self.bar is not None:
@@ -62,11 +75,39 @@ class MetricWriter:
       return
     if self.bar is not None:
       self.bar.close()
-    self.tensorboard.close()
+    self.tensorboard.close()  # its file errors are kept, not raised (see below)
     try:
       self.jsonl.close()
     except OSError:  # a write that failed already said so; the buffer cannot be written
       pass
+    if not self.failed:
+      self._raise_event_failure()
+
+
+def _keep_event_file_errors(summary_writer) -> list:
+  """Makes the event file of a tensorboardX SummaryWriter keep its OSErrors (a disk that
+  became full or read-only) in the returned list instead of raising them: they happen in
+  tensorboardX's writer thread, in close() and again at exit, each printing a traceback. The
+  trainer reports the first as one line. Once one happened, the file is left alone."""
+  failures = []
+  file_writer = getattr(summary_writer, 'file_writer', None) or summary_writer._get_file_writer()
+  events = getattr(getattr(file_writer, 'event_writer', None), '_ev_writer', None)
+  if events is None:  # another tensorboardX layout: its errors are raised as they were
+    return failures
+  for name in ('write_event', 'flush', 'close'):
+    method = getattr(events, name)
+
+    def kept(*args, _method=method, **kwargs):
+      if failures:
+        return None
+      try:
+        return _method(*args, **kwargs)
+      except OSError as error:
+        failures.append(error)
+        return None
+
+    setattr(events, name, kept)
+  return failures
 
 
 def _drop_rows_after(path: str, step: int):

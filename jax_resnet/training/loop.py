@@ -92,8 +92,9 @@ def make_feeder(spec, runner, data_state, process_index, process_count):
 
 def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_batches=0,
              stop=lambda: False):
-  """Top-1, mean loss and example count over the eval split (the first max_batches if > 0);
-  None when `stop()` turns true between batches (a preemption abandons the evaluation)."""
+  """Top-1, mean loss, example count and the count of examples with non-finite logits (the
+  loss is NaN then) over the eval split (the first max_batches if > 0); None when `stop()`
+  turns true between batches (a preemption abandons the evaluation)."""
   totals = None
   batches = data.eval_batches(data_spec, process_index=process_index,
                               process_count=process_count)
@@ -110,7 +111,7 @@ def evaluate(runner, state, data_spec, process_index=0, process_count=1, max_bat
   totals = runner.to_host(totals)
   count = float(totals['count'])
   return {'top1': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count,
-          'count': count}
+          'count': count, 'nonfinite_logits': float(totals['nonfinite'])}
 
 
 def _initial_state(spec, parts, image_shape, checkpoints):
@@ -282,7 +283,8 @@ class _Run:
     self.eval_every = spec.loop.eval_every_steps or parts.steps_per_epoch
     self.rng = jax.random.fold_in(jax.random.key(spec.loop.seed), 1)  # key(seed) itself inits
     self.throughput = []
-    self.skipped = 0
+    self.skipped = 0     # updates skipped (skip_nonfinite_updates) since this run started
+    self.first_step = 0  # the step this run started from
 
   def _where(self):
     last = self.checkpoints.latest_step()
@@ -334,8 +336,10 @@ class _Run:
                         'abandoned.')
       return None
     self.writer.write(step, 'eval', result)
+    bad = int(result['nonfinite_logits'])
     self.writer.print(f'step {step}: eval top1 {result["top1"]:.4f}, loss {result["loss"]:.4f} '
-                      f'({int(result["count"])} examples)')
+                      f'({int(result["count"])} examples'
+                      + (f'; {bad} gave non-finite logits, counted wrong' if bad else '') + ')')
     return result
 
   def _preempted(self, state, step, feeder, preemption):
@@ -349,6 +353,7 @@ class _Run:
   def loop(self, state, step, feeder, start_time, preemption):
     intervals, total = self.spec.loop, self.parts.total_steps
     pending, first, tick = [], step, time.time()
+    self.first_step = step
     while step < total:
       state, metrics = feeder.step(state, self.rng)
       pending.append(metrics)
@@ -374,6 +379,12 @@ class _Run:
     return self._finish(state, step, feeder, start_time, preemption)
 
   def _finish(self, state, step, feeder, start_time, preemption):
+    if self.skipped and self.skipped == step - self.first_step:
+      raise TrainingDivergedError(
+          f'Every update of this run was skipped ({self.skipped} of {self.skipped} steps had a '
+          'non-finite loss or gradients; skip_nonfinite_updates=True), so the weights did not '
+          f'change and the run is not done ({self._where()}). Check the input data for NaN or '
+          'inf, or lower the learning rate.')
     result = self._eval(state, step, preemption.due)
     if result is None:
       return self._preempted(state, step, feeder, preemption)
@@ -391,10 +402,12 @@ class _Run:
         'devices': jax.device_count(), 'parallelism': self.spec.loop.parallelism,
         'skipped_updates': self.skipped,
         **loss_scale.summary(self.runner.to_host(state.loss_scale)),
+        'eval_nonfinite_logits': int(result['nonfinite_logits']),
     }
     if jax.process_index() == 0:
-      workdir_lib.write_atomic(os.path.join(self.workdir, 'summary.json'),
-                               json.dumps(summary, indent=2))
+      path = os.path.join(self.workdir, 'summary.json')
+      with workdir_lib.storage_errors(f'writing {path}'):
+        workdir_lib.write_atomic(path, json.dumps(summary, indent=2))
     self.writer.print(f'done: eval top1 {summary["final_eval_top1"]:.4f} after {step} steps, '
                       f'{summary["wall_seconds"]:.0f} s; logs, checkpoints and summary.json in '
                       f'{os.path.abspath(self.workdir)}')

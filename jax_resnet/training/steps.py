@@ -137,17 +137,21 @@ def _gradients(loss_fn, state, batch, rng, axis_name):
 
 def make_eval_step(model, axis_name: Optional[str] = None):
   """`eval_step(state, batch) -> sums`: masked sums over a padded eval batch (exact counts over
-  the whole split), with the EMA weights when the state has them."""
+  the whole split), with the EMA weights when the state has them. `nonfinite` counts examples
+  whose logits hold a NaN or inf: each counts as wrong and makes `loss_sum` NaN (compiled, the
+  cross-entropy of NaN logits can come out finite)."""
 
   def eval_step(state, batch):
     params = state.ema_params if state.ema_params is not None else state.params
     logits = model.apply({'params': params, 'batch_stats': state.batch_stats},
                          batch['image'], train=False)
     mask = batch['mask'].astype(jnp.float32)
-    loss = cross_entropy(logits, batch['label'])
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    sums = {'loss_sum': jnp.sum(loss * mask), 'correct': jnp.sum(correct * mask),
-            'count': jnp.sum(mask)}
+    finite = jnp.all(jnp.isfinite(logits), axis=-1)
+    loss = jnp.where(finite, cross_entropy(logits, batch['label']), jnp.nan)
+    correct = finite & (jnp.argmax(logits, -1) == batch['label'])
+    sums = {'loss_sum': jnp.sum(jnp.where(mask > 0, loss, 0.0)),
+            'correct': jnp.sum(correct * mask), 'count': jnp.sum(mask),
+            'nonfinite': jnp.sum(~finite * mask)}
     return jax.lax.psum(sums, axis_name) if axis_name else sums
 
   return eval_step

@@ -9,6 +9,8 @@ import fcntl
 import json
 import os
 import socket
+import stat
+import tempfile
 import time
 
 import jax
@@ -54,7 +56,7 @@ def create(workdir: str) -> list:
     missing = os.path.dirname(missing)
   with storage_errors(f'creating workdir {workdir}'):
     os.makedirs(workdir, exist_ok=True)
-  if not os.path.exists(os.path.join(workdir, LOCK_FILE)):
+  if not os.path.lexists(os.path.join(workdir, LOCK_FILE)):
     created.append(os.path.join(os.path.abspath(workdir), LOCK_FILE))
   for name in ('checkpoints',):
     if not os.path.exists(os.path.join(workdir, name)):
@@ -75,17 +77,28 @@ def remove_created(created: list):
       pass  # not empty or already gone: keep it
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path: str, text: str):
-  """Writes `text` to `path` through a temporary file in the same directory and a rename."""
-  temporary = f'{path}.tmp.{os.getpid()}'
+  """Writes `text` to `path` through a temporary file in the same directory and a rename. The
+  temporary is created new (O_EXCL, an unpredictable name: `tempfile.mkstemp`), so a link
+  planted in the workdir is never written through; the rename replaces a link at `path` itself,
+  not the file it points to. The file gets the usual mode (0666 less the umask)."""
+  folder, name = os.path.split(os.path.abspath(path))
+  handle, temporary = tempfile.mkstemp(dir=folder, prefix=f'.{name}.', suffix='.tmp')
   try:
-    with open(temporary, 'w') as f:
+    with os.fdopen(handle, 'w') as f:
+      os.fchmod(f.fileno(), 0o666 & ~_umask())
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)
   finally:
-    if os.path.exists(temporary):
+    if os.path.lexists(temporary):
       os.remove(temporary)
 
 
@@ -99,8 +112,7 @@ class WorkdirLock:
     self.file = None
 
   def acquire(self):
-    with storage_errors(f'opening the lock file {self.path}'):
-      handle = open(self.path, 'a+')
+    handle = self._open()
     try:
       fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -123,6 +135,26 @@ class WorkdirLock:
       raise
     self.file = handle
     return self
+
+  def _open(self):
+    """The lock file, opened without following a link (O_NOFOLLOW): a link planted as .lock
+    would make the run truncate the file it points to, outside the workdir."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    with storage_errors(f'opening the lock file {self.path}'):
+      try:
+        descriptor = os.open(self.path, flags, 0o666)
+      except OSError as error:
+        if error.errno != errno.ELOOP:  # ELOOP: the last component is a link
+          raise
+        descriptor = None
+    if descriptor is not None:
+      if stat.S_ISREG(os.fstat(descriptor).st_mode):
+        return os.fdopen(descriptor, 'r+')
+      os.close(descriptor)
+    kind = 'a symbolic link' if descriptor is None else 'not a regular file'
+    raise WorkdirError(
+        f'The lock file {self.path} is {kind}; the trainer will not write its lock through it '
+        '(a link would make it overwrite the file it points to). Remove it, then rerun.')
 
   def release(self):
     if self.file is not None:
