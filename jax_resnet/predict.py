@@ -132,6 +132,8 @@ def check_image(path: str):
       _check_pixels(path, image.width, image.height, Image.MAX_IMAGE_PIXELS)
       if image.mode in SIXTEEN_BIT_MODES + ('I', 'F'):
         unit_grey(image)  # the range check of wide modes (it decodes: such files are rare)
+  except Image.DecompressionBombError as error:  # PIL's own refusal, at twice its limit
+    raise ImageError(f'cannot read image {path}: {str(error).splitlines()[0]}') from None
   except (OSError, UnidentifiedImageError, ValueError) as error:
     reason = getattr(error, 'strerror', None) or str(error).splitlines()[0]
     raise ImageError(f'cannot read image {path}: {reason}') from None

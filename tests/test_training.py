@@ -47,7 +47,8 @@ def short_run(tmp_path_factory):
 
 def test_workdir_contract(short_run):
   config, workdir, summary = short_run
-  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'config.json', 'config_history',
+  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'class_names.json',
+                                         'config.json', 'config_history',
                                          'eval_preprocessing.json', 'mean_image.npy',
                                          'metrics.jsonl', 'summary.json', 'tensorboard']
   with open(os.path.join(workdir, 'summary.json')) as f:
