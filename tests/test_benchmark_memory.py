@@ -13,6 +13,7 @@ def _args(*extra):
   return benchmark.parse_args(['--memory', '--model', 'resnet20', '--batch-size', '16', *extra])
 
 
+@pytest.mark.slow
 def test_block_remat_needs_less_temporary_memory_than_none():
   args = _args()
   none = benchmark_memory.step_memory(args, 'none', 16)

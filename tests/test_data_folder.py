@@ -266,6 +266,7 @@ def test_eval_takes_the_weight_tags_centre_crop(tmp_path):
                              atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_short_run_on_a_drawn_folder_learns_and_records_the_classes(tmp_path, capsys):
   make_folder(tmp_path / 'photos', per_class=30, size=32)
   c = _config(tmp_path / 'photos', image_size=16, augment='inception', batch_size=16,

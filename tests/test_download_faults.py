@@ -228,6 +228,7 @@ def _wait_for(folder, count):
   raise AssertionError(f'{count} downloads never started writing')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_download_leaves_a_partial_that_the_next_call_removes(server, tmp_path, sig):
   url, served, data = _torchvision_file(100_000)

@@ -18,6 +18,9 @@ from jax_resnet.errors import TrainingError
 from jax_resnet.training import setup
 from jax_resnet.training.checkpoints import Checkpoints
 
+# Long (training runs, several device counts): run by --all and in CI.
+pytestmark = pytest.mark.slow
+
 K, TOTAL = 3, 6
 eight_devices = pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 simulated devices')
 

@@ -12,6 +12,9 @@ import jax_resnet as jr
 from jax_resnet import weights
 from jax_resnet.weights.trees import flatten
 
+# Long (training runs, several device counts): run by --all and in CI.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
 

@@ -176,6 +176,7 @@ def test_a_tag_served_by_the_loopback_server_loads_in_linen_and_nnx(tmp_path, mo
   _assert_equal(variables, found.variables)
 
 
+@pytest.mark.slow
 def test_trainer_workdir_trains_only_what_is_trainable_and_loads_with_its_class_names(
     tmp_path):
   """init_from an .npz, trainable='stage3,head' with freeze_batch_norm=False: the frozen

@@ -37,6 +37,7 @@ def test_a_nan_pixel_is_refused_naming_the_example_and_a_cached_nan_mean_is_not_
   np.testing.assert_array_equal(np.load(cached), mean)  # the NaN cache was replaced
 
 
+@pytest.mark.slow
 def test_a_run_whose_every_update_was_skipped_is_not_done(tmp_path):
   # Weight decay makes every gradient large: each update overflows the weights, from the first.
   config = _config(learning_rate=3e38, weight_decay=1e3, skip_nonfinite_updates=True,

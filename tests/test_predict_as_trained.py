@@ -82,6 +82,7 @@ def _eval_correct(summary) -> int:
   return round(summary['final_eval_top1'] * summary['eval_examples'])
 
 
+@pytest.mark.slow
 def test_a_runs_eval_images_through_predict_score_as_its_eval(per_pixel_run, eval_images,
                                                              capsys):
   workdir, summary = per_pixel_run

@@ -271,6 +271,7 @@ def test_transformers_round_trip_is_exact(transformers_resnet18):
     np.testing.assert_array_equal(back[name], value)
 
 
+@pytest.mark.slow
 def test_bit_npz_tag_loads_from_the_bucket_mirror(env):
   timm = pytest.importorskip('timm')
   torch.manual_seed(0)

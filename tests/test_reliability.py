@@ -65,6 +65,7 @@ def test_corrupted_latest_checkpoint_falls_back_and_training_continues(
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
   train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
   # The same workdir, continued with a learning rate that blows up.
@@ -80,6 +81,7 @@ def test_non_finite_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
   assert str(bad_step) not in os.listdir(tmp_path / 'checkpoints')
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_updates_counts_and_keeps_weights_finite(tmp_path):
   config = _config(learning_rate=1e12, skip_nonfinite_updates=True, num_train_steps=8,
                    log_every_steps=4, checkpoint_every_steps=8, eval_every_steps=8)

@@ -71,6 +71,7 @@ def test_invalid_value_fails_before_touching_the_workdir(tmp_path):
   assert not os.path.exists(tmp_path / 'w')
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_resumes_and_finishes(tmp_path):
   workdir = str(tmp_path / 'w')
   args = [f'--workdir={workdir}', '--config.num_train_steps=30',
@@ -163,6 +164,7 @@ def test_a_dead_peer_ends_the_other_process_with_one_error_and_both_resume(tmp_p
     assert json.load(f)['steps'] == 60
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both_and_resumes(tmp_path):
   workdir = str(tmp_path / 'w')
   args = [f'--workdir={workdir}', '--config.num_train_steps=400',

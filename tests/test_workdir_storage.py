@@ -126,6 +126,7 @@ def _wait_for(path, timeout=180):
   assert os.path.exists(path), f'{path} did not appear'
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_current_step_and_the_rerun_resumes(tmp_path):
   workdir = str(tmp_path / 'w')
   args = [f'--workdir={workdir}', '--config.num_train_steps=400',
