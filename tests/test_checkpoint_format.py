@@ -6,10 +6,11 @@ import glob
 import json
 import logging
 import os
-import subprocess
 
 import numpy as np
 import pytest
+
+from mounts import tmpfs
 
 from jax_resnet.checkpoint_reader import FORMAT_VERSION, CheckpointReader, CheckpointReadError
 from jax_resnet.training.checkpoints import Checkpoints
@@ -88,15 +89,8 @@ def test_a_step_without_checksums_is_read_with_a_warning(tmp_path, caplog):
 @pytest.fixture
 def checkpoints_on_tmpfs(tmp_path):
   """workdir/checkpoints as a tmpfs mount point: another filesystem than the workdir's."""
-  directory = tmp_path / 'workdir' / 'checkpoints'
-  directory.mkdir(parents=True)
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', str(directory)],
-                          capture_output=True, text=True)
-  if result.returncode:
-    pytest.skip(f'mounting a tmpfs is not permitted here ({result.stderr.strip()}); tested '
-                'where the tests run as root')
-  yield directory
-  subprocess.run(['umount', '-l', str(directory)], check=False)
+  with tmpfs(tmp_path / 'workdir' / 'checkpoints', 'size=16m') as directory:
+    yield directory
 
 
 def test_a_corrupt_step_on_another_filesystem_is_renamed_in_place(checkpoints_on_tmpfs):

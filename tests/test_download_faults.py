@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+from mounts import tmpfs
+
 from jax_resnet.weights import cache_check, download, transfer
 from weights_server import WeightsServer
 
@@ -334,20 +336,7 @@ def test_a_cache_that_is_a_file_is_one_line(server, env, tmp_path):
                                  '(HF_HOME for Hub files) to one.')
 
 
-@contextlib.contextmanager
-def _tmpfs(path, options):
-  """A real tmpfs at `path` (root only)."""
-  if os.geteuid() != 0 or not shutil.which('mount'):
-    pytest.skip('mounting a tmpfs needs root')
-  path.mkdir(parents=True, exist_ok=True)
-  done = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)],
-                        capture_output=True, text=True)
-  if done.returncode:
-    pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
-  try:
-    yield path
-  finally:
-    subprocess.run(['umount', '-l', str(path)], check=False)
+_tmpfs = tmpfs  # a real tmpfs (root only; skipped with the reason elsewhere)
 
 
 def test_a_read_only_cache_is_one_line(server, env, tmp_path):

@@ -6,12 +6,13 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import mounts
 
 import jax_resnet as jr
 from jax_resnet import export, weights
@@ -26,29 +27,16 @@ def exported():
   return export.export_model(model, variables, 32), (model, variables)
 
 
-def _mount_tmpfs(target, size):
-  target.mkdir()
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(target)],
-                          capture_output=True, text=True)
-  if result.returncode:
-    pytest.skip(f'mounting a tmpfs is not permitted here ({result.stderr.strip()}); real full '
-                'disks are tested where the tests run as root')
-
-
 @pytest.fixture
 def tmpfs(tmp_path):
-  target = tmp_path / 'small'
-  _mount_tmpfs(target, '1m')  # a resnet20 program is about 1.1 MB
-  yield target
-  subprocess.run(['umount', '-l', str(target)], check=False)
+  with mounts.tmpfs(tmp_path / 'small', 'size=1m') as target:  # a resnet20 program is ~1.1 MB
+    yield target
 
 
 @pytest.fixture
 def tmpfs_4m(tmp_path):
-  target = tmp_path / 'four'
-  _mount_tmpfs(target, '4m')
-  yield target
-  subprocess.run(['umount', '-l', str(target)], check=False)
+  with mounts.tmpfs(tmp_path / 'four', 'size=4m') as target:
+    yield target
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmpfs, tmp_path, capsys):

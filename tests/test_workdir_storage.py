@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from mounts import mount_or_skip, tmpfs
+
 from test_train_cli import SHORT, _train
 
 
@@ -24,20 +26,13 @@ def _errors(err):
   return [line for line in err.splitlines() if 'error:' in line]
 
 
-def _mount(args, target):
-  result = subprocess.run(['mount', *args, str(target)], capture_output=True, text=True)
-  if result.returncode:
-    pytest.skip(f'mount {" ".join(args)} is not permitted here ({result.stderr.strip()}); '
-                'real storage faults are tested where the tests run as root')
+_mount = mount_or_skip
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-  target = tmp_path / 'small'
-  target.mkdir()
-  _mount(['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs'], target)  # a resnet20 checkpoint is 2.2 MB
-  yield target
-  subprocess.run(['umount', '-l', str(target)], check=False)
+  with tmpfs(tmp_path / 'small', 'size=1m') as target:  # a resnet20 checkpoint is 2.2 MB
+    yield target
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_exit_2_and_no_summary(small_tmpfs):
