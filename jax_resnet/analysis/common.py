@@ -11,6 +11,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import inspect
 import os
 from typing import Any, Callable, Optional
 
@@ -203,6 +204,16 @@ def is_block(module) -> bool:
   return isinstance(module, _Block)
 
 
+def _by_name(module, args, kwargs) -> dict:
+  """The block call's arguments after `x` as keywords: the model passes `train` by position
+  (remat's static argument), and `on_block`'s standalone applies take keywords only."""
+  bound = inspect.signature(type(module).__call__).bind(module, *args, **kwargs)
+  named = dict(bound.arguments)
+  named.pop(next(iter(named)))  # self
+  named.pop(next(iter(named)))  # x
+  return named
+
+
 class BlockInterceptor:
   """Calls `on_block(info_index, module, x, kwargs, call)` in place of every block's __call__,
   where `call(x)` runs the block as the model would. Standalone applies made from inside
@@ -219,7 +230,7 @@ class BlockInterceptor:
     if is_block(module):
       index = self.index
       self.index += 1
-      return self.on_block(index, module, args[0], kwargs,
+      return self.on_block(index, module, args[0], _by_name(module, args, kwargs),
                            lambda x: next_fun(x, *args[1:], **kwargs))
     if self.on_branch is not None and isinstance(module, DropPath):
       return self.on_branch(module, next_fun(*args, **kwargs))

@@ -284,6 +284,7 @@ class _Run:
     self.rng = jax.random.fold_in(jax.random.key(spec.loop.seed), 1)  # key(seed) itself inits
     self.throughput = []
     self.skipped = 0     # updates skipped (skip_nonfinite_updates) since this run started
+    self.loss_scaled = False  # float16 dynamic loss scaling: skips are the scaler's own
     self.first_step = 0  # the step this run started from
 
   def _where(self):
@@ -323,6 +324,7 @@ class _Run:
     images_per_second = steps_done * self.spec.data.batch_size / max(interval_seconds, 1e-9)
     self.throughput.append(images_per_second)
     self.skipped += int(means['skipped_updates'])
+    self.loss_scaled = 'loss_scale' in means
     means['images_per_second'] = images_per_second
     self.writer.write(step, 'train', means)
     self.writer.progress(step, {'loss': means['loss'], 'img/s': images_per_second})
@@ -379,7 +381,9 @@ class _Run:
     return self._finish(state, step, feeder, start_time, preemption)
 
   def _finish(self, state, step, feeder, start_time, preemption):
-    if self.skipped and self.skipped == step - self.first_step:
+    # Under float16 loss scaling a skipped step is the scaler at work (its scale halves until
+    # the gradients fit), not a sign of bad data: such a run may skip every step it ran.
+    if self.skipped and self.skipped == step - self.first_step and not self.loss_scaled:
       raise TrainingDivergedError(
           f'Every update of this run was skipped ({self.skipped} of {self.skipped} steps had a '
           'non-finite loss or gradients; skip_nonfinite_updates=True), so the weights did not '
