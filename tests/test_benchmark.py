@@ -69,6 +69,7 @@ def test_flops_are_read_before_optimisation():
   assert seconds > 0
 
 
+@pytest.mark.slow
 def test_torch_runs_in_a_child_process_with_the_same_shapes():
   pytest.importorskip('torchvision')
   args = argparse.Namespace(model='resnet20', batch_size=4, image_size=16, num_classes=10,

@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jax_resnet.config import train_and_evaluate
 from jax_resnet.training import device_data
@@ -36,6 +37,7 @@ def test_pad_crop_flip_returns_shifted_or_mirrored_windows():
   assert len({m[0][:2] for m in matches}) == 25  # every offset of the 5x5 range occurs
 
 
+@pytest.mark.slow  # compiles a scan of train steps on 8 devices (a minute on 2 cores)
 def test_training_on_device_with_several_steps_per_dispatch(tmp_path):
   config = _config(device_data=True, steps_per_dispatch=3, augment='pad_crop_flip',
                    crop_padding=2, batch_size=16, num_train_steps=9, log_every_steps=4,

@@ -72,6 +72,7 @@ def test_pmap_shard_map_and_one_device_agree_with_sync_batch_norm(x64):
 
 
 @eight_devices
+@pytest.mark.slow
 def test_without_sync_batch_norm_replicas_differ_from_global_statistics():
   devices = jax.devices()
   _, one_state = _train('pmap', devices[:1], sync_batch_norm=False, dtype='float32')

@@ -44,7 +44,10 @@ def _garbage_metadata(step_dir):
     f.write(b'{"tree_metadata": [not json')
 
 
-@pytest.mark.parametrize('corrupt', [_truncate_data, _delete_metadata, _garbage_metadata])
+# One kind of damage in the default run; the other two where CI runs the slow tests.
+@pytest.mark.parametrize('corrupt', [pytest.param(_truncate_data, marks=pytest.mark.slow),
+                                     pytest.param(_delete_metadata, marks=pytest.mark.slow),
+                                     _garbage_metadata])
 def test_corrupted_latest_checkpoint_falls_back_and_training_continues(
     finished_run, tmp_path, corrupt, caplog):
   workdir = str(tmp_path / 'run')

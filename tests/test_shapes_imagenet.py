@@ -5,6 +5,11 @@ import pytest
 from forward_check import check_forward, models_in
 
 
-@pytest.mark.parametrize('name', models_in('imagenet'))
+# The deepest nets repeat the blocks the others check; they run where CI runs the slow tests.
+DEEP = ('resnet101', 'resnet152', 'resnet200')
+
+
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in models_in('imagenet')])
 def test_forward_shape_and_finite(name):
   check_forward(name)

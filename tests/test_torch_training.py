@@ -139,6 +139,7 @@ def _check(name, config, optimizer_for, lr_at, batches, steps_per_epoch, total_s
   assert moved > 1e-3  # the steps really trained
 
 
+@pytest.mark.slow  # the AdamW comparison below is the default run's float64 check against torch
 def test_sgd_nesterov_l2_label_smoothing_warmup_cosine_on_a_basic_block_net(x64):
   config = _config(optimizer='sgd', nesterov=True, weight_decay=1e-4, weight_decay_mode='l2',
                    learning_rate=0.02, lr_schedule='cosine', warmup_epochs=1.0)

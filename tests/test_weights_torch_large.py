@@ -9,6 +9,8 @@ pytest.importorskip('torchvision')
 
 from weights_torch_check import check_model  # noqa: E402  skipped without torch
 
+pytestmark = pytest.mark.slow  # where CI runs the slow tests; the smaller models run by default
+
 LARGE = ('resnet101', 'resnet152', 'wide_resnet50_2', 'wide_resnet101_2', 'resnext101_32x8d',
          'resnext101_64x4d')
 

@@ -102,6 +102,7 @@ def test_weights_from_a_workdir_are_the_ema_the_run_evaluated(tmp_path, monkeypa
   np.testing.assert_array_equal(kernel(loaded), kernel(evaluated))
 
 
+@pytest.mark.slow
 def test_weights_from_a_scan_blocks_workdir_are_unrolled(tmp_path):
   from jax_resnet import weights
   from jax_resnet.weights.trees import flatten

@@ -35,6 +35,7 @@ def small_tmpfs(tmp_path):
     yield target
 
 
+@pytest.mark.slow  # test_reliability's full disk during a save runs by default
 def test_a_full_disk_during_a_checkpoint_is_one_line_exit_2_and_no_summary(small_tmpfs):
   workdir = small_tmpfs / 'w'
   code, _, err = _run([f'--workdir={workdir}', '--config.num_train_steps=2',
@@ -65,6 +66,7 @@ def test_a_full_disk_on_config_json_is_one_line(small_tmpfs):
                        'rerun the same command (it resumes from the newest checkpoint).')
 
 
+@pytest.mark.slow  # a full disk on config.json (below) runs by default
 def test_a_full_disk_on_metrics_jsonl_is_one_line(tmp_path):
   workdir = tmp_path / 'w'
   workdir.mkdir()
