@@ -20,6 +20,7 @@ from jax_resnet.sharing import push_to_hub, save_pretrained
 from jax_resnet.utils import count_params
 from jax_resnet.video import VideoBasicBlock, VideoResNet
 from jax_resnet.weights.pretrained import load_pretrained
+from jax_resnet import export as export  # jax_resnet.export(...): the module is callable
 
 __version__ = '0.1.0'
 

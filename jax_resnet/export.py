@@ -19,6 +19,7 @@ import os
 import secrets
 import sys
 import tempfile
+import types
 from typing import Optional, Sequence, Tuple
 
 import jax
@@ -26,112 +27,22 @@ import jax.numpy as jnp
 from jax import export as jax_export  # a submodule jax 0.7 does not import itself
 import numpy as np
 
-from jax_resnet import predict
-from jax_resnet.errors import UserError
+from jax_resnet import inference, model_facts, registry
+from jax_resnet.errors import UserError, check_choice
+# Preprocessing and preprocessing_function: the inference layer's, offered here as before.
+from jax_resnet.inference import Preprocessing, preprocessing_function  # noqa: F401
 from jax_resnet.utils import created_file_mode
+from jax_resnet.weights.npz import read_tag
+from jax_resnet.weights.trees import head_classes_of
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 METADATA_SUFFIX = '.json'
+FORMATS = ('jax', 'onnx')
 
 
 class ExportError(UserError):
   """A program that cannot be written, or a written one that fails its check on loading."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-  """What `predict.preprocess` does to an image, as fields (a weight tag's, torchvision
-  V1's, or a trainer workdir's eval transform): shorter side to `resize` (`interpolation`,
-  antialiased), centre crop `crop`, scale to [0, 1], subtract `mean_image` when set (a run
-  with normalize='per_pixel_mean'; (crop, crop, 3)) else `mean`, divide by `std`."""
-  resize: int = predict.RESIZE
-  crop: int = predict.CROP
-  interpolation: str = 'bilinear'
-  mean: Tuple[float, float, float] = tuple(float(v) for v in predict.IMAGENET_MEAN)
-  std: Tuple[float, float, float] = tuple(float(v) for v in predict.IMAGENET_STD)
-  mean_image: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
-  normalize: str = 'mean_std'  # as the trainer's key: 'mean_std' | 'per_pixel_mean' | 'none'
-
-  @property
-  def subtracted(self) -> np.ndarray:
-    """What is subtracted from [0, 1] pixels: the mean image, else the per-channel mean."""
-    return np.float32(self.mean if self.mean_image is None else self.mean_image)
-
-  def to_json(self) -> dict:
-    fields = dataclasses.asdict(self)
-    fields['mean_image'] = None if self.mean_image is None else self.subtracted.tolist()
-    return fields
-
-
-def _keys_cubic(x, a=-0.5):
-  """Keys' cubic convolution kernel (1981) with a = -0.5, PIL's and torchvision's bicubic."""
-  x = np.abs(x)
-  near = ((a + 2) * x - (a + 3)) * x * x + 1
-  far = ((x - 5) * x + 8) * x * a - 4 * a
-  return np.where(x < 1, near, np.where(x < 2, far, 0.0))
-
-
-# interpolation -> (kernel support, kernel): PIL's BILINEAR (triangle) and BICUBIC filters.
-_FILTERS = {'bilinear': (1.0, lambda x: np.maximum(0.0, 1.0 - np.abs(x))),
-            'bicubic': (2.0, _keys_cubic)}
-
-
-def resampling_matrix(in_size: int, out_size: int, interpolation: str) -> np.ndarray:
-  """(out_size, in_size) float64 weights of an antialiased resize along one axis, as PIL's
-  resize computes them: output pixel i centred at (i + 0.5) * in/out, the kernel widened by the
-  downscale factor (a low-pass filter; never narrowed when upscaling) and normalised over the
-  taps inside the image. (jax.image.resize computes these weights in float32 and its result
-  in floating point; PIL's ties at x.5, frequent with such rational weights, need PIL's own
-  fixed-point arithmetic, below.)"""
-  support, kernel = _FILTERS[interpolation]
-  scale = in_size / out_size
-  widen = max(scale, 1.0)
-  centres = (np.arange(out_size) + 0.5) * scale
-  taps = np.arange(in_size) + 0.5
-  weights = kernel((taps[None, :] - centres[:, None]) / widen)
-  weights = np.where(np.abs(taps[None, :] - centres[:, None]) < support * widen, weights, 0.0)
-  return weights / weights.sum(axis=1, keepdims=True)
-
-
-# PIL resamples 8-bit images with its weights in fixed point, 22 fractional bits (ties and
-# rounding then fall as its do: the result equals PIL's pixel for pixel, tests/test_export.py).
-_WEIGHT_BITS = 22
-
-
-def _fixed_point(weights: np.ndarray) -> np.ndarray:
-  """Weights as integers of 2**-22, each rounded half away from zero."""
-  scaled = weights * (1 << _WEIGHT_BITS)
-  return np.trunc(scaled + np.where(scaled < 0, -0.5, 0.5)).astype(np.int32)
-
-
-def _resample_8_bits(pixels, weights, subscripts: str):
-  """One resize pass on int32 pixels: the fixed-point weighted sums, rounded half up and
-  clipped to 0..255. |sum| < 255 * 1.3 * 2**22 < 2**31 for these kernels."""
-  total = jnp.einsum(subscripts, pixels, weights, preferred_element_type=jnp.int32)
-  return jnp.clip(jnp.right_shift(total + (1 << (_WEIGHT_BITS - 1)), _WEIGHT_BITS), 0, 255)
-
-
-def preprocessing_function(preprocessing: Preprocessing, height: int, width: int):
-  """(N, height, width, 3) uint8 -> (N, crop, crop, 3) float32: `predict.preprocess` as a JAX
-  function of static image size. As PIL: the width pass, then the height pass, each an 8-bit
-  image; only the crop's rows and columns are computed."""
-  new_width, new_height = predict.resized_size(width, height, preprocessing.resize)
-  top, left = predict.crop_offsets(new_width, new_height, preprocessing.crop)
-  crop = preprocessing.crop
-  interpolation = preprocessing.interpolation
-  columns = _fixed_point(resampling_matrix(width, new_width, interpolation)[left:left + crop])
-  rows = _fixed_point(resampling_matrix(height, new_height, interpolation)[top:top + crop])
-  mean = preprocessing.subtracted
-  std = np.float32(preprocessing.std)
-
-  def apply(images):
-    pixels = jnp.asarray(images, jnp.int32)
-    pixels = _resample_8_bits(pixels, columns, 'nhwc,vw->nhvc')
-    pixels = _resample_8_bits(pixels, rows, 'nhwc,uh->nuwc')
-    return (jnp.asarray(pixels, jnp.float32) / np.float32(255.0) - mean) / std
-
-  return apply
 
 
 def export_model(model, variables, image_size: int, dtype: Optional[str] = None,
@@ -300,7 +211,7 @@ def _parser(prog='python -m jax_resnet.export'):
   parser.add_argument('--dtype', default='float32', help=f'compute dtype: {", ".join(DTYPES)}')
   parser.add_argument('--with-preprocessing', action='store_true',
                       help="bake the tag's resize, crop and normalisation in: uint8 input")
-  parser.add_argument('--format', choices=('jax', 'onnx'), default='jax',
+  parser.add_argument('--format', choices=FORMATS, default='jax',
                       help="'jax': a serialized jax.export program (default); 'onnx': an ONNX "
                            "file (jax_resnet.onnx_export; extra [onnx])")
   parser.add_argument('--platforms', default=None,
@@ -350,87 +261,135 @@ def workdir_preprocessing(args, record) -> Preprocessing:
       and args.image_size != size:
     raise UserError(f'{args.weights} subtracts a {size}x{size} mean image '
                     f"(normalize='per_pixel_mean'): pass --image-size {size}.")
-  ones, zeros = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
-  if record.normalize == 'mean_std':
-    mean, std = record.mean, record.std
-  else:  # 'none' and 'per_pixel_mean' divide by nothing; 'none' subtracts nothing
-    mean, std = zeros, ones
-  return Preprocessing(resize=size, crop=size, interpolation=record.interpolation,
-                       mean=tuple(mean), std=tuple(std), mean_image=record.mean_image,
-                       normalize=record.normalize)
+  return inference.of_eval_record(record)
 
 
-def _preprocessing(args, weights, info):
-  """The tag (from --tag or the file) and the Preprocessing of predict's rules; a workdir's
-  own eval transform for a workdir (`jax_resnet.config.eval_preprocessing`)."""
-  if predict.is_workdir(args.weights):
+def _preprocessing(args, info):
+  """(tag, Preprocessing, eval_transform): the tag (from --tag or the file) and its transform
+  by predict's rules (`inference.tag_transform`, without --resize: export takes the tag's);
+  for a workdir its own eval transform (`jax_resnet.config.eval_preprocessing`) and the
+  record's resize/crop fields for the JSON."""
+  if inference.is_workdir(args.weights):
     from jax_resnet.config import eval_preprocessing
     if args.tag:
       raise UserError(f'{args.weights} is a training workdir: its images are fed as its run '
                       'evaluated them (eval_preprocessing.json); leave out --tag.')
     record = eval_preprocessing(args.weights)
-    args.eval_transform = {key: record.to_json()[key] for key in (
+    eval_transform = {key: record.to_json()[key] for key in (
         'image_size', 'crop_fraction', 'interpolation', 'antialias', 'pixel_range')}
-    return None, workdir_preprocessing(args, record)
-  args.resize = None  # predict's option; export takes the tag's
-  transform = predict._transform(args, weights, info.input_size)
+    return None, workdir_preprocessing(args, record), eval_transform
+  transform = inference.tag_transform(args.model, args.weights, args.tag, info.input_size)
   preprocessing = Preprocessing(**{**dataclasses.asdict(Preprocessing()), **transform})
-  tag = args.tag or weights.read_tag(args.weights)
+  tag = args.tag or read_tag(args.weights)
   if args.with_preprocessing:
     if preprocessing.crop < info.min_input_size:
       raise UserError(f"the crop {preprocessing.crop} is below {args.model}'s smallest input "
                       f'{info.min_input_size}.')
-    if tag is None and info.input_size != predict.CROP:
+    if tag is None and info.input_size != inference.CROP:
       raise UserError(f'{args.model} takes {info.input_size}x{info.input_size} images and has '
                       "no weight tag: --with-preprocessing needs the tag's transform; pass "
                       '--tag or preprocess outside the program.')
-  return tag, preprocessing
+  return tag, preprocessing, None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+  """Everything checked and read before the model is converted."""
+  model: str
+  found: object              # the weights.loader.Pretrained record
+  platforms: Optional[Tuple[str, ...]]
+  tag: Optional[str]
+  preprocessing: Preprocessing
+  eval_transform: Optional[dict]
+  class_names: Optional[list]
+
+
+def _inputs(args) -> _Inputs:
+  """The arguments' checks, then the weights through the one loader (inference.read_weights)."""
+  if args.weights is None and not args.tag:
+    raise UserError('pass --weights FILE, or --tag TAG to bake in a published file.')
+  check_choice(ExportError, 'format', args.format, FORMATS)
+  found, model = None, args.model  # the weights are read after the arguments' own checks
+  if model is None:
+    found = inference.read_weights(args.weights, args.tag)
+    model = found.model
+  inference.check_model(model)
+  info = model_facts.model_info(model)
+  args = argparse.Namespace(**{**vars(args), 'model': model})
+  platforms = _check_arguments(args, info)
+  if args.format == 'onnx':
+    from jax_resnet import onnx_export
+    onnx_export.check_settings(args.dtype, args.platforms)
+  tag, preprocessing, eval_transform = _preprocessing(args, info)
+  found = found or inference.read_weights(args.weights, args.tag, model)
+  num_classes = head_classes_of(found.variables)
+  workdir = args.weights if inference.is_workdir(args.weights) else None
+  class_names = inference.class_names_for(found, workdir, num_classes) or None
+  return _Inputs(model, found, platforms, tag, preprocessing, eval_transform, class_names)
+
+
+def _write(args) -> str:
+  """Writes what `args` (the parser's fields) ask for; returns the line saying what."""
+  inputs = _inputs(args)
+  found = inputs.found
+  model = registry.create_model(inputs.model, num_classes=head_classes_of(found.variables),
+                                **found.options)
+  baked = inputs.preprocessing if args.with_preprocessing else None
+  if args.format == 'onnx':
+    from jax_resnet import onnx_export
+    return onnx_export.write_file(args.out, model, found.variables, args.image_size, baked)
+  exported = export_model(model, found.variables, args.image_size, args.dtype, baked,
+                          inputs.platforms)
+  preprocessing = inputs.preprocessing
+  meta = metadata(exported, inputs.model, inputs.tag, args.image_size, args.dtype, baked,
+                  preprocessing.subtracted, preprocessing.std, inputs.class_names,
+                  preprocessing.normalize, inputs.eval_transform)
+  program, description = write_artefact(args.out, exported, meta)
+  return (f'wrote {program} ({os.path.getsize(program)} bytes; platforms '
+          f'{", ".join(exported.platforms)}) and {description}')
+
+
+def export_file(source, out: str, image_size: int, *, tag: Optional[str] = None,
+                model: Optional[str] = None, format: str = 'jax', dtype: str = 'float32',
+                with_preprocessing: bool = False,
+                platforms: Optional[Sequence[str]] = None) -> str:
+  """`jax-resnet export` as a call (also spelt `jax_resnet.export(...)`): writes `out` from
+  `source` (what `jax_resnet.load_pretrained` takes: a weight tag, a weights file or a trainer
+  workdir; `tag`: the weights' tag when `source` is a file), the same file the command writes
+  for the same settings. `format`: 'jax' (a serialized jax.export program and its JSON) or
+  'onnx'. Returns the line the command prints; bad input raises a UserError."""
+  from jax_resnet.weights import loader
+  weights = source
+  if tag is None and source is not None and loader.is_tag_like(source):
+    weights, tag = None, source
+  args = argparse.Namespace(
+      weights=None if weights is None else os.fspath(weights), tag=tag, model=model,
+      image_size=image_size, out=os.fspath(out), dtype=dtype,
+      with_preprocessing=with_preprocessing, format=format,
+      platforms=None if platforms is None else ','.join(platforms))
+  return _write(args)
 
 
 def main(argv=None, prog='python -m jax_resnet.export') -> int:
   args = _parser(prog).parse_args(argv)
-  import jax_resnet
-  from jax_resnet import weights
   try:
-    if args.weights is None and not args.tag:
-      raise UserError('pass --weights FILE, or --tag TAG to bake in a published file.')
-    found = None  # the one loader (tag, file or workdir), after the arguments' own checks
-    if args.model is None:
-      found = predict.load_weights(args, weights)
-      args.model = found.model
-    info = jax_resnet.model_info(args.model)
-    platforms = _check_arguments(args, info)
-    if args.format == 'onnx':
-      from jax_resnet import onnx_export
-      onnx_export.check_arguments(args)
-    tag, preprocessing = _preprocessing(args, weights, info)
-    found = found or predict.load_weights(args, weights)
-    variables = found.variables
-    num_classes = weights.trees.head_classes_of(variables)
-    workdir = args.weights if predict.is_workdir(args.weights) else None
-    class_names = (predict.class_names_of(workdir, num_classes) or list(found.class_names or ())
-                   or (weights.imagenet_classes() if num_classes == 1000 else None))
-  except (UserError, ValueError, OSError) as error:
+    written = _write(args)
+  except (UserError, OSError) as error:
     print(f'export: error: {error}', file=sys.stderr)
     return 2
-  model = jax_resnet.create_model(args.model, num_classes=num_classes, **found.options)
-  if args.format == 'onnx':
-    return onnx_export.write_from_arguments(
-        args, model, variables, preprocessing if args.with_preprocessing else None)
-  exported = export_model(model, variables, args.image_size, args.dtype,
-                          preprocessing if args.with_preprocessing else None, platforms)
-  eval_transform = getattr(args, 'eval_transform', None)
-  meta = metadata(exported, args.model, tag, args.image_size, args.dtype,
-                  preprocessing if args.with_preprocessing else None, preprocessing.subtracted,
-                  preprocessing.std, class_names, preprocessing.normalize, eval_transform)
-  try:
-    program, description = write_artefact(args.out, exported, meta)
-  except ExportError as error:
-    print(f'export: error: {error}', file=sys.stderr)
-    return 2
-  print(f'wrote {program} ({os.path.getsize(program)} bytes; platforms '
-        f'{", ".join(exported.platforms)}) and {description}')
+  print(written)
   return 0
+
+
+class _CallableModule(types.ModuleType):
+  """`jax_resnet.export(...)` is `export_file(...)`: the package's attribute of that name is
+  this module (a submodule import binds it), so the module itself takes the call."""
+
+  def __call__(self, *args, **kwargs):
+    return export_file(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == '__main__':

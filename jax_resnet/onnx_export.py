@@ -20,7 +20,6 @@ tracing (its Conv replacement reads the raw 'kernel' parameter). Each is the sam
 import contextlib
 import itertools
 import os
-import sys
 import tempfile
 from typing import Optional
 
@@ -31,13 +30,15 @@ from flax import linen as nn
 from flax import traverse_util
 from jax import lax
 
+from jax_resnet.errors import UserError
+
 EXTRA = 'onnx'
 INPUT_NAME = 'images'
 BATCH = 'batch'
 OPSET = 21
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(UserError, ValueError):
   """A model, option or setting that this ONNX export cannot express, or the extra missing."""
 
 
@@ -163,7 +164,7 @@ def export_onnx(model, variables, image_size: int, preprocessing=None,
                 return_features: bool = False, dtype: Optional[str] = None):
   """An `onnx.ModelProto` of `model.apply(variables, images, train=False)`: input 'images'
   (batch, image_size, image_size, 3) float32, or uint8 images of that size with
-  `preprocessing` (an `export.Preprocessing`, run first inside the graph); output 'logits'
+  `preprocessing` (an `inference.Preprocessing`, run first inside the graph); output 'logits'
   (float32), or with `return_features` one output per feature level, named by it."""
   _require_extra()
   from jax2onnx import to_onnx
@@ -174,7 +175,7 @@ def export_onnx(model, variables, image_size: int, preprocessing=None,
   constants = jax.tree.map(jnp.asarray, variables)
   prepare = None
   if preprocessing is not None:
-    from jax_resnet.export import preprocessing_function
+    from jax_resnet.inference import preprocessing_function
     prepare = preprocessing_function(preprocessing, image_size, image_size)
   names = None
   if return_features:
@@ -225,27 +226,22 @@ def write_onnx(path: str, proto) -> str:
   return path
 
 
-def check_arguments(args):
+def check_settings(dtype: str, platforms):
   """`jax-resnet export --format onnx`'s own refusals, before any work: the extra installed,
-  settings ONNX export has no counterpart for."""
+  settings ONNX export has no counterpart for (`platforms`: --platforms as given)."""
   _require_extra()
-  if args.dtype != 'float32':
-    raise OnnxExportError(f'--dtype {args.dtype} cannot be expressed in this ONNX export (ONNX '
+  if dtype != 'float32':
+    raise OnnxExportError(f'--dtype {dtype} cannot be expressed in this ONNX export (ONNX '
                           'Runtime CPU lacks its kernels); leave --dtype at float32.')
-  if args.platforms is not None:
+  if platforms is not None:
     raise OnnxExportError('--platforms applies to --format jax; an ONNX file runs wherever an '
                           'ONNX runtime does.')
 
 
-def write_from_arguments(args, model, variables, preprocessing) -> int:
-  """The --format onnx branch of `jax-resnet export`: exports and writes `args.out`."""
-  try:
-    proto = export_onnx(model, variables, args.image_size, preprocessing)
-  except OnnxExportError as error:
-    print(f'export: error: {error}', file=sys.stderr)
-    return 2
-  write_onnx(args.out, proto)
-  print(f'wrote {args.out} ({os.path.getsize(args.out)} bytes; ONNX opset {OPSET}, input '
-        f"'{INPUT_NAME}' ({BATCH}, {args.image_size}, {args.image_size}, 3) "
-        f"{'uint8' if preprocessing is not None else 'float32'})")
-  return 0
+def write_file(out: str, model, variables, image_size: int, preprocessing) -> str:
+  """The --format onnx branch of `jax-resnet export`: exports, writes `out`; returns the line
+  saying what was written."""
+  write_onnx(out, export_onnx(model, variables, image_size, preprocessing))
+  return (f'wrote {out} ({os.path.getsize(out)} bytes; ONNX opset {OPSET}, input '
+          f"'{INPUT_NAME}' ({BATCH}, {image_size}, {image_size}, 3) "
+          f"{'uint8' if preprocessing is not None else 'float32'})")

@@ -218,3 +218,26 @@ def test_out_in_a_missing_directory_is_refused(tmp_path, capsys):
   assert code == 2
   assert capsys.readouterr().err == (f'export: error: --out {tmp_path / "no" / "model.jaxexport"}'
                                      ': not a file path in an existing directory.\n')
+
+
+def test_an_internal_bug_keeps_its_traceback(tmp_path, cifar_net):
+  """A ValueError from inside the program is a bug, not bad input: the program does not turn
+  it into a one-line refusal (only UserError is), so its traceback shows."""
+  npz = weights.save_npz(tmp_path / 'w.npz', cifar_net[1])
+  code = ('import sys\n'
+          'from jax_resnet import inference\n'
+          'def bug(*args, **kwargs):\n'
+          '  raise ValueError("an internal bug")\n'
+          'inference.tag_transform = bug\n'
+          'from jax_resnet.__main__ import main\n'
+          'sys.exit(main(sys.argv[1:]))\n')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / 'model.jaxexport'
+  result = subprocess.run(
+      [sys.executable, '-c', code, 'export', '--model', 'resnet20', '--weights', npz,
+       '--image-size', '32', '--out', str(out)],
+      capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': root}, timeout=300)
+  assert (result.returncode, result.stdout) == (1, '')
+  assert 'Traceback (most recent call last):' in result.stderr
+  assert result.stderr.splitlines()[-1] == 'ValueError: an internal bug'
+  assert 'export: error' not in result.stderr and not out.exists()

@@ -24,6 +24,7 @@ LAYERS = (
     ('weights', ('jax_resnet.weights', 'jax_resnet.nnx', 'jax_resnet.finetune')),
     ('training', ('jax_resnet.training',)),
     ('config', ('jax_resnet.config',)),
+    ('inference', ('jax_resnet.inference',)),
     # The programs, and the package itself (`import jax_resnet` re-exports every layer).
     ('programs', ('jax_resnet', 'jax_resnet.__main__', 'jax_resnet.train_cli',
                   'jax_resnet.predict', 'jax_resnet.export', 'jax_resnet.onnx_export',

@@ -124,6 +124,31 @@ def test_cli_writes_an_onnx_file(tmp_path, capsys, resnet20_file):
                    model.apply(variables, x, train=False)) <= 1e-5
 
 
+def test_the_library_spelling_writes_the_commands_onnx(tmp_path, resnet20_file):
+  """`jax_resnet.export(..., format='onnx')` is the command as a call: an ONNX file that ONNX
+  Runtime runs to model.apply's logits."""
+  path, model, variables = resnet20_file
+  out = tmp_path / 'r20.onnx'
+  line = jr.export(path, out, 16, model='resnet20', format='onnx')
+  assert line == (f"wrote {out} ({out.stat().st_size} bytes; ONNX opset {onnx_export.OPSET}, "
+                  "input 'images' (batch, 16, 16, 3) float32)")
+  session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+  assert session.get_inputs()[0].shape == ['batch', 16, 16, 3]
+  x = np.asarray(jax.random.normal(jax.random.key(3), (2, 16, 16, 3)))
+  assert _relative(session.run(None, {'images': x})[0],
+                   model.apply(variables, x, train=False)) <= 1e-5
+
+
+@pytest.mark.slow
+def test_the_library_and_the_command_write_the_same_file(tmp_path, resnet20_file):
+  path = resnet20_file[0]
+  by_call, by_command = tmp_path / 'call.onnx', tmp_path / 'command.onnx'
+  jr.export(path, by_call, 16, model='resnet20', format='onnx')
+  assert _cli('--model', 'resnet20', '--weights', path, '--image-size', '16', '--out',
+              str(by_command), '--format', 'onnx') == 0
+  assert by_call.read_bytes() == by_command.read_bytes()
+
+
 @pytest.mark.parametrize('extra, expected', [
     (['--dtype', 'bfloat16'], 'export: error: --dtype bfloat16 cannot be expressed in this ONNX'),
     (['--platforms', 'cpu'], 'export: error: --platforms applies to --format jax'),

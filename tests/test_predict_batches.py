@@ -1,8 +1,7 @@
 """predict over many images: fixed-size batches, each batch's results printed as it ends (a
 file that fails to decode later does not hold back the earlier results), a progress bar on
 stderr, folders read recursively in sorted order, bounded sizes, an unreadable --weights
-folder as one line, and EXIF orientation as torchvision and timm read it (not applied) unless
---exif-transpose."""
+folder as one line (EXIF orientation, not applied unless asked: tests/test_inference.py)."""
 
 import os
 import re
@@ -132,18 +131,22 @@ def test_an_unreadable_weights_folder_is_one_line(tmp_path, net):
   assert result.stderr == f'predict: error: cannot read {locked}: Permission denied\n'
 
 
-def test_exif_orientation_is_not_applied_unless_asked(tmp_path):
-  stored = np.random.RandomState(0).randint(0, 255, (36, 48, 3), np.uint8)
-  exif = Image.Exif()
-  exif[0x0112] = 6  # orientation: the stored image is shown rotated 90 degrees clockwise
-  path = str(tmp_path / 'photo.png')
-  Image.fromarray(stored).save(path, exif=exif)
-  plain = str(tmp_path / 'plain.png')
-  Image.fromarray(stored).save(plain)
-  upright = str(tmp_path / 'upright.png')
-  Image.fromarray(stored).transpose(Image.Transpose.ROTATE_270).save(upright)
-  as_stored = predict.read_image(path, resize=32, crop=32)
-  np.testing.assert_array_equal(as_stored, predict.read_image(plain, resize=32, crop=32))
-  turned = predict.read_image(path, resize=32, crop=32, exif_transpose=True)
-  np.testing.assert_array_equal(turned, predict.read_image(upright, resize=32, crop=32))
-  assert not np.array_equal(turned, as_stored)
+def test_an_internal_bug_keeps_its_traceback(tmp_path, net):
+  """A ValueError from inside the program is a bug, not bad input: the program does not turn
+  it into a one-line refusal (only UserError is), so its traceback shows."""
+  image = _save(tmp_path / 'a.png', 0)
+  code = ('import sys\n'
+          'from jax_resnet import inference\n'
+          'def bug(*args, **kwargs):\n'
+          '  raise ValueError("an internal bug")\n'
+          'inference.plan = bug\n'
+          'from jax_resnet.__main__ import main\n'
+          'sys.exit(main(sys.argv[1:]))\n')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-c', code, 'predict', '--model', 'resnet20', '--weights', net[0], image],
+      capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': root}, timeout=300)
+  assert (result.returncode, result.stdout) == (1, '')
+  assert 'Traceback (most recent call last):' in result.stderr
+  assert result.stderr.splitlines()[-1] == 'ValueError: an internal bug'
+  assert 'predict: error' not in result.stderr
