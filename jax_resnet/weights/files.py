@@ -10,11 +10,10 @@ import jax
 import numpy as np
 
 from jax_resnet.weights.torch_layout import variable_shapes
-from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision
 from jax_resnet.weights.npz import npz_headers, read_npz
-from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
-                                      compare, first_line, flatten, head_classes_of,
-                                      mismatch_message, unflatten)
+from jax_resnet.weights.trees import (HeadMismatchError, Shape, WeightsFileError,
+                                      WeightsMismatchError, compare, first_line, flatten,
+                                      head_classes, head_classes_of, mismatch_message, unflatten)
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIX_KINDS = {'.safetensors': 'safetensors', **{suffix: 'torch' for suffix in TORCH_SUFFIXES},
@@ -86,8 +85,23 @@ def read_state_dict(path: str) -> dict:
   return STATE_DICT_READERS[kind](path)
 
 
+def state_dict_shapes(path: str) -> dict:
+  """name -> something with `.shape` for a .safetensors or torch file, read without reading
+  its tensors: a safetensors file's JSON header (`safetensors_header_shapes`), a torch file's
+  tensors memory-mapped (`read_torch`: torch.load(mmap=True) unpickles data.pkl only; a file
+  of the legacy, non-zip format is read whole)."""
+  kind = SUFFIX_KINDS.get(os.path.splitext(path)[1].lower())
+  return safetensors_header_shapes(path) if kind == 'safetensors' else read_state_dict(path)
+
+
 def _read_state_dict_weights(model_name: str, path: str) -> dict:
-  return from_state_dict(model_name, read_state_dict(path), source=path)
+  """Names and shapes checked from the header (safetensors) or the memory-mapped tensors
+  (torch) before a tensor is read, then read and converted."""
+  declared = state_dict_shapes(path)
+  check_state_dict(model_name, declared, source=path)
+  arrays = declared if SUFFIX_KINDS[os.path.splitext(path)[1].lower()] == 'torch' \
+      else read_state_dict(path)
+  return from_state_dict(model_name, arrays, source=path)
 
 
 def _read_native_npz(model_name: str, path: str) -> dict:
@@ -101,12 +115,13 @@ def _read_bit_npz(model_name: str, path: str) -> dict:
   """A BiT release checkpoint, names and shapes checked from the members' headers before any
   array is read."""
   from jax_resnet.weights import big_vision
+  from jax_resnet.weights.recognise import guess_model
   headers = npz_headers(path)
-  if model_name not in big_vision.BIG_VISION_MODELS:
-    guess = big_vision.guess_model(headers)
+  if model_name not in big_vision.big_vision_models():
+    guess = guess_model(headers)
     raise WeightsMismatchError(
         f'{path} is a BiT checkpoint' + (f' of {guess}' if guess else '') + f', not weights '
-        f'for {model_name}; BiT files load into {", ".join(big_vision.BIG_VISION_MODELS)}.')
+        f'for {model_name}; BiT files load into {", ".join(big_vision.big_vision_models())}.')
   big_vision.check_big_vision(model_name, headers, source=path)
   return big_vision.from_big_vision(model_name, read_npz(path), source=path)
 
@@ -132,15 +147,27 @@ def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict'
   """A torch-layout state dict -> our variables, by the converter that fits the model:
   torchvision's names (torchvision and timm ResNet / ResNeXt / Wide ResNet files) or timm's
   (ResNet-D, ResNetV2, BiT). A mismatch names the model the file looks like."""
-  from jax_resnet.weights import timm as timm_layouts
+  return _by_converter(model_name, arrays, source, 'from')
+
+
+def check_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict'):
+  """`from_state_dict`'s names and shapes check alone, on arrays or shapes (a file's header):
+  WeightsMismatchError, naming the model the file looks like, before any tensor is read."""
+  _by_converter(model_name, arrays, source, 'check')
+
+
+def _by_converter(model_name: str, arrays: Mapping, source: str, what: str):
+  from jax_resnet.weights import timm as timm_layouts, torchvision
+  from jax_resnet.weights.recognise import guess_model
   try:
-    if model_name in TORCHVISION_MODELS:
-      return from_torchvision(model_name, arrays, source=source)
-    if model_name in timm_layouts.TIMM_NAMES:
-      return timm_layouts.from_timm(model_name, arrays, source=source)
+    if model_name in torchvision.torchvision_models():
+      return getattr(torchvision, f'{what}_torchvision')(model_name, arrays, source=source)
+    if model_name in timm_layouts.timm_names():
+      return getattr(timm_layouts, f'{what}_timm')(model_name, arrays, source=source)
+    known = set(torchvision.torchvision_models()) | set(timm_layouts.timm_names())
     raise WeightsMismatchError(
         f'{model_name} has no torchvision or timm layout; {source} cannot be converted. Models '
-        f'with one: {", ".join(sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)))}.')
+        f'with one: {", ".join(sorted(known))}.')
   except WeightsMismatchError as error:
     if error.holds is not None:  # the converter already named the model the file holds
       raise
@@ -148,41 +175,6 @@ def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict'
     if guess is None or guess == model_name:
       raise
     raise WeightsMismatchError(f'{error} The file holds {guess} weights.', holds=guess) from None
-
-
-def _stage_sizes(names) -> tuple:
-  """Blocks per stage of a torchvision/timm state dict ('layer2.3.' or 'stages.1.blocks.3.')."""
-  counts = {}
-  for name in names:
-    found = re.match(r'(?:layer(\d+)|stages\.(\d+)\.blocks)\.(\d+)\.', name)
-    if found:
-      stage = int(found[1]) if found[1] else int(found[2]) + 1
-      counts[stage] = max(counts.get(stage, 0), int(found[3]) + 1)
-  return tuple(counts[stage] for stage in sorted(counts))
-
-
-def guess_model(arrays: Mapping) -> Optional[str]:
-  """The registered model whose torchvision or timm layout the state dict matches exactly
-  (candidates: those with its blocks per stage), or None."""
-  from jax_resnet.registry import model_defaults
-  from jax_resnet.weights import timm as timm_layouts
-  from jax_resnet.weights.torch_layout import compare_layout, head_classes
-  from jax_resnet.weights.torchvision import torch_layout
-  arrays = {str(k): v for k, v in arrays.items()}
-  sizes = _stage_sizes(arrays)
-  head = head_classes(arrays, timm_layouts.HEAD_NAMES)
-  for name in sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)):
-    if tuple(model_defaults(name)[1].get('stage_sizes', ())) != sizes:
-      continue
-    layouts = [timm_layouts.timm_layout] if name in timm_layouts.TIMM_NAMES else []
-    layouts += [torch_layout] if name in TORCHVISION_MODELS else []
-    for layout in layouts:
-      try:
-        if not any(compare_layout(layout(name, head), arrays)):
-          return name
-      except Exception:  # a layout that cannot take this head size
-        continue
-  return None
 
 
 def check_values(variables: dict, source: str):
@@ -213,8 +205,7 @@ def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, 
 
 
 def _check_native(model_name: str, flat: dict, source: str) -> dict:
-  head = flat.get('params/head/kernel')
-  num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 0
+  num_classes = head_classes(flat)
   expected = flatten(variable_shapes(model_name, num_classes))
   missing, unexpected, wrong = compare(expected, flat)
   if missing or unexpected or wrong:
@@ -226,10 +217,13 @@ def _check_native(model_name: str, flat: dict, source: str) -> dict:
 
 def read_safetensors(path: str) -> dict:
   """name -> numpy array, through safetensors' numpy API (no torch); bfloat16 files through
-  our own reader of the format, as float32 (older safetensors' numpy API has no bfloat16)."""
+  our own reader of the format, as float32 (older safetensors' numpy API has no bfloat16).
+  Every tensor's extent is checked against its header first: a file whose data is shorter
+  than its header declares is refused."""
   import safetensors.numpy
+  header = _safetensors_header(path)
+  _check_extents(path, header)
   try:
-    header = _safetensors_header(path)
     if any(info.get('dtype') == 'BF16' for info in header.values() if isinstance(info, dict)):
       return _read_safetensors_raw(path, header)
     return dict(safetensors.numpy.load_file(path))
@@ -240,22 +234,68 @@ def read_safetensors(path: str) -> dict:
                            'file is corrupt or not a safetensors file.') from None
 
 
+def safetensors_header_shapes(path: str) -> dict:
+  """name -> Shape of every tensor a safetensors file declares, from its JSON header alone
+  (the format: 8 bytes of little-endian length, then the JSON); the data is not read."""
+  return {name: Shape(tuple(info['shape']))
+          for name, info in _safetensors_header(path).items() if name != '__metadata__'}
+
+
 def _safetensors_header(path: str) -> dict:
-  """The format's JSON header: 8 bytes of little-endian length, then the JSON."""
+  """The format's JSON header, each entry checked to be a tensor's (dtype, shape, offsets)."""
+  try:
+    with open(path, 'rb') as f:
+      size = int.from_bytes(f.read(8), 'little')
+      if size > os.path.getsize(path) - 8:
+        raise ValueError(f'a header of {size} bytes in a file of {os.path.getsize(path)}')
+      header = json.loads(f.read(size))
+    if not isinstance(header, dict):
+      raise ValueError('the header is not a JSON object')
+    for name, info in header.items():
+      if name != '__metadata__' and not (
+          isinstance(info, dict) and isinstance(info.get('dtype'), str)
+          and isinstance(info.get('shape'), list)
+          and all(isinstance(d, int) and d >= 0 for d in info['shape'])
+          and isinstance(info.get('data_offsets'), list) and len(info['data_offsets']) == 2
+          and all(isinstance(d, int) and d >= 0 for d in info['data_offsets'])):
+        raise ValueError(f'{name}: not a tensor entry (dtype, shape, data_offsets)')
+    return header
+  except (OSError, ValueError) as error:  # json's errors are ValueErrors
+    raise WeightsFileError(f'cannot read {path} as safetensors ({first_line(error)}); the '
+                           'file is corrupt or not a safetensors file.') from None
+
+
+_DTYPES = {'BF16': 'bfloat16', 'F16': np.float16, 'F32': np.float32, 'F64': np.float64,
+           'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U64': np.uint64,
+           'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8, 'BOOL': np.bool_}
+
+
+def _dtype(path: str, name: str, dtype: str):
+  import ml_dtypes
+  if dtype not in _DTYPES:
+    raise WeightsFileError(f'{path}: {name} holds {dtype} values, which this reader does not '
+                           'know; weights must be floating point.')
+  return ml_dtypes.bfloat16 if dtype == 'BF16' else np.dtype(_DTYPES[dtype])
+
+
+def _check_extents(path: str, header: dict):
+  """Each tensor's bytes are as many as its shape and dtype need, inside the file's data."""
   with open(path, 'rb') as f:
-    size = int.from_bytes(f.read(8), 'little')
-    if size > os.path.getsize(path) - 8:
-      raise ValueError(f'a header of {size} bytes in a file of {os.path.getsize(path)}')
-    return json.loads(f.read(size))
+    data_size = os.path.getsize(path) - 8 - int.from_bytes(f.read(8), 'little')
+  for name, info in header.items():
+    if name == '__metadata__':
+      continue
+    start, end = info['data_offsets']
+    needed = int(np.prod(info['shape'], dtype=np.int64)) * np.dtype(
+        _dtype(path, name, info['dtype'])).itemsize
+    if end - start != needed or end > data_size:
+      raise WeightsFileError(
+          f'{path}: {name} declares shape {tuple(info["shape"])} ({needed} bytes) at bytes '
+          f'{start}..{end} of a data part of {data_size}; the file is truncated or crafted.')
 
 
 def _read_safetensors_raw(path: str, header: Optional[dict] = None) -> dict:
-  import ml_dtypes
   header = _safetensors_header(path) if header is None else header
-  dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
-            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
-            'I8': np.int8, 'U64': np.uint64, 'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8,
-            'BOOL': np.bool_}
   with open(path, 'rb') as f:
     f.seek(8 + int.from_bytes(f.read(8), 'little'))
     data = f.read()
@@ -263,16 +303,17 @@ def _read_safetensors_raw(path: str, header: Optional[dict] = None) -> dict:
   for name, info in header.items():
     if name != '__metadata__':
       start, end = info['data_offsets']
-      if info['dtype'] not in dtypes:
-        raise WeightsFileError(f'{path}: {name} holds {info["dtype"]} values, which this reader '
-                               'does not know; weights must be floating point.')
-      array = np.frombuffer(data[start:end], dtypes[info['dtype']]).reshape(info['shape'])
+      dtype = _dtype(path, name, info['dtype'])
+      array = np.frombuffer(data[start:end], dtype).reshape(info['shape'])
       out[name] = array.astype(np.float32) if info['dtype'] == 'BF16' else array
   return out
 
 
 def read_torch(path: str) -> dict:
-  """A torch state dict via torch.load(weights_only=True): tensors and plain containers only."""
+  """A torch state dict via torch.load(weights_only=True): tensors and plain containers only.
+  The zip format (torch.save's since torch 1.6) is memory-mapped (mmap=True): data.pkl is
+  unpickled, the tensors' bytes are read when a tensor is, so names and shapes are checked
+  before; a legacy (non-zip) file is read whole."""
   try:
     import torch
   except ImportError:
@@ -289,7 +330,9 @@ def read_torch(path: str) -> dict:
   try:
     with warnings.catch_warnings():  # torch's notes on legacy pickle protocols: noise here
       warnings.simplefilter('ignore', UserWarning)
-      obj = torch.load(path, map_location='cpu', weights_only=True)
+      import zipfile
+      obj = torch.load(path, map_location='cpu', weights_only=True,
+                       mmap=zipfile.is_zipfile(path))
   except pickle.UnpicklingError as error:
     found = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)', str(error))
     detail = found[1].strip() if found else first_line(error)

@@ -142,7 +142,13 @@ def _hub_repository(repo_id: str):
   from jax_resnet.weights import transformers
   _, kind, name = _hub_model(repo_id)
   source = f'{HUB_PREFIX}{repo_id}'
-  state_dict = files.read_state_dict(_hub_file(repo_id, WEIGHTS_FILE))
+  path = _hub_file(repo_id, WEIGHTS_FILE)
+  # names and shapes from the header, before a tensor is read
+  if kind == 'timm':
+    files.check_state_dict(name, files.state_dict_shapes(path), source=source)
+  elif kind == 'transformers':
+    transformers.check_transformers(name, files.state_dict_shapes(path), source=source)
+  state_dict = files.read_state_dict(path)
   if kind == 'jax_resnet':  # our flat names, checked against the model by merge_pretrained
     variables = unflatten({k: np.asarray(v, np.float32) for k, v in state_dict.items()})
   elif kind == 'timm':
