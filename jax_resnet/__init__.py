@@ -31,4 +31,5 @@ __all__ = [
     'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'finetune',
     'list_models', 'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
     'push_to_hub', 'save_pretrained', 'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
+    'register_model',
 ]

@@ -2,6 +2,10 @@
 weight tags) and the tags' models are what the rows say, and a new row with sources and
 published weights reaches them with no edit elsewhere."""
 
+import pathlib
+import re
+import textwrap
+
 import jax
 import numpy as np
 import pytest
@@ -9,7 +13,8 @@ import pytest
 import jax_resnet as jr
 from jax_resnet import published, registry, stems, weights
 from jax_resnet.models import ResNet
-from jax_resnet.weights import flax_imagenet, timm, torchvision, transformers, trees
+from jax_resnet.weights import (big_vision, flax_imagenet, timm, torchvision, transformers,
+                                trees)
 from jax_resnet.weights.torch_layout import variable_shapes
 
 
@@ -89,6 +94,11 @@ def scratch_registry(monkeypatch):
   for module, table in ((registry, '_REGISTRY'), (registry, '_SOURCES'),
                         (published, '_PUBLISHED')):
     monkeypatch.setattr(module, table, dict(getattr(module, table)))
+  yield
+  for cached in (variable_shapes, timm.timm_layout, torchvision.torch_layout,
+                 transformers.transformers_layout, big_vision.big_vision_layout,
+                 jr.feature_info):  # nothing of the test's rows stays behind
+    cached.cache_clear()
 
 
 def _record(name, model, **facts):
@@ -158,15 +168,15 @@ def _assert_same(a, b):
 
 
 def test_every_converter_its_row_names_serves_a_model_registered_after_import(scratch_registry):
-  name, bit = 'lab_resnet10', 'lab_bit_resnet14x1'
+  name, bit = 'tiny_resnet10', 'tiny_bit_resnet14x1'
   jr.register_model(name, block='basic', stage_sizes=(1, 1, 1, 1), sources={
-      'torchvision': 'lab_resnet10', 'timm': 'lab_resnet10',
+      'torchvision': 'tiny_resnet10', 'timm': 'tiny_resnet10',
       'transformers': 'lab/resnet-10', 'flax_imagenet': 'ResNet10'})
   jr.register_model(bit, block='bottleneck', stage_sizes=(1, 1, 1, 1), preact=True,
                     stem='bit', norm='group', weight_standardization=True, sources={
-                        'bit': 'BiT-M-R14x1', 'timm': 'lab_resnetv2_14x1_bit'})
+                        'bit': 'BiT-M-R14x1', 'timm': 'tiny_resnetv2_14x1_bit'})
   assert name in weights.IMAGE_MODELS and name in weights.TORCHVISION_MODELS
-  assert weights.TIMM_NAMES[name] == 'lab_resnet10' and bit in weights.TIMM_NAMES
+  assert weights.TIMM_NAMES[name] == 'tiny_resnet10' and bit in weights.TIMM_NAMES
   assert name in weights.TRANSFORMERS_MODELS and name in weights.FLAX_IMAGENET_MODELS
   assert weights.BIG_VISION_MODELS[-1] == bit
   variables = _random_tree(name, 10)
@@ -192,3 +202,43 @@ def test_every_converter_its_row_names_serves_a_model_registered_after_import(sc
     assert weights.guess_model(arrays) == bit
 
 
+
+
+def _extending_example() -> str:
+  """The python block of docs/architecture.md's "A model family from outside the package"."""
+  text = (pathlib.Path(__file__).parent.parent / 'docs' / 'architecture.md').read_text()
+  section = text.split('- **A model family from outside the package**', 1)[1]
+  return textwrap.dedent(re.search(r'```python\n(.*?)```', section, re.S)[1])
+
+
+def test_the_extending_example_runs_and_its_tag_loads_from_a_server(scratch_registry,
+                                                                     monkeypatch, tmp_path):
+  pytest.importorskip('torchvision')
+  from torchvision.models.resnet import BasicBlock, ResNet as TorchResNet
+
+  from jax_resnet.weights import download
+  from test_pretrained import REL_TOL, _pth, _randomise_norms, _reference, _relative_error
+  from weights_server import WeightsServer
+  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / 'cache'))
+  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  import torch
+  torch.manual_seed(0)
+  reference = _randomise_norms(TorchResNet(BasicBlock, [1, 1, 1, 1], num_classes=10), 3)
+  x, expected = _reference(reference)
+  namespace = {}
+  with WeightsServer() as server:
+    monkeypatch.setenv(download.MIRROR_ENV, server.url)
+    server.files['/models/lab_resnet10.pth'] = _pth(reference)
+    exec(compile(_extending_example(), 'docs/architecture.md', 'exec'), namespace)  # noqa: S102
+    assert server.requests == 1
+  assert _relative_error(namespace['model'], namespace['variables'], x, expected) <= REL_TOL
+  assert jr.model_info('lab_resnet10').tags == ('lab_resnet10.lab_in10',)
+  assert weights.guess_model(weights.to_torchvision('lab_resnet10', namespace['variables'])) \
+      == 'lab_resnet10'
+  with pytest.raises(ValueError) as err:
+    exec(compile(_extending_example(), 'docs/architecture.md', 'exec'), {})  # noqa: S102
+  assert str(err.value) == ("model 'lab_resnet10' is registered twice; register_model takes a "
+                            'name not in jax_resnet.list_models().')

@@ -105,12 +105,13 @@ def _describe(arrays: Mapping):
   if len(shape) != 4 or shape[-1] % 64:
     return None, None
   width, stages = int(shape[-1]) // 64, stage_sizes(arrays)
-  depths = {tuple(model_defaults(name)[1]['stage_sizes']):
-            re.fullmatch(r'BiT-M-R(\d+)x\d+', model_sources(name)['bit'])
-            for name in big_vision_models()}
-  depth = depths.get(stages)
+  rows = [name for name in big_vision_models()
+          if tuple(model_defaults(name)[1]['stage_sizes']) == stages]
+  depth = rows and re.fullmatch(r'BiT-M-R(\d+)x\d+', model_sources(rows[0])['bit'])
   what = (f'R{depth[1]}x{width}' if depth else f'units per block {stages}, width x{width}')
-  return guess_model(arrays), what
+  # a file of a registered row's depth and width, whatever else is wrong, is named as that row
+  same = [name for name in rows if model_defaults(name)[1].get('stem_width') == 64 * width]
+  return guess_model(arrays) or (same[0] if same else None), what
 
 
 def check_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int] = None, *,
