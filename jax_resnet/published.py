@@ -45,6 +45,7 @@ BIT_URL = 'https://storage.googleapis.com/bit_models/'
 HUB_PREFIX = 'hf-hub:'
 LOCATIONS = {'torchvision': TORCHVISION_URL, 'big_vision': BIT_URL, 'timm': HUB_PREFIX}
 SOURCES = tuple(LOCATIONS)  # who publishes a tag, which also names its converter
+SOURCE_KIND = {'torchvision': 'torchvision', 'timm': 'timm', 'big_vision': 'bit'}  # the row's
 _SHA_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[^.]+$')  # torchvision/torch.hub's file names
 
 

@@ -160,6 +160,10 @@ def register_model(name: str, cls=ResNet, *, sources: Optional[Mapping[str, str]
   weights = tuple(weights)
   for tag in weights:
     published.check_weights(tag, model=name)
+    kind = published.SOURCE_KIND[tag.source]
+    if kind not in sources:  # the tag's source picks the converter that reads its file
+      raise ValueError(f'weight tag {tag.name!r} is published by {tag.source}, whose layout '
+                       f'needs sources={{{kind!r}: ...}} in the row of {name!r}.')
   if len({tag.name for tag in weights}) != len(weights):
     raise ValueError(f'register_model({name!r}): a weight tag is listed twice in weights.')
   _REGISTRY[name] = (cls, defaults)

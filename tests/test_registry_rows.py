@@ -148,6 +148,11 @@ def test_registering_refuses_duplicates_and_bad_rows_and_adds_nothing(scratch_re
                       weights=[_record('other.x_in1k', 'other')])
   assert str(err.value) == "weight tag 'other.x_in1k' is for 'other', not 'new_d'."
   with pytest.raises(ValueError) as err:
+    jr.register_model('new_f', block='basic', stage_sizes=(1, 1),
+                      sources={'torchvision': 'new_f'}, weights=[_record('new_f.x_in1k', 'new_f')])
+  assert str(err.value) == ("weight tag 'new_f.x_in1k' is published by timm, whose layout needs "
+                            "sources={'timm': ...} in the row of 'new_f'.")
+  with pytest.raises(ValueError) as err:
     jr.register_model('new_e', block='basic', stage_sizes=(1, 1), shortcut='D')
   assert str(err.value).startswith('new_e: shortcut must be one of ')
   assert (jr.list_models(), weights.list_tags()) == before

@@ -1,7 +1,6 @@
 """Weights files: .safetensors (timm / Hugging Face hub), .pth/.pt/.bin (torch), .npz (ours) and
 Orbax checkpoints written by the trainer."""
 
-import json
 import os
 import re
 from typing import Mapping, Optional
@@ -11,7 +10,9 @@ import numpy as np
 
 from jax_resnet.weights.torch_layout import variable_shapes
 from jax_resnet.weights.npz import npz_headers, read_npz
-from jax_resnet.weights.trees import (HeadMismatchError, Shape, WeightsFileError,
+from jax_resnet.weights.safetensors_file import (_read_safetensors_raw,  # noqa: F401
+                                                 read_safetensors, safetensors_header_shapes)
+from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError,
                                       WeightsMismatchError, compare, first_line, flatten,
                                       head_classes, head_classes_of, mismatch_message, unflatten)
 
@@ -25,7 +26,7 @@ FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.wei
 
 
 def load(model_name: str, path, num_classes: Optional[int] = None,
-         reinit_head: bool = False) -> dict:
+         reinit_head: bool = False, *, layout: Optional[str] = None) -> dict:
   """Reads weights for `model_name` from `path` as {'params', 'batch_stats'} (numpy arrays).
 
   Formats: `.safetensors` and `.pth`/`.pt`/`.bin` hold torchvision-layout state dicts
@@ -43,11 +44,16 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   HeadMismatchError unless `reinit_head=True`, which returns the variables without 'head'
   (initialise a new one, e.g. with `merge_pretrained`); 0 (a backbone) always drops it.
 
+  layout: which converter reads a state dict file, 'torchvision' or 'timm' (a weight tag's
+  `source` picks it); None: torchvision's for the models it has, else timm's.
+
   Raises WeightsFileError (absent, unreadable, unsafe or unknown file) or WeightsMismatchError
   (tensors that do not fit the model, all listed in one message).
   """
   path = os.fspath(path)
-  variables = READERS[file_kind(path)](model_name, path)
+  kind = file_kind(path)
+  variables = (_read_state_dict_weights(model_name, path, layout) if kind in STATE_DICT_READERS
+               else READERS[kind](model_name, path))
   check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
 
@@ -94,14 +100,14 @@ def state_dict_shapes(path: str) -> dict:
   return safetensors_header_shapes(path) if kind == 'safetensors' else read_state_dict(path)
 
 
-def _read_state_dict_weights(model_name: str, path: str) -> dict:
+def _read_state_dict_weights(model_name: str, path: str, layout: Optional[str] = None) -> dict:
   """Names and shapes checked from the header (safetensors) or the memory-mapped tensors
   (torch) before a tensor is read, then read and converted."""
   declared = state_dict_shapes(path)
-  check_state_dict(model_name, declared, source=path)
+  check_state_dict(model_name, declared, source=path, layout=layout)
   arrays = declared if SUFFIX_KINDS[os.path.splitext(path)[1].lower()] == 'torch' \
       else read_state_dict(path)
-  return from_state_dict(model_name, arrays, source=path)
+  return from_state_dict(model_name, arrays, source=path, layout=layout)
 
 
 def _read_native_npz(model_name: str, path: str) -> dict:
@@ -143,31 +149,39 @@ def _read_workdir(model_name: str, path: str) -> dict:
   return _check_native(model_name, read_orbax(path), path)
 
 
-def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict') -> dict:
-  """A torch-layout state dict -> our variables, by the converter that fits the model:
-  torchvision's names (torchvision and timm ResNet / ResNeXt / Wide ResNet files) or timm's
-  (ResNet-D, ResNetV2, BiT). A mismatch names the model the file looks like."""
-  return _by_converter(model_name, arrays, source, 'from')
+def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict', *,
+                    layout: Optional[str] = None) -> dict:
+  """A torch-layout state dict -> our variables, by the converter `layout` names
+  ('torchvision' | 'timm') or, when None, the one that fits the model: torchvision's names
+  (torchvision and timm ResNet / ResNeXt / Wide ResNet files) or timm's (ResNet-D, ResNetV2,
+  BiT). A mismatch names the model the file looks like."""
+  return _by_converter(model_name, arrays, source, 'from', layout)
 
 
-def check_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict'):
+def check_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict', *,
+                     layout: Optional[str] = None):
   """`from_state_dict`'s names and shapes check alone, on arrays or shapes (a file's header):
   WeightsMismatchError, naming the model the file looks like, before any tensor is read."""
-  _by_converter(model_name, arrays, source, 'check')
+  _by_converter(model_name, arrays, source, 'check', layout)
 
 
-def _by_converter(model_name: str, arrays: Mapping, source: str, what: str):
+def _by_converter(model_name: str, arrays: Mapping, source: str, what: str, layout=None):
   from jax_resnet.weights import timm as timm_layouts, torchvision
   from jax_resnet.weights.recognise import guess_model
+  converters = {'torchvision': (torchvision.torchvision_models(), torchvision),
+                'timm': (tuple(timm_layouts.timm_names()), timm_layouts)}
   try:
-    if model_name in torchvision.torchvision_models():
-      return getattr(torchvision, f'{what}_torchvision')(model_name, arrays, source=source)
-    if model_name in timm_layouts.timm_names():
-      return getattr(timm_layouts, f'{what}_timm')(model_name, arrays, source=source)
-    known = set(torchvision.torchvision_models()) | set(timm_layouts.timm_names())
+    if layout is None:
+      layout = next((kind for kind, (models, _) in converters.items() if model_name in models),
+                    None)
+    if layout in converters and model_name in converters[layout][0]:
+      module = converters[layout][1]
+      return getattr(module, f'{what}_{layout}')(model_name, arrays, source=source)
+    layouts = f'no {layout}' if layout in converters else 'no torchvision or timm'
+    known = sorted(set(converters['torchvision'][0]) | set(converters['timm'][0]))
     raise WeightsMismatchError(
-        f'{model_name} has no torchvision or timm layout; {source} cannot be converted. Models '
-        f'with one: {", ".join(sorted(known))}.')
+        f'{model_name} has {layouts} layout; {source} cannot be converted. Models '
+        f'with one: {", ".join(known)}.')
   except WeightsMismatchError as error:
     if error.holds is not None:  # the converter already named the model the file holds
       raise
@@ -213,100 +227,6 @@ def _check_native(model_name: str, flat: dict, source: str) -> dict:
         f'{source} does not match {model_name} ({len(expected)} arrays)', missing, unexpected,
         wrong, 'Check the model name: the checkpoint was written for another model.'))
   return unflatten(flat)
-
-
-def read_safetensors(path: str) -> dict:
-  """name -> numpy array, through safetensors' numpy API (no torch); bfloat16 files through
-  our own reader of the format, as float32 (older safetensors' numpy API has no bfloat16).
-  Every tensor's extent is checked against its header first: a file whose data is shorter
-  than its header declares is refused."""
-  import safetensors.numpy
-  header = _safetensors_header(path)
-  _check_extents(path, header)
-  try:
-    if any(info.get('dtype') == 'BF16' for info in header.values() if isinstance(info, dict)):
-      return _read_safetensors_raw(path, header)
-    return dict(safetensors.numpy.load_file(path))
-  except WeightsFileError:
-    raise
-  except Exception as error:  # safetensors raises its own untyped errors
-    raise WeightsFileError(f'cannot read {path} as safetensors ({first_line(error)}); the '
-                           'file is corrupt or not a safetensors file.') from None
-
-
-def safetensors_header_shapes(path: str) -> dict:
-  """name -> Shape of every tensor a safetensors file declares, from its JSON header alone
-  (the format: 8 bytes of little-endian length, then the JSON); the data is not read."""
-  return {name: Shape(tuple(info['shape']))
-          for name, info in _safetensors_header(path).items() if name != '__metadata__'}
-
-
-def _safetensors_header(path: str) -> dict:
-  """The format's JSON header, each entry checked to be a tensor's (dtype, shape, offsets)."""
-  try:
-    with open(path, 'rb') as f:
-      size = int.from_bytes(f.read(8), 'little')
-      if size > os.path.getsize(path) - 8:
-        raise ValueError(f'a header of {size} bytes in a file of {os.path.getsize(path)}')
-      header = json.loads(f.read(size))
-    if not isinstance(header, dict):
-      raise ValueError('the header is not a JSON object')
-    for name, info in header.items():
-      if name != '__metadata__' and not (
-          isinstance(info, dict) and isinstance(info.get('dtype'), str)
-          and isinstance(info.get('shape'), list)
-          and all(isinstance(d, int) and d >= 0 for d in info['shape'])
-          and isinstance(info.get('data_offsets'), list) and len(info['data_offsets']) == 2
-          and all(isinstance(d, int) and d >= 0 for d in info['data_offsets'])):
-        raise ValueError(f'{name}: not a tensor entry (dtype, shape, data_offsets)')
-    return header
-  except (OSError, ValueError) as error:  # json's errors are ValueErrors
-    raise WeightsFileError(f'cannot read {path} as safetensors ({first_line(error)}); the '
-                           'file is corrupt or not a safetensors file.') from None
-
-
-_DTYPES = {'BF16': 'bfloat16', 'F16': np.float16, 'F32': np.float32, 'F64': np.float64,
-           'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U64': np.uint64,
-           'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8, 'BOOL': np.bool_}
-
-
-def _dtype(path: str, name: str, dtype: str):
-  import ml_dtypes
-  if dtype not in _DTYPES:
-    raise WeightsFileError(f'{path}: {name} holds {dtype} values, which this reader does not '
-                           'know; weights must be floating point.')
-  return ml_dtypes.bfloat16 if dtype == 'BF16' else np.dtype(_DTYPES[dtype])
-
-
-def _check_extents(path: str, header: dict):
-  """Each tensor's bytes are as many as its shape and dtype need, inside the file's data."""
-  with open(path, 'rb') as f:
-    data_size = os.path.getsize(path) - 8 - int.from_bytes(f.read(8), 'little')
-  for name, info in header.items():
-    if name == '__metadata__':
-      continue
-    start, end = info['data_offsets']
-    needed = int(np.prod(info['shape'], dtype=np.int64)) * np.dtype(
-        _dtype(path, name, info['dtype'])).itemsize
-    if end - start != needed or end > data_size:
-      raise WeightsFileError(
-          f'{path}: {name} declares shape {tuple(info["shape"])} ({needed} bytes) at bytes '
-          f'{start}..{end} of a data part of {data_size}; the file is truncated or crafted.')
-
-
-def _read_safetensors_raw(path: str, header: Optional[dict] = None) -> dict:
-  header = _safetensors_header(path) if header is None else header
-  with open(path, 'rb') as f:
-    f.seek(8 + int.from_bytes(f.read(8), 'little'))
-    data = f.read()
-  out = {}
-  for name, info in header.items():
-    if name != '__metadata__':
-      start, end = info['data_offsets']
-      dtype = _dtype(path, name, info['dtype'])
-      array = np.frombuffer(data[start:end], dtype).reshape(info['shape'])
-      out[name] = array.astype(np.float32) if info['dtype'] == 'BF16' else array
-  return out
 
 
 def read_torch(path: str) -> dict:

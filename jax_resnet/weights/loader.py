@@ -113,7 +113,7 @@ def _read_published(source) -> Pretrained:
     return Pretrained(name, variables, os.fspath(source), 'hf-hub',
                       options=pretrained.hub_model_options(source))
   tag = pretrained.resolve_tag(source)
-  variables = files.load(tag.model, pretrained.fetch(tag))
+  variables = files.load(tag.model, pretrained.fetch(tag), layout=pretrained.layout_of(tag))
   return Pretrained(tag.model, variables, tag.name, 'tag', tag=tag)
 
 

@@ -53,13 +53,20 @@ def fetch(tag: tags.WeightTag) -> str:
   return download.fetch_url(tag.fetch, size)
 
 
+def layout_of(tag: tags.WeightTag) -> Optional[str]:
+  """The converter a tag's source picks for its state dict file: torchvision's or timm's
+  names (a BiT .npz is told by its members)."""
+  return tag.source if tag.source in ('torchvision', 'timm') else None
+
+
 def pretrained_variables(tag):
   """(registry name, variables as float32 numpy, WeightTag or None) of `tag`."""
   weight_tag = resolve_tag(tag)
   if weight_tag is None:
     name, variables = _hub_repository(_hub_id(tag))
     return name, variables, None
-  return weight_tag.model, files.load(weight_tag.model, fetch(weight_tag)), weight_tag
+  variables = files.load(weight_tag.model, fetch(weight_tag), layout=layout_of(weight_tag))
+  return weight_tag.model, variables, weight_tag
 
 
 def _read_json(path: str, what: str) -> dict:
