@@ -144,10 +144,11 @@ def register_model(name: str, cls=ResNet, *, sources: Optional[Mapping[str, str]
   source kind, or a weight record that does not fit is one ValueError (TypeError for an
   unknown option) and leaves the registry as it was."""
   from jax_resnet import published
-  if not isinstance(name, str) or not name or name in _REGISTRY:
+  if not isinstance(name, str) or not name:
+    raise ValueError(f'register_model: the name must be a non-empty string, got {name!r}.')
+  if name in _REGISTRY:
     raise ValueError(f'model {name!r} is registered twice; register_model takes a name not in '
-                     'jax_resnet.list_models().' if name in _REGISTRY else
-                     f'register_model: the name must be a non-empty string, got {name!r}.')
+                     'jax_resnet.list_models().')
   if not (isinstance(cls, type) and issubclass(cls, (ResNet, VideoResNet))):
     raise ValueError(f'register_model({name!r}): cls must be jax_resnet.models.ResNet or '
                      f'jax_resnet.video.VideoResNet (or a subclass), got {cls!r}.')
