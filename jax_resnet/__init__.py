@@ -14,7 +14,7 @@ from jax_resnet.blocks import (BasicBlock, BottleneckBlock, PreActBasicBlock,
 from jax_resnet.config import base_config, load_config, train_and_evaluate
 from jax_resnet.models import ResNet, ResNetBase, make_layers
 from jax_resnet.model_facts import FeatureLevel, ModelInfo, feature_info, model_info
-from jax_resnet.registry import create_model, list_models, model_defaults
+from jax_resnet.registry import create_model, list_models, model_defaults, register_model
 from jax_resnet.scan import stack_blocks, unstack_blocks
 from jax_resnet.sharing import push_to_hub, save_pretrained
 from jax_resnet.utils import count_params
@@ -32,4 +32,5 @@ __all__ = [
     'base_config', 'config', 'count_params', 'create_model', 'feature_info', 'finetune',
     'list_models', 'load_config', 'load_pretrained', 'make_layers', 'model_defaults', 'model_info',
     'push_to_hub', 'save_pretrained', 'stack_blocks', 'train_and_evaluate', 'unstack_blocks',
+    'register_model',
 ]

@@ -10,7 +10,8 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from jax_resnet.registry import create_model, model_defaults, pretrained_cfgs
+from jax_resnet.published import published_weights
+from jax_resnet.registry import create_model, model_defaults
 from jax_resnet.stems import stem_spec
 from jax_resnet.video import downsample_strides
 
@@ -89,4 +90,4 @@ def model_info(name: str) -> ModelInfo:
                    input_size=stem.input_size, num_frames=stem.num_frames,
                    num_classes=option('num_classes'), min_input_size=min_size,
                    min_num_frames=min_frames, stem=stem.name,
-                   tags=tuple(cfg.tag for cfg in pretrained_cfgs(name)))
+                   tags=tuple(tag.name for tag in published_weights(name)))

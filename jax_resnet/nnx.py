@@ -26,6 +26,7 @@ from flax import nnx as flax_nnx
 from flax.core import unfreeze
 
 from jax_resnet import model_facts, registry
+from jax_resnet.weights.trees import head_classes_of
 
 _COLLECTIONS = {'params': flax_nnx.Param, 'batch_stats': flax_nnx.BatchStat}
 _STOCHASTIC_OPTIONS = ('drop_path_rate', 'dropout_rate')
@@ -212,8 +213,7 @@ def from_linen(model: Any, variables, *, rngs: Optional[flax_nnx.Rngs] = None,
   rngs=...)` gives one."""
   variables = unfreeze(variables)
   variables = {k: v for k, v in variables.items() if k in _COLLECTIONS}
-  params = variables.get('params', {})
-  have = int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  params, have = variables.get('params', {}), head_classes_of(variables)
   if isinstance(model, str):
     if num_classes is not None:
       options['num_classes'] = num_classes
@@ -284,13 +284,8 @@ def load_pretrained(source, model: Optional[str] = None, *, rngs: flax_nnx.Rngs,
   from jax_resnet.weights.loader import read_pretrained
   found = read_pretrained(source, model)
   module = registry.create_model(found.model, **{**found.options, **options},
-                                 num_classes=_head_classes(found.variables))
+                                 num_classes=head_classes_of(found.variables))
   return from_linen(module, found.variables, rngs=rngs, num_classes=num_classes)
-
-
-def _head_classes(variables) -> int:
-  params = variables['params']
-  return int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
 
 
 def to_linen(model: BridgedModel) -> dict:

@@ -3,8 +3,7 @@
 import dataclasses
 import difflib
 import fnmatch
-import math
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Sequence
 
 import jax.numpy as jnp
 
@@ -23,7 +22,8 @@ _CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(16, 32, 64), num_classe
 
 def _register(name, cls, **defaults):
   if name in _REGISTRY:  # a second row would silently replace the first
-    raise ValueError(f'model {name!r} is registered twice.')
+    raise ValueError(f'model {name!r} is registered twice; register_model takes a name not in '
+                     'jax_resnet.list_models().')
   _REGISTRY[name] = (cls, defaults)
 
 
@@ -95,16 +95,22 @@ _register('r2plus1d_18', VideoResNet, conv_types=('2+1d',) * 4, stem='r2plus1d')
 # Each family's published counterparts, by library: torchvision's and timm's model names, BiT's
 # release checkpoints (BiT-M-R50x1...), transformers' Hub repositories (microsoft/resnet-<depth>,
 # whose ResNetConfig has this row's block and stage sizes), the Flax ImageNet example's classes
-# (its ResNet50... for `padding='same'`). The weights converters list their models from here,
-# and weight tags find their model by these names.
+# (its ResNet50... for `padding='same'`). The weights converters list their models from here
+# when asked, and weight tags find their model by these names; `jax_resnet.published` holds
+# the published files of these rows.
 _SOURCES = {}
 SOURCE_KINDS = ('torchvision', 'timm', 'bit', 'transformers', 'flax_imagenet')
 
 
-def _sources(name, **sources):
-  if name not in _REGISTRY or name in _SOURCES or set(sources) - set(SOURCE_KINDS):
+def _check_sources(name, sources, registered=True):
+  if not registered or name in _SOURCES or set(sources) - set(SOURCE_KINDS) or not all(
+      isinstance(theirs, str) and theirs for theirs in sources.values()):
     raise ValueError(f'sources of {name!r}: the model must be registered, listed once, with '
-                     f'kinds among {SOURCE_KINDS}.')
+                     f'kinds among {SOURCE_KINDS}, each naming its counterpart.')
+
+
+def _sources(name, **sources):
+  _check_sources(name, sources, registered=name in _REGISTRY)
   _SOURCES[name] = sources
 
 
@@ -127,125 +133,53 @@ for _name in ('r3d_18', 'mc3_18', 'r2plus1d_18'):
   _sources(_name, torchvision=_name)
 
 
-# Each row's published weights files (timm's pretrained configs sit with their models the same
-# way). `weights.tags` turns each into a WeightTag: it owns the hosts' URLs, the licence texts
-# and the mean/std behind a normalization's name.
-@dataclasses.dataclass(frozen=True)
-class PretrainedCfg:
-  """One published weights file of a registry row. Its tag is '<model>.<weights>': timm's name
-  of the row for timm's files (they are timm's tags), ours for torchvision's (the same names)
-  and BiT's."""
-  tag: str
-  model: str                       # the registry row
-  source: str                      # 'torchvision' | 'timm' | 'big_vision': host and reader
-  file: str                        # its name on torchvision's or BiT's host; timm: the Hub repo
-  licence: str                     # 'torchvision' | 'timm' | 'bit' | 'kinetics'
-  top1: float                      # the publisher's top-1 (%) at this preprocessing
-  crop: int                        # square input fed to the model
-  resize: int                      # shorter side before the centre crop
-  interpolation: str = 'bilinear'  # 'bilinear' | 'bicubic' (PIL filters, antialiased)
-  normalization: str = 'imagenet'  # 'imagenet' | 'inception' ([-1, 1]) | 'kinetics'
-  size_mb: Optional[float] = None  # the file's size in MB (10**6 bytes), as published
-  num_classes: int = 1000
-  dataset: str = 'ImageNet-1k'     # where top1 was measured
+def register_model(name: str, cls=ResNet, *, sources: Optional[Mapping[str, str]] = None,
+                   weights: Sequence = (), **defaults):
+  """Adds model `name` to the registry, as the package's own rows are added: `cls` (ResNet or
+  VideoResNet) with `defaults` (its `create_model` options), `sources` ({kind: their name}
+  for kinds among SOURCE_KINDS: the converters whose layout it has), `weights` (its published
+  files, `jax_resnet.weights.WeightTag` records whose `model` is `name`). Every lookup,
+  converter, `model_info` and `load_pretrained` then serves it. Everything is checked before
+  anything is added: a name registered already, an option `cls` lacks or refuses, an unknown
+  source kind, or a weight record that does not fit is one ValueError (TypeError for an
+  unknown option) and leaves the registry as it was."""
+  from jax_resnet import published
+  if not isinstance(name, str) or not name:
+    raise ValueError(f'register_model: the name must be a non-empty string, got {name!r}.')
+  if name in _REGISTRY:
+    raise ValueError(f'model {name!r} is registered twice; register_model takes a name not in '
+                     'jax_resnet.list_models().')
+  if not (isinstance(cls, type) and issubclass(cls, (ResNet, VideoResNet))):
+    raise ValueError(f'register_model({name!r}): cls must be jax_resnet.models.ResNet or '
+                     f'jax_resnet.video.VideoResNet (or a subclass), got {cls!r}.')
+  _check_options(name, cls, defaults)
+  kwargs = dict(defaults)
+  _validate(name, kwargs)
+  _check_output_stride(name, cls, kwargs)
+  sources = dict(sources or {})
+  _check_sources(name, sources)
+  weights = tuple(weights)
+  for tag in weights:
+    published.check_weights(tag, model=name)
+    kind = published.SOURCE_KIND[tag.source]
+    if kind not in sources:  # the tag's source picks the converter that reads its file
+      raise ValueError(f'weight tag {tag.name!r} is published by {tag.source}, whose layout '
+                       f'needs sources={{{kind!r}: ...}} in the row of {name!r}.')
+  if len({tag.name for tag in weights}) != len(weights):
+    raise ValueError(f'register_model({name!r}): a weight tag is listed twice in weights.')
+  _REGISTRY[name] = (cls, defaults)
+  if sources:
+    _SOURCES[name] = sources
+  for tag in weights:
+    published.add_weights(tag)
 
 
-_PRETRAINED = {}  # tag -> PretrainedCfg, in the order the rows list them
-PRETRAINED_SOURCES = ('torchvision', 'timm', 'big_vision')
-
-
-def _pretrained(name, weights, source, **facts):
-  if name not in _SOURCES or source not in PRETRAINED_SOURCES:
-    raise ValueError(f'weights of {name!r}: the model needs its sources row, and the source '
-                     f'must be one of {PRETRAINED_SOURCES}.')
-  tag = f'{_SOURCES[name]["timm"] if source == "timm" else name}.{weights}'
-  if tag in _PRETRAINED:
-    raise ValueError(f'weight tag {tag!r} is listed twice.')
-  _PRETRAINED[tag] = PretrainedCfg(tag, name, source, **facts)
-
-
-def _torchvision_weights(name, version, file, top1, size_mb):
-  """torchvision's IMAGENET1K_V1 (resize 256) and V2 (resize 232) weights; timm re-hosts them
-  as `<model>.tv_in1k` / `<model>.tv2_in1k`. size_mb: torchvision's meta `_file_size`."""
-  resize = 256 if version == 1 and name != 'resnext101_64x4d' else 232
-  _pretrained(name, 'tv_in1k' if version == 1 else 'tv2_in1k', 'torchvision', file=file,
-              licence='torchvision', top1=top1, crop=224, resize=resize, size_mb=size_mb)
-
-
-def _kinetics_weights(name, file, top1, size_mb):
-  """torchvision's KINETICS400_V1 video weights: frames resized to 128x171, centre crop 112."""
-  _pretrained(name, 'tv_kinetics400', 'torchvision', file=file, licence='kinetics', top1=top1,
-              crop=112, resize=128, normalization='kinetics', size_mb=size_mb,
-              num_classes=400, dataset='Kinetics-400')
-
-
-def _timm_weights(name, weights, top1, size, crop_pct, **facts):
-  """timm's eval transform: resize the shorter side to floor(size / crop_pct), crop size."""
-  facts = {'interpolation': 'bicubic', 'licence': 'timm', **facts}
-  _pretrained(name, weights, 'timm', file=f'timm/{_SOURCES[name]["timm"]}.{weights}',
-              top1=top1, crop=size, resize=math.floor(size / crop_pct), **facts)
-
-
-for _args in (
-    ('resnet18', 1, 'resnet18-f37072fd.pth', 69.758, 44.661),
-    ('resnet34', 1, 'resnet34-b627a593.pth', 73.314, 83.275),
-    ('resnet50', 1, 'resnet50-0676ba61.pth', 76.130, 97.781),
-    ('resnet50', 2, 'resnet50-11ad3fa6.pth', 80.858, 97.79),
-    ('resnet101', 1, 'resnet101-63fe2227.pth', 77.374, 170.511),
-    ('resnet101', 2, 'resnet101-cd907fc2.pth', 81.886, 170.53),
-    ('resnet152', 1, 'resnet152-394f9c45.pth', 78.312, 230.434),
-    ('resnet152', 2, 'resnet152-f82ba261.pth', 82.284, 230.474),
-    ('resnext50_32x4d', 1, 'resnext50_32x4d-7cdf4587.pth', 77.618, 95.789),
-    ('resnext50_32x4d', 2, 'resnext50_32x4d-1a0047aa.pth', 81.198, 95.833),
-    ('resnext101_32x8d', 1, 'resnext101_32x8d-8ba56ff5.pth', 79.312, 339.586),
-    ('resnext101_32x8d', 2, 'resnext101_32x8d-110c445d.pth', 82.834, 339.673),
-    ('resnext101_64x4d', 1, 'resnext101_64x4d-173b62eb.pth', 83.246, 319.318),
-    ('wide_resnet50_2', 1, 'wide_resnet50_2-95faca4d.pth', 78.468, 131.82),
-    ('wide_resnet50_2', 2, 'wide_resnet50_2-9ba9bcbe.pth', 81.602, 263.124),
-    ('wide_resnet101_2', 1, 'wide_resnet101_2-32ee1156.pth', 78.848, 242.896),
-    ('wide_resnet101_2', 2, 'wide_resnet101_2-d733dc28.pth', 82.510, 484.747)):
-  _torchvision_weights(*_args)
-for _args in (('r3d_18', 'r3d_18-b3b3357e.pth', 63.200, 127.359),
-              ('mc3_18', 'mc3_18-a90a0ba3.pth', 63.960, 44.672),
-              ('r2plus1d_18', 'r2plus1d_18-91a641e6.pth', 67.463, 120.318)):
-  _kinetics_weights(*_args)
-# timm's tags at the resolution and crop of its published results (results-imagenet.csv).
-for _args in (
-    ('resnet18', 'a1_in1k', 73.158, 288, 1.0), ('resnet34', 'a1_in1k', 77.918, 288, 1.0),
-    ('resnet50', 'a1_in1k', 81.214, 288, 1.0), ('resnet50', 'a1h_in1k', 80.676, 224, 1.0),
-    ('resnet101', 'a1h_in1k', 82.778, 288, 1.0), ('resnet152', 'a1h_in1k', 83.450, 288, 1.0),
-    ('resnet26', 'bt_in1k', 76.366, 288, 0.95), ('resnet26d', 'bt_in1k', 77.408, 288, 0.95),
-    ('resnet18d', 'ra2_in1k', 73.794, 288, 0.95), ('resnet34d', 'ra2_in1k', 78.436, 288, 0.95),
-    ('resnet50d', 'ra2_in1k', 81.356, 288, 0.95), ('resnet50d', 'a1_in1k', 81.450, 288, 1.0),
-    ('resnet101d', 'ra2_in1k', 83.016, 320, 1.0), ('resnet152d', 'ra2_in1k', 83.684, 320, 1.0),
-    ('resnet200d', 'ra2_in1k', 83.964, 320, 1.0)):
-  _timm_weights(*_args)
-_timm_weights('preact_resnet50', 'a1h_in1k', 81.398, 288, 1.0, normalization='inception')
-_timm_weights('preact_resnet101', 'a1h_in1k', 83.002, 288, 1.0, normalization='inception')
-# BiT-M (ImageNet-21k, fine-tuned on ImageNet-1k): timm's copies, then the BiT authors' own
-# .npz files with timm's top-1 and preprocessing for the same weights.
-_BIT_M = {'bit_resnet50x1': (80.340, 448), 'bit_resnet50x3': (84.020, 448),
-          'bit_resnet101x1': (82.342, 448), 'bit_resnet101x3': (84.438, 448),
-          'bit_resnet152x2': (84.510, 448), 'bit_resnet152x4': (84.916, 480)}
-_BIT = dict(interpolation='bilinear', normalization='inception', licence='bit')
-for _name, (_top1, _size) in _BIT_M.items():
-  _timm_weights(_name, 'goog_in21k_ft_in1k', _top1, _size, 1.0, **_BIT)
-for _name, (_top1, _size) in _BIT_M.items():
-  _pretrained(_name, 'bit_m_in21k_ft_in1k', 'big_vision', top1=_top1, crop=_size, resize=_size,
-              file=f'{_SOURCES[_name]["bit"]}-ILSVRC2012.npz', **_BIT)
-
-
-def pretrained_cfgs(name: Optional[str] = None) -> Tuple[PretrainedCfg, ...]:
-  """The published weights files of every row (in the rows' order), or of model `name` with
-  its default first: the highest top-1 (ties: the first listed, a Hub copy before BiT's .npz)."""
-  if name is None:
-    return tuple(_PRETRAINED.values())
-  model_defaults(name)  # unknown names: the error with close matches
-  cfgs = [cfg for cfg in _PRETRAINED.values() if cfg.model == name]
-  if not cfgs:
-    return ()
-  best = max(cfgs, key=lambda cfg: cfg.top1)
-  return (best,) + tuple(cfg for cfg in cfgs if cfg is not best)
+def _check_options(name, cls, options):
+  fields = sorted(f.name for f in dataclasses.fields(cls) if f.name not in ('parent', 'name'))
+  unknown = sorted(set(options) - set(fields))
+  if unknown:
+    raise TypeError(f'create_model({name!r}) got unknown option(s) {", ".join(unknown)}; '
+                    f'valid options: {", ".join(fields)}.')
 
 
 def model_sources(name: str) -> dict:
@@ -306,11 +240,7 @@ def create_model(name: str, **overrides):
   of each residual block, `jax_resnet.remat`). Dtypes may be given as names ('bfloat16').
   """
   cls, kwargs = model_defaults(name)
-  fields = sorted(f.name for f in dataclasses.fields(cls) if f.name not in ('parent', 'name'))
-  unknown = sorted(set(overrides) - set(fields))
-  if unknown:
-    raise TypeError(f'create_model({name!r}) got unknown option(s) {", ".join(unknown)}; '
-                    f'valid options: {", ".join(fields)}.')
+  _check_options(name, cls, overrides)
   kwargs.update(overrides)
   for key in ('dtype', 'param_dtype'):
     if key in kwargs:

@@ -246,6 +246,12 @@ class Stem:
   # ^ our module -> its name in torchvision's layout (timm's resnet.py names the same)
   timm_v2_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
   # ^ our module -> its name in timm's resnetv2.py (pre-activation and BiT nets)
+  transformers_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # ^ our module -> its name in transformers' ResNetForImageClassification
+  big_vision_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # ^ our module -> its scope in BiT's release .npz files (under 'resnet/')
+  flax_imagenet_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # ^ our module -> its name in the Flax ImageNet example's ResNet (the same names)
 
 
 _V1_NAMES = {'conv_init': 'conv1', 'bn_init': 'bn1'}
@@ -256,12 +262,16 @@ _KINETICS = dict(input_kind='video', reduction=2, family='kinetics', input_size=
                  num_frames=16)
 STEMS = {stem.name: stem for stem in (
     Stem('imagenet', build=_imagenet_stem, seven_by_seven=True, torch_names=_V1_NAMES,
-         timm_v2_names=_V2_NAMES, **_IMAGENET),
+         timm_v2_names=_V2_NAMES, transformers_names={
+             'conv_init': 'resnet.embedder.embedder.convolution',
+             'bn_init': 'resnet.embedder.embedder.normalization'},
+         flax_imagenet_names={'conv_init': 'conv_init', 'bn_init': 'bn_init'}, **_IMAGENET),
     # timm's resnet.py deep stem is Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1.
     Stem('deep', build=_deep_stem, torch_names={
         'conv_init1': 'conv1.0', 'bn_init1': 'conv1.1', 'conv_init2': 'conv1.3',
         'bn_init2': 'conv1.4', 'conv_init3': 'conv1.6', 'bn_init': 'bn1'}, **_IMAGENET),
-    Stem('bit', build=_bit_stem, seven_by_seven=True, timm_v2_names=_V2_NAMES, **_IMAGENET),
+    Stem('bit', build=_bit_stem, seven_by_seven=True, timm_v2_names=_V2_NAMES,
+         big_vision_names={'conv_init': 'root_block/standardized_conv2d'}, **_IMAGENET),
     Stem('cifar', build=_cifar_stem, input_kind='image', reduction=1, family='cifar',
          input_size=32),
     # torchvision's video stems are Sequential(conv, BN, ReLU[, conv, BN, ReLU]).

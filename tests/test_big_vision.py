@@ -9,7 +9,7 @@ import pytest
 
 import compiled
 import jax_resnet as jr
-from jax_resnet.weights import WeightsError, WeightsMismatchError
+from jax_resnet.weights import WeightsError, WeightsMismatchError, guess_model, head_classes
 from jax_resnet.weights import big_vision as bv
 from jax_resnet.weights.npz import npz_headers
 from jax_resnet.weights.timm import from_timm
@@ -139,12 +139,12 @@ def test_headers_are_checked_before_reading_and_the_format_is_recognised(publish
   assert bv.looks_like_big_vision(headers)
   assert not bv.looks_like_big_vision(['params/conv_init/kernel', 'conv1.weight'])
   assert bv.check_big_vision('bit_resnet50x1', headers, source=str(path)) == NUM_CLASSES
-  assert bv.guess_model(headers) == 'bit_resnet50x1'
+  assert guess_model(headers) == 'bit_resnet50x1'
 
 
 def test_a_file_of_another_depth_or_width_is_one_error_naming_it():
   deeper = _shapes('bit_resnet101x1')
-  assert bv.guess_model(deeper) == 'bit_resnet101x1'
+  assert guess_model(deeper) == 'bit_resnet101x1'
   with pytest.raises(WeightsMismatchError) as info:
     bv.from_big_vision('bit_resnet50x1', deeper, source='R101x1.npz')
   message = str(info.value)
@@ -154,7 +154,7 @@ def test_a_file_of_another_depth_or_width_is_one_error_naming_it():
   assert message.endswith('The file holds bit_resnet101x1 weights.')
 
   wider = _shapes('bit_resnet50x3')
-  assert bv.guess_model(wider) == 'bit_resnet50x3'
+  assert guess_model(wider) == 'bit_resnet50x3'
   with pytest.raises(WeightsMismatchError) as info:
     bv.from_big_vision('bit_resnet50x1', wider)
   message = str(info.value)
@@ -180,7 +180,7 @@ def test_broken_and_unknown_files_are_one_error():
   # Units (2, 2, 2, 2): a BiT net that is no registered model.
   odd = {n: v for n, v in _shapes('bit_resnet50x1').items()
          if not (m := re.match(r'resnet/block\d/unit(\d+)/', n)) or int(m[1]) <= 2}
-  assert bv.guess_model(odd) is None
+  assert guess_model(odd) is None
   with pytest.raises(WeightsMismatchError, match=r'The file holds a BiT ResNet \(units per '
                      r'block \(2, 2, 2, 2\), width x1\) that no registered model matches\.$'):
     bv.from_big_vision('bit_resnet50x1', odd)
@@ -193,7 +193,7 @@ def test_broken_and_unknown_files_are_one_error():
 def test_a_headless_file_loads_as_a_backbone(published):
   path, arrays, _ = published
   backbone = {n: v for n, v in arrays.items() if not n.startswith('resnet/head/')}
-  assert len(backbone) == SIZE_50X1 - 2 and bv.head_classes(backbone) == 0
+  assert len(backbone) == SIZE_50X1 - 2 and head_classes(backbone) == 0
   for num_classes in (None, 0):
     variables = bv.from_big_vision('bit_resnet50x1', backbone, num_classes)
     assert 'head' not in variables['params'] and len(variables['params']) == 1 + 16 + 1

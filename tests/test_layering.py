@@ -18,7 +18,7 @@ LAYERS = (
     ('layers', ('jax_resnet.layers', 'jax_resnet.blocks', 'jax_resnet.stems',
                 'jax_resnet.remat')),
     ('models', ('jax_resnet.models', 'jax_resnet.video', 'jax_resnet.scan')),
-    ('registry', ('jax_resnet.registry', 'jax_resnet.model_facts')),
+    ('registry', ('jax_resnet.registry', 'jax_resnet.published', 'jax_resnet.model_facts')),
     ('data', ('jax_resnet.data',)),
     ('checkpoint_reader', ('jax_resnet.checkpoint_reader',)),
     ('weights', ('jax_resnet.weights', 'jax_resnet.nnx', 'jax_resnet.finetune')),

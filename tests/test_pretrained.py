@@ -310,8 +310,9 @@ def test_every_tag_and_video_tags_resolve_to_a_file():
 
 def test_registering_a_name_twice_raises():
   with pytest.raises(ValueError) as err:
-    registry._register('resnet18', ResNet, block='basic', stage_sizes=(2, 2, 2, 2))
-  assert str(err.value) == "model 'resnet18' is registered twice."
+    jax_resnet.register_model('resnet18', ResNet, block='basic', stage_sizes=(2, 2, 2, 2))
+  assert str(err.value) == ("model 'resnet18' is registered twice; register_model takes a name "
+                            'not in jax_resnet.list_models().')
 
 
 def test_trainer_init_from_a_tag_sets_init_tag_and_loads_it(env, timm_resnet18d):

@@ -2,12 +2,20 @@
 weight tags) and the tags' models are what the rows say, and a new row with sources and
 published weights reaches them with no edit elsewhere."""
 
+import pathlib
+import re
+import textwrap
+
+import jax
+import numpy as np
 import pytest
 
 import jax_resnet as jr
-from jax_resnet import registry, stems, weights
+from jax_resnet import published, registry, stems, weights
 from jax_resnet.models import ResNet
-from jax_resnet.weights import tags, timm, torchvision
+from jax_resnet.weights import (big_vision, flax_imagenet, timm, torchvision, transformers,
+                                trees)
+from jax_resnet.weights.torch_layout import variable_shapes
 
 
 def _with_source(kind):
@@ -42,17 +50,24 @@ def test_model_info_lists_every_tag_once_its_default_first():
   assert jr.model_info('resnet20').tags == ()
 
 
-def test_every_tag_is_its_rows_pretrained_config():
-  cfgs = registry.pretrained_cfgs()
-  assert [cfg.tag for cfg in cfgs] == list(weights.TAGS)
-  for cfg in cfgs:
-    tag = weights.TAGS[cfg.tag]
-    assert (tag.model, tag.source, tag.top1, tag.crop, tag.resize) == (
-        cfg.model, cfg.source, cfg.top1, cfg.crop, cfg.resize)
-    assert (tag.mean, tag.std) == tags.NORMALIZATIONS[cfg.normalization]
-    assert tag.fetch.endswith(cfg.file) and tag.licence == tags.LICENCES[cfg.licence]
+def test_every_tag_is_one_published_record():
+  records = published.published_weights()
+  assert [tag.name for tag in records] == list(weights.TAGS) and len(weights.TAGS) == 49
+  for tag in records:
+    assert weights.TAGS[tag.name] is tag and isinstance(tag, weights.WeightTag)
+    assert (tag.mean, tag.std) in published.NORMALIZATIONS.values()
+    assert tag.licence in published.LICENCES.values()
+    assert tag.preprocessing() == dict(resize=tag.resize, crop=tag.crop,
+                                       interpolation=tag.interpolation, mean=tag.mean,
+                                       std=tag.std)
+    assert tag.eval_transform()['eval_crop_fraction'] == tag.crop / tag.resize
   bit_npz = weights.get_tag('bit_resnet50x1.bit_m_in21k_ft_in1k')
   assert bit_npz.fetch == 'https://storage.googleapis.com/bit_models/BiT-M-R50x1-ILSVRC2012.npz'
+  assert (bit_npz.file, bit_npz.sha256) == ('BiT-M-R50x1-ILSVRC2012.npz', None)
+  tv2 = weights.get_tag('resnet50.tv2_in1k')
+  assert (tv2.file, tv2.sha256, tv2.mean) == ('resnet50-11ad3fa6.pth', '11ad3fa6',
+                                              published.IMAGENET_MEAN)
+  assert weights.get_tag('resnet50.a1_in1k').file == 'timm/resnet50.a1_in1k'
 
 
 def test_every_stem_fact_comes_from_its_row():
@@ -74,43 +89,161 @@ def test_every_stem_fact_comes_from_its_row():
 
 @pytest.fixture
 def scratch_registry(monkeypatch):
-  """The registry's tables as copies, so rows registered by a test leave with it."""
-  for table in ('_REGISTRY', '_SOURCES', '_PRETRAINED'):
-    monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+  """The registry's tables as copies, so rows a test adds with `register_model` leave with
+  it."""
+  for module, table in ((registry, '_REGISTRY'), (registry, '_SOURCES'),
+                        (published, '_PUBLISHED')):
+    monkeypatch.setattr(module, table, dict(getattr(module, table)))
+  yield
+  for cached in (variable_shapes, timm.timm_layout, torchvision.torch_layout,
+                 transformers.transformers_layout, big_vision.big_vision_layout,
+                 jr.feature_info):  # nothing of the test's rows stays behind
+    cached.cache_clear()
+
+
+def _record(name, model, **facts):
+  return weights.WeightTag(name, model, 'timm', f'hf-hub:lab/{name}', 'MIT', 70.5, crop=224,
+                           resize=256, interpolation='bicubic', **facts)
 
 
 def test_a_new_row_with_sources_and_weights_reaches_lookups_tags_and_layouts(scratch_registry):
   name = 'resnet18_new_family'
-  registry._register(name, ResNet, block='basic', stage_sizes=(2, 2, 2, 2))
-  registry._sources(name, torchvision='resnet18_new', timm='resnet18_new')
-  registry._timm_weights(name, 'x1_in1k', 70.5, 224, 0.875)
+  jr.register_model(name, ResNet, block='basic', stage_sizes=(2, 2, 2, 2),
+                    sources={'torchvision': 'resnet18_new', 'timm': 'resnet18_new'},
+                    weights=[_record('resnet18_new.x1_in1k', name)])
   assert registry.model_for_source('timm', 'resnet18_new') == name
   assert registry.models_with_source('timm')[-1] == name
   info = jr.model_info(name)
   assert (info.tags, info.stem, info.min_input_size) == (('resnet18_new.x1_in1k',), 'imagenet',
                                                          32)
-  tag = tags.tag_of(registry.pretrained_cfgs(name)[0])
+  tag = weights.default_tag(name)
   assert (tag.model, tag.fetch, tag.resize, tag.interpolation) == (
-      name, 'hf-hub:timm/resnet18_new.x1_in1k', 256, 'bicubic')
+      name, 'hf-hub:lab/resnet18_new.x1_in1k', 256, 'bicubic')
+  assert weights.TAGS['resnet18_new.x1_in1k'] is tag and len(weights.TAGS) == 50
   # The converters read the new row as they read resnet18's: no name table to extend.
   assert timm.timm_layout(name, 10) == timm.timm_layout('resnet18', 10)
   assert torchvision.torch_layout(name, 10) == torchvision.torch_layout('resnet18', 10)
-  with pytest.raises(ValueError) as err:
-    registry._timm_weights(name, 'x1_in1k', 70.5, 224, 0.875)
-  assert str(err.value) == "weight tag 'resnet18_new.x1_in1k' is listed twice."
 
 
-def test_registering_twice_or_weights_without_sources_raises(scratch_registry):
+def test_registering_refuses_duplicates_and_bad_rows_and_adds_nothing(scratch_registry):
+  before = (jr.list_models(), weights.list_tags())
   with pytest.raises(ValueError) as err:
-    registry._register('resnet50', ResNet, block='bottleneck', stage_sizes=(3, 4, 6, 3))
-  assert str(err.value) == "model 'resnet50' is registered twice."
+    jr.register_model('resnet50', ResNet, block='bottleneck', stage_sizes=(3, 4, 6, 3))
+  assert str(err.value) == ("model 'resnet50' is registered twice; register_model takes a name "
+                            'not in jax_resnet.list_models().')
   with pytest.raises(ValueError) as err:
-    registry._sources('resnet50', timm='resnet50')
-  assert str(err.value) == ("sources of 'resnet50': the model must be registered, listed once, "
+    jr.register_model('new_a', block='basic', stage_sizes=(1, 1), sources={'tf': 'x'})
+  assert str(err.value) == ("sources of 'new_a': the model must be registered, listed once, "
                             "with kinds among ('torchvision', 'timm', 'bit', 'transformers', "
-                            "'flax_imagenet').")
+                            "'flax_imagenet'), each naming its counterpart.")
+  with pytest.raises(TypeError, match=r"create_model\('new_b'\) got unknown option\(s\) "
+                     r'blocks; valid options: '):
+    jr.register_model('new_b', blocks='basic')
   with pytest.raises(ValueError) as err:
-    registry._pretrained('resnet20', 'x_in1k', 'timm', file='f', licence='timm', top1=1.0,
-                         crop=32, resize=32)
-  assert str(err.value) == ("weights of 'resnet20': the model needs its sources row, and the "
-                            "source must be one of ('torchvision', 'timm', 'big_vision').")
+    jr.register_model('new_c', block='basic', stage_sizes=(1, 1),
+                      weights=[_record('resnet50.a1_in1k', 'new_c')])
+  assert str(err.value) == "weight tag 'resnet50.a1_in1k' is listed twice."
+  with pytest.raises(ValueError) as err:
+    jr.register_model('new_d', block='basic', stage_sizes=(1, 1),
+                      weights=[_record('other.x_in1k', 'other')])
+  assert str(err.value) == "weight tag 'other.x_in1k' is for 'other', not 'new_d'."
+  with pytest.raises(ValueError) as err:
+    jr.register_model('new_f', block='basic', stage_sizes=(1, 1),
+                      sources={'torchvision': 'new_f'}, weights=[_record('new_f.x_in1k', 'new_f')])
+  assert str(err.value) == ("weight tag 'new_f.x_in1k' is published by timm, whose layout needs "
+                            "sources={'timm': ...} in the row of 'new_f'.")
+  with pytest.raises(ValueError) as err:
+    jr.register_model('new_e', block='basic', stage_sizes=(1, 1), shortcut='D')
+  assert str(err.value).startswith('new_e: shortcut must be one of ')
+  assert (jr.list_models(), weights.list_tags()) == before
+
+
+def _random_tree(name, num_classes, seed=0):
+  """Random numpy variables of registered model `name` (shapes traced, nothing compiled)."""
+  rng = np.random.RandomState(seed)
+  shapes = variable_shapes(name, num_classes)
+  return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+
+
+def _assert_same(a, b):
+  flat_a, flat_b = trees.flatten(a), trees.flatten(b)
+  assert sorted(flat_a) == sorted(flat_b)
+  for key, value in flat_a.items():
+    np.testing.assert_array_equal(value, flat_b[key], err_msg=key)
+
+
+def test_every_converter_its_row_names_serves_a_model_registered_after_import(scratch_registry):
+  name, bit = 'tiny_resnet10', 'tiny_bit_resnet14x1'
+  jr.register_model(name, block='basic', stage_sizes=(1, 1, 1, 1), sources={
+      'torchvision': 'tiny_resnet10', 'timm': 'tiny_resnet10',
+      'transformers': 'lab/resnet-10', 'flax_imagenet': 'ResNet10'})
+  jr.register_model(bit, block='bottleneck', stage_sizes=(1, 1, 1, 1), preact=True,
+                    stem='bit', norm='group', weight_standardization=True, sources={
+                        'bit': 'BiT-M-R14x1', 'timm': 'tiny_resnetv2_14x1_bit'})
+  assert name in weights.IMAGE_MODELS and name in weights.TORCHVISION_MODELS
+  assert weights.TIMM_NAMES[name] == 'tiny_resnet10' and bit in weights.TIMM_NAMES
+  assert name in weights.TRANSFORMERS_MODELS and name in weights.FLAX_IMAGENET_MODELS
+  assert weights.BIG_VISION_MODELS[-1] == bit
+  variables = _random_tree(name, 10)
+  for to, back in ((weights.to_torchvision, weights.from_torchvision),
+                   (weights.to_timm, weights.from_timm),
+                   (weights.to_transformers, weights.from_transformers)):
+    state_dict = to(name, variables)
+    _assert_same(back(name, state_dict), variables)
+    assert weights.guess_model(state_dict) == name
+  _assert_same(weights.from_state_dict(name, weights.to_torchvision(name, variables)), variables)
+  config = {'model_type': 'resnet', 'layer_type': 'basic', 'depths': [1, 1, 1, 1]}
+  assert transformers.model_for_config(config) == name
+  ours = trees.flatten(variables)
+  example = {theirs: ours[mine] for theirs, (mine, _) in
+             flax_imagenet.example_names(name, 10).items()}
+  assert 'params/ResNetBlock_3/Conv_1/kernel' in example and weights.guess_model(example) == name
+  _assert_same(weights.from_flax_imagenet(name, trees.unflatten(example)), variables)
+  bit_variables = _random_tree(bit, 10, seed=1)
+  for to, back in ((weights.to_big_vision, weights.from_big_vision),
+                   (weights.to_timm, weights.from_timm)):
+    arrays = to(bit, bit_variables)
+    _assert_same(back(bit, arrays), bit_variables)
+    assert weights.guess_model(arrays) == bit
+
+
+
+
+def _extending_example() -> str:
+  """The python block of docs/architecture.md's "A model family from outside the package"."""
+  text = (pathlib.Path(__file__).parent.parent / 'docs' / 'architecture.md').read_text()
+  section = text.split('- **A model family from outside the package**', 1)[1]
+  return textwrap.dedent(re.search(r'```python\n(.*?)```', section, re.S)[1])
+
+
+def test_the_extending_example_runs_and_its_tag_loads_from_a_server(scratch_registry,
+                                                                     monkeypatch, tmp_path):
+  pytest.importorskip('torchvision')
+  from torchvision.models.resnet import BasicBlock, ResNet as TorchResNet
+
+  from jax_resnet.weights import download
+  from test_pretrained import REL_TOL, _pth, _randomise_norms, _reference, _relative_error
+  from weights_server import WeightsServer
+  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / 'cache'))
+  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  import torch
+  torch.manual_seed(0)
+  reference = _randomise_norms(TorchResNet(BasicBlock, [1, 1, 1, 1], num_classes=10), 3)
+  x, expected = _reference(reference)
+  namespace = {}
+  with WeightsServer() as server:
+    monkeypatch.setenv(download.MIRROR_ENV, server.url)
+    server.files['/models/lab_resnet10.pth'] = _pth(reference)
+    exec(compile(_extending_example(), 'docs/architecture.md', 'exec'), namespace)  # noqa: S102
+    assert server.requests == 1
+  assert _relative_error(namespace['model'], namespace['variables'], x, expected) <= REL_TOL
+  assert jr.model_info('lab_resnet10').tags == ('lab_resnet10.lab_in10',)
+  assert weights.guess_model(weights.to_torchvision('lab_resnet10', namespace['variables'])) \
+      == 'lab_resnet10'
+  with pytest.raises(ValueError) as err:
+    exec(compile(_extending_example(), 'docs/architecture.md', 'exec'), {})  # noqa: S102
+  assert str(err.value) == ("model 'lab_resnet10' is registered twice; register_model takes a "
+                            'name not in jax_resnet.list_models().')

@@ -6,6 +6,8 @@ import sys
 
 import flax
 import jax
+import re
+
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -99,6 +101,31 @@ def test_mismatch_is_one_error_listing_names_and_shapes(tmp_path):
       '(512,), fc.bias (1000,); unexpected 1: head.weight (10, 512); wrong shape 1: '
       'layer1.0.conv1.weight (64, 64, 1, 1) (model expects (64, 64, 3, 3)). Check the model '
       'name and that the file holds a torchvision-layout ResNet state dict.')
+
+
+def test_safetensors_names_and_shapes_are_checked_from_the_header_before_the_data(tmp_path):
+  """The data part cut to 10 bytes: the names and shapes refusal comes first (the header
+  alone is read), and a file whose names fit is then refused as truncated, not misread."""
+  sd = weights.to_torchvision('resnet18', random_variables('resnet18'))
+  good = {k: v for k, v in sd.items() if not k.endswith('num_batches_tracked')}
+  wrong = dict(good, **{'layer1.0.conv1.weight': np.zeros((64, 64, 1, 1), np.float32)})
+  for name, arrays in (('wrong', wrong), ('good', good)):
+    path = tmp_path / f'{name}.safetensors'
+    safetensors.numpy.save_file(arrays, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:8 + int.from_bytes(data[:8], 'little') + 10])
+  with pytest.raises(weights.WeightsMismatchError) as err:
+    weights.load('resnet18', tmp_path / 'wrong.safetensors')
+  assert str(err.value) == (
+      f'{tmp_path / "wrong.safetensors"} does not match resnet18 (102 tensors): wrong shape 1: '
+      'layer1.0.conv1.weight (64, 64, 1, 1) (model expects (64, 64, 3, 3)). Check the model '
+      'name and that the file holds a torchvision-layout ResNet state dict.')
+  with pytest.raises(weights.WeightsFileError) as err:
+    weights.load('resnet18', tmp_path / 'good.safetensors')
+  assert re.fullmatch(
+      re.escape(f'{tmp_path / "good.safetensors"}: ') + r'\S+ declares shape \([\d, ]+\) '
+      r'\(\d+ bytes\) at bytes \d+\.\.\d+ of a data part of 10; the file is truncated or '
+      r'crafted\.', str(err.value)), str(err.value)
 
 
 def test_mismatch_lists_are_truncated_with_a_count():

@@ -196,6 +196,43 @@ def test_a_stride_0_tensor_is_refused_before_it_is_materialised(tmp_path):
       'refused.')
 
 
+def _mapped_from(path, tensor) -> bool:
+  """Whether the tensor's bytes lie in a memory mapping of the file (/proc/self/maps)."""
+  address = tensor.untyped_storage().data_ptr()
+  with open('/proc/self/maps') as maps:
+    for line in maps:
+      fields = line.split()
+      low, high = (int(v, 16) for v in fields[0].split('-'))
+      if fields[-1] == str(path) and low <= address < high:
+        return True
+  return False
+
+
+@pytest.mark.skipif(not __import__('os').path.exists('/proc/self/maps'),
+                    reason='reads the process memory map of Linux')
+def test_a_torch_file_is_mapped_and_checked_by_names_and_shapes_before_it_is_read(tmp_path):
+  """torch.load(mmap=True): the names and shapes compared are those of tensors still in the
+  file's mapping (nothing copied yet); the variables returned are copies."""
+  state = torchvision_model('resnet18').state_dict()
+  state['layer1.0.conv1.weight'] = torch.zeros(64, 64, 1, 1)
+  path = tmp_path / 'wrong.pth'
+  torch.save(state, path)
+  shapes = weights.files.state_dict_shapes(str(path))
+  assert _mapped_from(path, shapes['fc.weight']) and _mapped_from(path, shapes['conv1.weight'])
+  with pytest.raises(weights.WeightsMismatchError) as err:
+    weights.load('resnet18', path)
+  assert str(err.value) == (
+      f'{path} does not match resnet18 (102 tensors): wrong shape 1: layer1.0.conv1.weight '
+      '(64, 64, 1, 1) (model expects (64, 64, 3, 3)). Check the model name and that the file '
+      'holds a torchvision-layout ResNet state dict.')
+  state['layer1.0.conv1.weight'] = torch.ones(64, 64, 3, 3)
+  torch.save(state, path)
+  variables = weights.load('resnet18', path)
+  kernel = variables['params']['stage1_block1']['conv1']['kernel']
+  assert kernel.shape == (3, 3, 64, 64) and float(kernel.sum()) == 64 * 64 * 9
+  assert variables['params']['bn_init']['bias'].base is None  # a copy, not the mapping
+
+
 def test_read_torch_refuses_a_torch_older_than_the_floor(tmp_path, monkeypatch):
   path = tmp_path / 'w.pth'
   torch.save(torchvision_model('resnet18').state_dict(), path)

@@ -121,10 +121,7 @@ def data_spec(config) -> DataSpec:
   data = _same_names(DataSpec, config)
   if init_tag(config):
     from jax_resnet.weights.tags import get_tag
-    tag = get_tag(init_tag(config))
-    data = dataclasses.replace(data, mean=tuple(tag.mean), std=tuple(tag.std),
-                               eval_crop_fraction=tag.crop / tag.resize,
-                               eval_interpolation=tag.interpolation)
+    data = dataclasses.replace(data, **get_tag(init_tag(config)).eval_transform())
   return data
 
 

@@ -14,8 +14,7 @@ from PIL import Image
 
 from jax_resnet.errors import BadLabelError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from jax_resnet.published import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (the one place)
 # ImageNet eval convention: resize the shorter side to size*256/224, then center-crop `size`.
 EVAL_CROP_FRACTION = 224 / 256
 INCEPTION_SCALE = (0.08, 1.0)

@@ -16,21 +16,35 @@ Fine-tuning: `merge_pretrained(model.init(...), weights.load(name, path, num_cla
 reinit_head=True), reinit_head=True)`.
 """
 
+import importlib
 import importlib.resources
 
-from jax_resnet.weights.files import (from_state_dict, guess_model, load, read_safetensors,
-                                      read_torch)
+from jax_resnet.weights.files import from_state_dict, load, read_safetensors, read_torch
 from jax_resnet.weights.npz import read_tag, save_npz
-from jax_resnet.weights.flax_imagenet import FLAX_IMAGENET_MODELS, from_flax_imagenet
-from jax_resnet.weights.big_vision import BIG_VISION_MODELS, from_big_vision, to_big_vision
-from jax_resnet.weights.timm import TIMM_NAMES, from_timm, to_timm
+from jax_resnet.weights.flax_imagenet import from_flax_imagenet
+from jax_resnet.weights.big_vision import from_big_vision, to_big_vision
+from jax_resnet.weights.recognise import guess_model
+from jax_resnet.weights.timm import from_timm, to_timm
 from jax_resnet.weights.tags import TAGS, WeightTag, default_tag, get_tag, list_tags
-from jax_resnet.weights.transformers import (TRANSFORMERS_MODELS, from_transformers,
-                                             to_transformers)
-from jax_resnet.weights.torchvision import (IMAGE_MODELS, TORCHVISION_MODELS, VIDEO_MODELS,
-                                            from_torchvision, to_torchvision)
+from jax_resnet.weights.transformers import from_transformers, to_transformers
+from jax_resnet.weights.torchvision import from_torchvision, to_torchvision
+from jax_resnet.weights.trees import head_classes
 from jax_resnet.weights.trees import (HeadMismatchError, WeightsError, WeightsFileError,
                                       WeightsMismatchError, merge_pretrained)
+
+
+# Each converter's models, read from the registry rows when asked (a row registered after
+# import is in them): the module's own list, e.g. `weights.torchvision.torchvision_models()`.
+_CONVERTER_LISTS = {'IMAGE_MODELS': 'torchvision', 'VIDEO_MODELS': 'torchvision',
+                    'TORCHVISION_MODELS': 'torchvision', 'TIMM_NAMES': 'timm',
+                    'BIG_VISION_MODELS': 'big_vision', 'TRANSFORMERS_MODELS': 'transformers',
+                    'FLAX_IMAGENET_MODELS': 'flax_imagenet'}
+
+
+def __getattr__(name):
+  if name in _CONVERTER_LISTS:
+    return getattr(importlib.import_module(f'{__name__}.{_CONVERTER_LISTS[name]}'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def imagenet_classes():
@@ -44,7 +58,7 @@ __all__ = [
     'TIMM_NAMES', 'TORCHVISION_MODELS', 'TRANSFORMERS_MODELS', 'VIDEO_MODELS', 'WeightTag',
     'WeightsError', 'WeightsFileError', 'WeightsMismatchError', 'default_tag', 'from_big_vision',
     'from_flax_imagenet', 'from_state_dict', 'from_timm', 'from_torchvision', 'from_transformers',
-    'get_tag', 'guess_model', 'imagenet_classes', 'list_tags', 'load', 'merge_pretrained',
-    'read_safetensors', 'read_tag', 'read_torch', 'save_npz', 'to_big_vision', 'to_timm',
-    'to_torchvision', 'to_transformers',
+    'get_tag', 'guess_model', 'head_classes', 'imagenet_classes', 'list_tags', 'load',
+    'merge_pretrained', 'read_safetensors', 'read_tag', 'read_torch', 'save_npz',
+    'to_big_vision', 'to_timm', 'to_torchvision', 'to_transformers',
 ]

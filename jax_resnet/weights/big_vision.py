@@ -26,33 +26,39 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from jax_resnet.model_facts import model_info
 from jax_resnet.registry import model_defaults, model_sources, models_with_source
+from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import checked_for_export, modules, variable_shapes
-from jax_resnet.weights.trees import (supported_model, WeightsMismatchError, compare,
-                                      mismatch_message, to_float32, unflatten)
+from jax_resnet.weights.trees import (Shape, supported_model, WeightsMismatchError, compare,
+                                      head_classes, mismatch_message, to_float32, unflatten)
 
 PREFIX = 'resnet/'
-BIG_VISION_MODELS = models_with_source('bit')  # the registry rows BiT published
-# From those rows and their BiT names (BiT-M-R{depth}x{k}): (units per block, k) -> the row, and
-# units per block -> depth.
-_ROWS, _DEPTHS = {}, {}
-for _name in BIG_VISION_MODELS:
-  _depth, _k = map(int, re.fullmatch(r'BiT-M-R(\d+)x(\d+)', model_sources(_name)['bit']).groups())
-  _stages = tuple(model_defaults(_name)[1]['stage_sizes'])
-  _ROWS[_stages, _k], _DEPTHS[_stages] = _name, _depth
+
+
+def big_vision_models() -> tuple:
+  """The registry rows BiT published, read when asked; BIG_VISION_MODELS is this."""
+  return models_with_source('bit')
+
+
+def __getattr__(name):
+  if name == 'BIG_VISION_MODELS':
+    return big_vision_models()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 _UNIT = {'bn1': 'a/group_norm', 'bn2': 'b/group_norm', 'bn3': 'c/group_norm',
          'conv1': 'a/standardized_conv2d', 'conv2': 'b/standardized_conv2d',
          'conv3': 'c/standardized_conv2d', 'proj_conv': 'a/proj/standardized_conv2d'}
 _LEAF = {'scale': 'gamma', 'bias': 'beta', 'kernel': 'kernel'}  # GroupNorm and convolutions
 _HEAD_LEAF = {'kernel': 'kernel', 'bias': 'bias'}
-_UNIT_NAME = re.compile(r'resnet/block(\d+)/unit(\d+)/')
 
 
 def check_supported(model_name: str) -> str:
-  return supported_model(model_name, BIG_VISION_MODELS, (
+  supported = big_vision_models()
+  return supported_model(model_name, supported, (
       f'{model_name} has no BiT .npz counterpart; BiT checkpoints exist for '
-      f'{", ".join(BIG_VISION_MODELS)}.'))
+      f'{", ".join(supported)}.'))
 
 
 def looks_like_big_vision(names) -> bool:
@@ -60,14 +66,14 @@ def looks_like_big_vision(names) -> bool:
   return any(str(name).startswith(PREFIX + 'root_block/') for name in names)
 
 
-def _bv_module(path: tuple) -> str:
+def _bv_module(model_name: str, path: tuple) -> str:
   """Our module path ('stage1_block1', 'conv1') -> the checkpoint's scope."""
-  if path == ('conv_init',):
-    return PREFIX + 'root_block/standardized_conv2d'
   if path == ('final_bn',):
     return PREFIX + 'group_norm'
   if path == ('head',):
     return PREFIX + 'head/conv2d'
+  if len(path) == 1:  # the stem's row names its layers (`stems.STEMS`)
+    return PREFIX + stem_spec(model_info(model_name).stem).big_vision_names[path[0]]
   match = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
   if not match or len(path) != 2 or path[1] not in _UNIT:
     raise RuntimeError(f'no BiT name for {"/".join(path)}')
@@ -80,7 +86,7 @@ def big_vision_layout(model_name: str, num_classes: int) -> tuple:
   shapes = variable_shapes(check_supported(model_name), num_classes)
   entries = []
   for path, leaves in modules(shapes['params']).items():
-    scope, head = _bv_module(path), path == ('head',)
+    scope, head = _bv_module(model_name, path), path == ('head',)
     for leaf, value in leaves.items():
       shape = (1, 1) + tuple(value.shape) if head and leaf == 'kernel' else tuple(value.shape)
       entries.append((f'{scope}/{(_HEAD_LEAF if head else _LEAF)[leaf]}',
@@ -88,36 +94,24 @@ def big_vision_layout(model_name: str, num_classes: int) -> tuple:
   return tuple(entries)
 
 
-def head_classes(arrays: Mapping) -> int:
-  """Classes of the checkpoint's head; 0 when it has none (a feature extractor)."""
-  kernel = arrays.get(PREFIX + 'head/conv2d/kernel')
-  shape = getattr(kernel, 'shape', ())
-  return int(shape[-1]) if len(shape) == 4 else 0
-
-
-def guess_model(arrays: Mapping) -> Optional[str]:
-  """The registry name the checkpoint's shapes point to: width k from the root convolution's
-  output channels / 64, depth from the units per block ((3, 4, 6, 3) -> 50, (3, 4, 23, 3) ->
-  101, (3, 8, 36, 3) -> 152). None when the arrays are no BiT ResNet of this library."""
-  return _describe(arrays)[0]
-
-
 def _describe(arrays: Mapping):
-  """(registry name or None, 'R{depth}x{k}'-like description or None) of a checkpoint."""
+  """(registry name or None, 'R{depth}x{k}'-like description or None) of a checkpoint: the
+  model from the one guesser (`recognise.guess_model`), the description from the root
+  convolution's width (output channels / 64) and the units per block, named by the depth of
+  the BiT row with those units (BiT-M-R{depth}x{k})."""
+  from jax_resnet.weights.recognise import guess_model, stage_sizes
   root = arrays.get(PREFIX + 'root_block/standardized_conv2d/kernel')
   shape = getattr(root, 'shape', ())
   if len(shape) != 4 or shape[-1] % 64:
     return None, None
-  width = int(shape[-1]) // 64
-  units = {}
-  for name in arrays:
-    match = _UNIT_NAME.match(str(name))
-    if match:
-      units.setdefault(int(match[1]), set()).add(int(match[2]))
-  stages = tuple(len(units.get(s, ())) for s in range(1, max(units, default=0) + 1))
-  depth = _DEPTHS.get(stages)
-  what = f'R{depth}x{width}' if depth else f'units per block {stages}, width x{width}'
-  return _ROWS.get((stages, width)), what
+  width, stages = int(shape[-1]) // 64, stage_sizes(arrays)
+  rows = [name for name in big_vision_models()
+          if tuple(model_defaults(name)[1]['stage_sizes']) == stages]
+  depth = rows and re.fullmatch(r'BiT-M-R(\d+)x\d+', model_sources(rows[0])['bit'])
+  what = (f'R{depth[1]}x{width}' if depth else f'units per block {stages}, width x{width}')
+  # a file of a registered row's depth and width, whatever else is wrong, is named as that row
+  same = [name for name in rows if model_defaults(name)[1].get('stem_width') == 64 * width]
+  return guess_model(arrays) or (same[0] if same else None), what
 
 
 def check_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int] = None, *,
@@ -133,8 +127,7 @@ def check_big_vision(model_name: str, arrays: Mapping, num_classes: Optional[int
   if num_classes is None:
     num_classes = head_classes(arrays)
   entries = big_vision_layout(model_name, num_classes)
-  # Zero-stride views: shapes to compare, no memory for the largest nets.
-  expected = {name: np.broadcast_to(np.float32(0), shape) for name, _, shape in entries}
+  expected = {name: Shape(shape) for name, _, shape in entries}
   missing, unexpected, wrong = compare(expected, {str(k): v for k, v in arrays.items()})
   if missing or unexpected or wrong:
     guess, what = _describe(arrays)

@@ -19,15 +19,13 @@ import re
 import tempfile
 from typing import Optional
 
+from jax_resnet.published import digest_in_name
+
 _CHUNK = 1 << 20
-_SHA_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[^.]+$')  # torchvision/torch.hub's file names
 _SHA256, _GIT_SHA1 = re.compile(r'[0-9a-f]{64}'), re.compile(r'[0-9a-f]{40}')
 
 
-def expected_sha256_prefix(url: str) -> Optional[str]:
-  """The SHA-256 prefix a torchvision-style file name carries, if any."""
-  found = _SHA_IN_NAME.search(url.rsplit('/', 1)[-1])
-  return found[1] if found else None
+expected_sha256_prefix = digest_in_name  # the weight record's rule (WeightTag.sha256)
 
 
 def sha256_of(path: str) -> str:

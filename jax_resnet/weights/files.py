@@ -1,7 +1,6 @@
 """Weights files: .safetensors (timm / Hugging Face hub), .pth/.pt/.bin (torch), .npz (ours) and
 Orbax checkpoints written by the trainer."""
 
-import json
 import os
 import re
 from typing import Mapping, Optional
@@ -10,11 +9,12 @@ import jax
 import numpy as np
 
 from jax_resnet.weights.torch_layout import variable_shapes
-from jax_resnet.weights.torchvision import TORCHVISION_MODELS, from_torchvision
 from jax_resnet.weights.npz import npz_headers, read_npz
-from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError, WeightsMismatchError,
-                                      compare, first_line, flatten, head_classes_of,
-                                      mismatch_message, unflatten)
+from jax_resnet.weights.safetensors_file import (_read_safetensors_raw,  # noqa: F401
+                                                 read_safetensors, safetensors_header_shapes)
+from jax_resnet.weights.trees import (HeadMismatchError, WeightsFileError,
+                                      WeightsMismatchError, compare, first_line, flatten,
+                                      head_classes, head_classes_of, mismatch_message, unflatten)
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIX_KINDS = {'.safetensors': 'safetensors', **{suffix: 'torch' for suffix in TORCH_SUFFIXES},
@@ -26,7 +26,7 @@ FORMATS = ('.safetensors, .pth/.pt/.bin (torch state dict), .npz (jax_resnet.wei
 
 
 def load(model_name: str, path, num_classes: Optional[int] = None,
-         reinit_head: bool = False) -> dict:
+         reinit_head: bool = False, *, layout: Optional[str] = None) -> dict:
   """Reads weights for `model_name` from `path` as {'params', 'batch_stats'} (numpy arrays).
 
   Formats: `.safetensors` and `.pth`/`.pt`/`.bin` hold torchvision-layout state dicts
@@ -44,11 +44,16 @@ def load(model_name: str, path, num_classes: Optional[int] = None,
   HeadMismatchError unless `reinit_head=True`, which returns the variables without 'head'
   (initialise a new one, e.g. with `merge_pretrained`); 0 (a backbone) always drops it.
 
+  layout: which converter reads a state dict file, 'torchvision' or 'timm' (a weight tag's
+  `source` picks it); None: torchvision's for the models it has, else timm's.
+
   Raises WeightsFileError (absent, unreadable, unsafe or unknown file) or WeightsMismatchError
   (tensors that do not fit the model, all listed in one message).
   """
   path = os.fspath(path)
-  variables = READERS[file_kind(path)](model_name, path)
+  kind = file_kind(path)
+  variables = (_read_state_dict_weights(model_name, path, layout) if kind in STATE_DICT_READERS
+               else READERS[kind](model_name, path))
   check_values(variables, path)
   return select_head(variables, num_classes, reinit_head, path)
 
@@ -86,8 +91,23 @@ def read_state_dict(path: str) -> dict:
   return STATE_DICT_READERS[kind](path)
 
 
-def _read_state_dict_weights(model_name: str, path: str) -> dict:
-  return from_state_dict(model_name, read_state_dict(path), source=path)
+def state_dict_shapes(path: str) -> dict:
+  """name -> something with `.shape` for a .safetensors or torch file, read without reading
+  its tensors: a safetensors file's JSON header (`safetensors_header_shapes`), a torch file's
+  tensors memory-mapped (`read_torch`: torch.load(mmap=True) unpickles data.pkl only; a file
+  of the legacy, non-zip format is read whole)."""
+  kind = SUFFIX_KINDS.get(os.path.splitext(path)[1].lower())
+  return safetensors_header_shapes(path) if kind == 'safetensors' else read_state_dict(path)
+
+
+def _read_state_dict_weights(model_name: str, path: str, layout: Optional[str] = None) -> dict:
+  """Names and shapes checked from the header (safetensors) or the memory-mapped tensors
+  (torch) before a tensor is read, then read and converted."""
+  declared = state_dict_shapes(path)
+  check_state_dict(model_name, declared, source=path, layout=layout)
+  arrays = declared if SUFFIX_KINDS[os.path.splitext(path)[1].lower()] == 'torch' \
+      else read_state_dict(path)
+  return from_state_dict(model_name, arrays, source=path, layout=layout)
 
 
 def _read_native_npz(model_name: str, path: str) -> dict:
@@ -101,12 +121,13 @@ def _read_bit_npz(model_name: str, path: str) -> dict:
   """A BiT release checkpoint, names and shapes checked from the members' headers before any
   array is read."""
   from jax_resnet.weights import big_vision
+  from jax_resnet.weights.recognise import guess_model
   headers = npz_headers(path)
-  if model_name not in big_vision.BIG_VISION_MODELS:
-    guess = big_vision.guess_model(headers)
+  if model_name not in big_vision.big_vision_models():
+    guess = guess_model(headers)
     raise WeightsMismatchError(
         f'{path} is a BiT checkpoint' + (f' of {guess}' if guess else '') + f', not weights '
-        f'for {model_name}; BiT files load into {", ".join(big_vision.BIG_VISION_MODELS)}.')
+        f'for {model_name}; BiT files load into {", ".join(big_vision.big_vision_models())}.')
   big_vision.check_big_vision(model_name, headers, source=path)
   return big_vision.from_big_vision(model_name, read_npz(path), source=path)
 
@@ -128,19 +149,39 @@ def _read_workdir(model_name: str, path: str) -> dict:
   return _check_native(model_name, read_orbax(path), path)
 
 
-def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict') -> dict:
-  """A torch-layout state dict -> our variables, by the converter that fits the model:
-  torchvision's names (torchvision and timm ResNet / ResNeXt / Wide ResNet files) or timm's
-  (ResNet-D, ResNetV2, BiT). A mismatch names the model the file looks like."""
-  from jax_resnet.weights import timm as timm_layouts
+def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict', *,
+                    layout: Optional[str] = None) -> dict:
+  """A torch-layout state dict -> our variables, by the converter `layout` names
+  ('torchvision' | 'timm') or, when None, the one that fits the model: torchvision's names
+  (torchvision and timm ResNet / ResNeXt / Wide ResNet files) or timm's (ResNet-D, ResNetV2,
+  BiT). A mismatch names the model the file looks like."""
+  return _by_converter(model_name, arrays, source, 'from', layout)
+
+
+def check_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict', *,
+                     layout: Optional[str] = None):
+  """`from_state_dict`'s names and shapes check alone, on arrays or shapes (a file's header):
+  WeightsMismatchError, naming the model the file looks like, before any tensor is read."""
+  _by_converter(model_name, arrays, source, 'check', layout)
+
+
+def _by_converter(model_name: str, arrays: Mapping, source: str, what: str, layout=None):
+  from jax_resnet.weights import timm as timm_layouts, torchvision
+  from jax_resnet.weights.recognise import guess_model
+  converters = {'torchvision': (torchvision.torchvision_models(), torchvision),
+                'timm': (tuple(timm_layouts.timm_names()), timm_layouts)}
   try:
-    if model_name in TORCHVISION_MODELS:
-      return from_torchvision(model_name, arrays, source=source)
-    if model_name in timm_layouts.TIMM_NAMES:
-      return timm_layouts.from_timm(model_name, arrays, source=source)
+    if layout is None:
+      layout = next((kind for kind, (models, _) in converters.items() if model_name in models),
+                    None)
+    if layout in converters and model_name in converters[layout][0]:
+      module = converters[layout][1]
+      return getattr(module, f'{what}_{layout}')(model_name, arrays, source=source)
+    layouts = f'no {layout}' if layout in converters else 'no torchvision or timm'
+    known = sorted(set(converters['torchvision'][0]) | set(converters['timm'][0]))
     raise WeightsMismatchError(
-        f'{model_name} has no torchvision or timm layout; {source} cannot be converted. Models '
-        f'with one: {", ".join(sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)))}.')
+        f'{model_name} has {layouts} layout; {source} cannot be converted. Models '
+        f'with one: {", ".join(known)}.')
   except WeightsMismatchError as error:
     if error.holds is not None:  # the converter already named the model the file holds
       raise
@@ -148,41 +189,6 @@ def from_state_dict(model_name: str, arrays: Mapping, source: str = 'state dict'
     if guess is None or guess == model_name:
       raise
     raise WeightsMismatchError(f'{error} The file holds {guess} weights.', holds=guess) from None
-
-
-def _stage_sizes(names) -> tuple:
-  """Blocks per stage of a torchvision/timm state dict ('layer2.3.' or 'stages.1.blocks.3.')."""
-  counts = {}
-  for name in names:
-    found = re.match(r'(?:layer(\d+)|stages\.(\d+)\.blocks)\.(\d+)\.', name)
-    if found:
-      stage = int(found[1]) if found[1] else int(found[2]) + 1
-      counts[stage] = max(counts.get(stage, 0), int(found[3]) + 1)
-  return tuple(counts[stage] for stage in sorted(counts))
-
-
-def guess_model(arrays: Mapping) -> Optional[str]:
-  """The registered model whose torchvision or timm layout the state dict matches exactly
-  (candidates: those with its blocks per stage), or None."""
-  from jax_resnet.registry import model_defaults
-  from jax_resnet.weights import timm as timm_layouts
-  from jax_resnet.weights.torch_layout import compare_layout, head_classes
-  from jax_resnet.weights.torchvision import torch_layout
-  arrays = {str(k): v for k, v in arrays.items()}
-  sizes = _stage_sizes(arrays)
-  head = head_classes(arrays, timm_layouts.HEAD_NAMES)
-  for name in sorted(set(TORCHVISION_MODELS) | set(timm_layouts.TIMM_NAMES)):
-    if tuple(model_defaults(name)[1].get('stage_sizes', ())) != sizes:
-      continue
-    layouts = [timm_layouts.timm_layout] if name in timm_layouts.TIMM_NAMES else []
-    layouts += [torch_layout] if name in TORCHVISION_MODELS else []
-    for layout in layouts:
-      try:
-        if not any(compare_layout(layout(name, head), arrays)):
-          return name
-      except Exception:  # a layout that cannot take this head size
-        continue
-  return None
 
 
 def check_values(variables: dict, source: str):
@@ -213,8 +219,7 @@ def select_head(variables: dict, num_classes: Optional[int], reinit_head: bool, 
 
 
 def _check_native(model_name: str, flat: dict, source: str) -> dict:
-  head = flat.get('params/head/kernel')
-  num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 0
+  num_classes = head_classes(flat)
   expected = flatten(variable_shapes(model_name, num_classes))
   missing, unexpected, wrong = compare(expected, flat)
   if missing or unexpected or wrong:
@@ -224,55 +229,11 @@ def _check_native(model_name: str, flat: dict, source: str) -> dict:
   return unflatten(flat)
 
 
-def read_safetensors(path: str) -> dict:
-  """name -> numpy array, through safetensors' numpy API (no torch); bfloat16 files through
-  our own reader of the format, as float32 (older safetensors' numpy API has no bfloat16)."""
-  import safetensors.numpy
-  try:
-    header = _safetensors_header(path)
-    if any(info.get('dtype') == 'BF16' for info in header.values() if isinstance(info, dict)):
-      return _read_safetensors_raw(path, header)
-    return dict(safetensors.numpy.load_file(path))
-  except WeightsFileError:
-    raise
-  except Exception as error:  # safetensors raises its own untyped errors
-    raise WeightsFileError(f'cannot read {path} as safetensors ({first_line(error)}); the '
-                           'file is corrupt or not a safetensors file.') from None
-
-
-def _safetensors_header(path: str) -> dict:
-  """The format's JSON header: 8 bytes of little-endian length, then the JSON."""
-  with open(path, 'rb') as f:
-    size = int.from_bytes(f.read(8), 'little')
-    if size > os.path.getsize(path) - 8:
-      raise ValueError(f'a header of {size} bytes in a file of {os.path.getsize(path)}')
-    return json.loads(f.read(size))
-
-
-def _read_safetensors_raw(path: str, header: Optional[dict] = None) -> dict:
-  import ml_dtypes
-  header = _safetensors_header(path) if header is None else header
-  dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
-            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
-            'I8': np.int8, 'U64': np.uint64, 'U32': np.uint32, 'U16': np.uint16, 'U8': np.uint8,
-            'BOOL': np.bool_}
-  with open(path, 'rb') as f:
-    f.seek(8 + int.from_bytes(f.read(8), 'little'))
-    data = f.read()
-  out = {}
-  for name, info in header.items():
-    if name != '__metadata__':
-      start, end = info['data_offsets']
-      if info['dtype'] not in dtypes:
-        raise WeightsFileError(f'{path}: {name} holds {info["dtype"]} values, which this reader '
-                               'does not know; weights must be floating point.')
-      array = np.frombuffer(data[start:end], dtypes[info['dtype']]).reshape(info['shape'])
-      out[name] = array.astype(np.float32) if info['dtype'] == 'BF16' else array
-  return out
-
-
 def read_torch(path: str) -> dict:
-  """A torch state dict via torch.load(weights_only=True): tensors and plain containers only."""
+  """A torch state dict via torch.load(weights_only=True): tensors and plain containers only.
+  The zip format (torch.save's since torch 1.6) is memory-mapped (mmap=True): data.pkl is
+  unpickled, the tensors' bytes are read when a tensor is, so names and shapes are checked
+  before; a legacy (non-zip) file is read whole."""
   try:
     import torch
   except ImportError:
@@ -289,7 +250,9 @@ def read_torch(path: str) -> dict:
   try:
     with warnings.catch_warnings():  # torch's notes on legacy pickle protocols: noise here
       warnings.simplefilter('ignore', UserWarning)
-      obj = torch.load(path, map_location='cpu', weights_only=True)
+      import zipfile
+      obj = torch.load(path, map_location='cpu', weights_only=True,
+                       mmap=zipfile.is_zipfile(path))
   except pickle.UnpicklingError as error:
     found = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)', str(error))
     detail = found[1].strip() if found else first_line(error)

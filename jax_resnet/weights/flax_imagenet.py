@@ -26,30 +26,43 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from jax_resnet.model_facts import model_info
 from jax_resnet.registry import model_defaults, models_with_source
+from jax_resnet.stems import stem_spec
 from jax_resnet.weights.trees import (supported_model, SEP, WeightsFileError, WeightsMismatchError,
-                                      compare, flatten, mismatch_message, unflatten)
+                                      compare, flatten, head_classes, mismatch_message, unflatten)
 
-FLAX_IMAGENET_MODELS = models_with_source('flax_imagenet')  # the registry rows it has
 CHECKPOINT_PREFIX = 'checkpoint_'  # flax.training.checkpoints' default, which train.py keeps
 _LAYER = {'proj_conv': 'conv_proj', 'proj_bn': 'norm_proj'}
 _NUMBERED = re.compile(r'(conv|bn)(\d+)')
 _BLOCK = re.compile(r'stage(\d+)_block(\d+)')
 
 
+def flax_imagenet_models() -> tuple:
+  """The registry rows the example has, read when asked; FLAX_IMAGENET_MODELS is this."""
+  return models_with_source('flax_imagenet')
+
+
+def __getattr__(name):
+  if name == 'FLAX_IMAGENET_MODELS':
+    return flax_imagenet_models()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 def check_supported(model_name: str) -> str:
-  return supported_model(model_name, FLAX_IMAGENET_MODELS, (
+  supported = flax_imagenet_models()
+  return supported_model(model_name, supported, (
       f'{model_name} has no counterpart in the Flax ImageNet example; its models are '
-      f'{", ".join(FLAX_IMAGENET_MODELS)}.'))
+      f'{", ".join(supported)}.'))
 
 
-def _example_module(path: tuple, stage_sizes, block_name: str) -> tuple:
+def _example_module(path: tuple, stage_sizes, block_name: str, stem) -> tuple:
   """Our module path ('stage2_block1', 'conv1') -> the example's ('ResNetBlock_2', 'Conv_0')."""
   if path == ('head',):
     return ('Dense_0',)
+  if len(path) == 1:  # the stem's row names its layers (`stems.STEMS`)
+    return (stem.flax_imagenet_names[path[0]],)
   found = _BLOCK.fullmatch(path[0])
-  if not found:
-    return path  # conv_init, bn_init
   stage, unit = int(found[1]), int(found[2])
   block = sum(stage_sizes[:stage - 1]) + unit - 1
   layer = _NUMBERED.fullmatch(path[1])
@@ -68,10 +81,11 @@ def example_names(model_name: str, num_classes: int = 1000) -> dict:
   check_supported(model_name)
   options = model_defaults(model_name)[1]
   block_name = 'BottleneckResNetBlock' if options['block'] == 'bottleneck' else 'ResNetBlock'
+  stem = stem_spec(model_info(model_name).stem)
   names = {}
   for ours, shape in flatten(variable_shapes(model_name, num_classes)).items():
     collection, *path, leaf = ours.split(SEP)
-    module = _example_module(tuple(path), options['stage_sizes'], block_name)
+    module = _example_module(tuple(path), options['stage_sizes'], block_name, stem)
     names[SEP.join((collection, *module, leaf))] = (ours, shape)
   return names
 
@@ -96,8 +110,7 @@ def from_flax_imagenet(model_name: str, variables, source: str = 'variables') ->
   unexpected or of the wrong shape.
   """
   given = flatten(_variables_of(variables))
-  head = given.get(f'params{SEP}Dense_0{SEP}kernel')
-  num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 1000
+  num_classes = head_classes(given) or 1000
   names = example_names(model_name, num_classes)
   expected = {theirs: shape for theirs, (_, shape) in names.items()}
   missing, unexpected, wrong = compare(expected, given)
@@ -113,23 +126,6 @@ def is_example_tree(flat: Mapping) -> bool:
   """Whether flat names ('params/ResNetBlock_0/Conv_0/kernel') are the example's rather than
   ours: its blocks are numbered per class, ours per stage."""
   return any(re.match(r'params/(Bottleneck)?ResNetBlock_\d+/', name) for name in flat)
-
-
-def guess_model(flat: Mapping) -> Optional[str]:
-  """The registry name of the example's net in `flat` (its names): the block class and the
-  block count tell ResNet18 ... ResNet200 apart; None when no model has them."""
-  blocks = {re.match(r'params/((?:Bottleneck)?ResNetBlock)_(\d+)/', name).groups()
-            for name in flat if re.match(r'params/(Bottleneck)?ResNetBlock_\d+/', name)}
-  kinds = {kind for kind, _ in blocks}
-  if len(kinds) != 1:
-    return None
-  block = 'bottleneck' if kinds == {'BottleneckResNetBlock'} else 'basic'
-  count = len(blocks)
-  for name in FLAX_IMAGENET_MODELS:
-    options = model_defaults(name)[1]
-    if options['block'] == block and sum(options['stage_sizes']) == count:
-      return name
-  return None
 
 
 def find_checkpoint(path) -> Optional[str]:

@@ -1,4 +1,5 @@
-"""One reader for every source of weights a user can have, and the one model guesser.
+"""One reader for every source of weights a user can have (the model, where the source does not
+say it, from the one guesser, `recognise.guess_model`).
 
     read_pretrained('resnet50.tv2_in1k')            # a weight tag (or a registered name)
     read_pretrained('hf-hub:timm/resnet18.a1_in1k') # a Hub repository (timm or transformers)
@@ -26,8 +27,9 @@ import jax.numpy as jnp
 
 from jax_resnet import registry
 from jax_resnet.weights import files, tags
-from jax_resnet.weights.trees import (SEP, WeightsError, WeightsFileError, WeightsMismatchError,
-                                      compare, flatten, mismatch_message, unflatten)
+from jax_resnet.weights.recognise import guess_model
+from jax_resnet.weights.trees import (WeightsError, WeightsFileError, WeightsMismatchError,
+                                      compare, flatten, head_classes, mismatch_message, unflatten)
 
 HUB_PREFIX = 'hf-hub:'
 CLASS_NAMES_FILE = 'class_names.json'  # a trainer workdir's class names (a folder dataset)
@@ -111,7 +113,7 @@ def _read_published(source) -> Pretrained:
     return Pretrained(name, variables, os.fspath(source), 'hf-hub',
                       options=pretrained.hub_model_options(source))
   tag = pretrained.resolve_tag(source)
-  variables = files.load(tag.model, pretrained.fetch(tag))
+  variables = files.load(tag.model, pretrained.fetch(tag), layout=pretrained.layout_of(tag))
   return Pretrained(tag.model, variables, tag.name, 'tag', tag=tag)
 
 
@@ -142,13 +144,12 @@ def _ask_for_model(path: str, what: str):
 
 
 def _state_dict_file(path: str, model: Optional[str]) -> Pretrained:
-  state_dict = files.read_state_dict(path)
-  name = model or guess_model(state_dict)
+  """A .safetensors or torch file: the model from its names and shapes (the header, the
+  memory-mapped tensors), checked before its tensors are read (`files.load`)."""
+  name = model or guess_model(files.state_dict_shapes(path))
   if name is None:
     _ask_for_model(path, 'its tensors fit no single registered model')
-  variables = files.from_state_dict(name, state_dict, source=path)
-  files.check_values(variables, path)
-  return Pretrained(name, variables, path, files.file_kind(path))
+  return Pretrained(name, files.load(name, path), path, files.file_kind(path))
 
 
 def _npz_file(path: str, model: Optional[str]) -> Pretrained:
@@ -162,9 +163,8 @@ def _npz_file(path: str, model: Optional[str]) -> Pretrained:
 
 
 def _bit_npz_file(path: str, model: Optional[str]) -> Pretrained:
-  from jax_resnet.weights import big_vision
   from jax_resnet.weights.npz import npz_headers
-  name = model or big_vision.guess_model(npz_headers(path))
+  name = model or guess_model(npz_headers(path))
   if name is None:
     _ask_for_model(path, 'a BiT checkpoint of no registered width and depth')
   return Pretrained(name, files.load(name, path), path, 'bit_npz')
@@ -177,7 +177,7 @@ def _flax_checkpoint(path: str, model: Optional[str]) -> Pretrained:
   tree = flax_imagenet.read_checkpoint(path)
   flat = flatten(tree)
   if flax_imagenet.is_example_tree(flat):
-    name = model or flax_imagenet.guess_model(flat)
+    name = model or guess_model(flat)
     if name is None:
       _ask_for_model(path, "the Flax ImageNet example's names, but no block count it trains")
     variables = flax_imagenet.from_flax_imagenet(name, tree, source=path)
@@ -252,8 +252,7 @@ def _native_tree(path: str, model: Optional[str], flat: Mapping, kind: str) -> P
 def check_tree(name: str, options: Mapping, flat: Mapping, source: str) -> dict:
   """Our flat variables checked against `create_model(name, **options)` (names and shapes;
   the head's classes taken from the tree), unflattened."""
-  head = flat.get(f'params{SEP}head{SEP}kernel')
-  num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 0
+  num_classes = head_classes(flat)
   expected = flatten(_shapes(name, num_classes, tuple(sorted(options.items()))))
   missing, unexpected, wrong = compare(expected, flat)
   if missing or unexpected or wrong:
@@ -273,40 +272,3 @@ def _shapes(name: str, num_classes: int, options: tuple) -> dict:
   video = module.input_kind == 'video'
   x = jax.ShapeDtypeStruct((1, 2, 16, 16, 3) if video else (1, 32, 32, 3), jnp.float32)
   return jax.eval_shape(lambda k: module.init(k, x, train=False), jax.random.key(0))
-
-
-def _stage_sizes_of_ours(names) -> tuple:
-  """Blocks per stage of our names ('params/stage2_block3/...'; a scan_blocks stage counts
-  its first block only, the scanned ones are stacked)."""
-  import re
-  counts = {}
-  for name in names:
-    found = re.match(r'(?:params|batch_stats)/stage(\d+)_block(\d+)/', name)
-    if found:
-      counts[int(found[1])] = max(counts.get(int(found[1]), 0), int(found[2]))
-  return tuple(counts[stage] for stage in sorted(counts))
-
-
-def guess_model(arrays: Mapping) -> Optional[str]:
-  """The one registered model whose layout `arrays` (a flat name -> array or shape mapping)
-  fits exactly: our own names ('params/...', from .npz headers, checkpoints), torchvision's
-  and timm's state dicts; None when no model or several fit (resnet20 and plain20 hold the
-  same arrays: the source must say which)."""
-  names = [str(k) for k in arrays]
-  if not any(n.startswith(('params/', 'batch_stats/')) for n in names):
-    return files.guess_model(arrays)
-  flat = {n: v for n, v in arrays.items() if str(n).startswith(('params/', 'batch_stats/'))}
-  head = flat.get(f'params{SEP}head{SEP}kernel')
-  num_classes = int(head.shape[-1]) if head is not None and len(head.shape) == 2 else 0
-  sizes = _stage_sizes_of_ours(flat)
-  fits = []
-  for name in registry.list_models():
-    if tuple(registry.model_defaults(name)[1].get('stage_sizes', ())) != sizes:
-      continue
-    try:
-      expected = flatten(_shapes(name, num_classes, ()))
-    except Exception:  # a family that cannot take this head size
-      continue
-    if not any(compare(expected, flat)):
-      fits.append(name)
-  return fits[0] if len(fits) == 1 else None

@@ -53,13 +53,20 @@ def fetch(tag: tags.WeightTag) -> str:
   return download.fetch_url(tag.fetch, size)
 
 
+def layout_of(tag: tags.WeightTag) -> Optional[str]:
+  """The converter a tag's source picks for its state dict file: torchvision's or timm's
+  names (a BiT .npz is told by its members)."""
+  return tag.source if tag.source in ('torchvision', 'timm') else None
+
+
 def pretrained_variables(tag):
   """(registry name, variables as float32 numpy, WeightTag or None) of `tag`."""
   weight_tag = resolve_tag(tag)
   if weight_tag is None:
     name, variables = _hub_repository(_hub_id(tag))
     return name, variables, None
-  return weight_tag.model, files.load(weight_tag.model, fetch(weight_tag)), weight_tag
+  variables = files.load(weight_tag.model, fetch(weight_tag), layout=layout_of(weight_tag))
+  return weight_tag.model, variables, weight_tag
 
 
 def _read_json(path: str, what: str) -> dict:
@@ -142,7 +149,13 @@ def _hub_repository(repo_id: str):
   from jax_resnet.weights import transformers
   _, kind, name = _hub_model(repo_id)
   source = f'{HUB_PREFIX}{repo_id}'
-  state_dict = files.read_state_dict(_hub_file(repo_id, WEIGHTS_FILE))
+  path = _hub_file(repo_id, WEIGHTS_FILE)
+  # names and shapes from the header, before a tensor is read
+  if kind == 'timm':
+    files.check_state_dict(name, files.state_dict_shapes(path), source=source)
+  elif kind == 'transformers':
+    transformers.check_transformers(name, files.state_dict_shapes(path), source=source)
+  state_dict = files.read_state_dict(path)
   if kind == 'jax_resnet':  # our flat names, checked against the model by merge_pretrained
     variables = unflatten({k: np.asarray(v, np.float32) for k, v in state_dict.items()})
   elif kind == 'timm':

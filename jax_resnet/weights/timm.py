@@ -16,15 +16,23 @@ from typing import Mapping, Optional
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import model_defaults, model_sources, models_with_source
 from jax_resnet.stems import stem_spec
-from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
+from jax_resnet.weights.torch_layout import (check_layout, checked_for_export, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
-from jax_resnet.weights.trees import WeightsError
+from jax_resnet.weights.trees import WeightsError, head_classes
 
-# Our name -> timm's, from the registry rows (timm 1.0 registers these; their parameter counts
-# equal ours).
-TIMM_NAMES = {name: model_sources(name)['timm'] for name in models_with_source('timm')}
-_OURS = {timm: ours for ours, timm in TIMM_NAMES.items()}
+
+def timm_names() -> dict:
+  """Our name -> timm's, read from the registry rows when asked (timm 1.0 registers these;
+  their parameter counts equal ours); TIMM_NAMES is this."""
+  return {name: model_sources(name)['timm'] for name in models_with_source('timm')}
+
+
+def __getattr__(name):
+  if name == 'TIMM_NAMES':
+    return timm_names()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 # ResNet-D's shortcut is Sequential(AvgPool2d or Identity, conv, bn); the plain one (conv, bn).
 _V1_PROJECTION = {False: {'proj_conv': 'downsample.0', 'proj_bn': 'downsample.1'},
@@ -35,14 +43,15 @@ _V2_BLOCK = {'bn1': 'norm1', 'bn2': 'norm2', 'bn3': 'norm3', 'proj_conv': 'downs
 def resolve(name: str) -> str:
   """Our registry name for `name`: ours, or timm's with or without a pretrained tag
   ('resnetv2_50x1_bit.goog_in21k_ft_in1k' -> 'bit_resnet50x1')."""
-  base = name.split('.', 1)[0]
-  if base in TIMM_NAMES:
+  base, names = name.split('.', 1)[0], timm_names()
+  if base in names:
     return base
-  if base in _OURS:
-    return _OURS[base]
+  ours = {timm: ours for ours, timm in names.items()}
+  if base in ours:
+    return ours[base]
   model_defaults(name)  # unknown names: the registry's error with close matches
   raise WeightsError(f'{name} has no timm counterpart here; timm layouts exist for '
-                     f'{", ".join(TIMM_NAMES)}.')
+                     f'{", ".join(names)}.')
 
 
 def _is_v2(model_name: str) -> bool:
@@ -77,7 +86,23 @@ def timm_layout(model_name: str, num_classes: int) -> tuple:
                         functools.partial(_timm_module, model_name), conv_head=_is_v2(model_name))
 
 
-HEAD_NAMES = ('fc.weight', 'head.fc.weight')  # resnet.py's Linear, resnetv2.py's 1x1 conv
+def _reading(model_name: str, state_dict: Mapping, num_classes: Optional[int], source: str):
+  """check_layout's / read_layout's arguments for a timm state dict."""
+  model_name = resolve(model_name)
+  arrays = strip_wrapper_prefix(state_dict)
+  if num_classes is None:
+    num_classes = head_classes(arrays)
+  hint = 'Check the model name and that the dict is its timm state dict.'
+  return (timm_layout(model_name, num_classes), arrays,
+          f'{source} does not match timm {model_sources(model_name)["timm"]}',
+          lambda: (hint, None))
+
+
+def check_timm(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None, *,
+               source: str = 'state dict'):
+  """`from_timm`'s names and shapes check alone: `state_dict` may hold shapes only (a file's
+  header), nothing is converted."""
+  check_layout(*_reading(model_name, state_dict, num_classes, source))
 
 
 def from_timm(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None, *,
@@ -97,14 +122,7 @@ def from_timm(model_name: str, state_dict: Mapping, num_classes: Optional[int] =
   Raises:
     WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message.
   """
-  model_name = resolve(model_name)
-  arrays = strip_wrapper_prefix(state_dict)
-  if num_classes is None:
-    num_classes = head_classes(arrays, HEAD_NAMES)
-  hint = 'Check the model name and that the dict is its timm state dict.'
-  return read_layout(timm_layout(model_name, num_classes), arrays,
-                     f'{source} does not match timm {TIMM_NAMES[model_name]}',
-                     lambda: (hint, None))
+  return read_layout(*_reading(model_name, state_dict, num_classes, source))
 
 
 def to_timm(model_name: str, variables: Mapping) -> dict:

@@ -21,8 +21,8 @@ from flax import traverse_util
 
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import create_model, model_defaults
-from jax_resnet.weights.trees import (WeightsMismatchError, compare, flatten, head_classes_of,
-                                      mismatch_message, to_float32, unflatten)
+from jax_resnet.weights.trees import (Shape, WeightsMismatchError, compare, flatten,
+                                      head_classes_of, mismatch_message, to_float32, unflatten)
 
 COUNTER = 'num_batches_tracked'
 _BN_PARAMS = (('scale', 'weight'), ('bias', 'bias'))
@@ -139,22 +139,27 @@ def strip_wrapper_prefix(state_dict: Mapping) -> dict:
 def compare_layout(entries, arrays: Mapping):
   """compare() of a state dict against a layout; num_batches_tracked is optional (timm's files
   leave it out) and never reported (torch bookkeeping, no weights)."""
-  expected = {e.torch_name: np.empty(e.torch_shape, np.float32) for e in entries
-              if e.kind != 'counter'}
+  expected = {e.torch_name: Shape(e.torch_shape) for e in entries if e.kind != 'counter'}
   given = {k: v for k, v in arrays.items() if not k.endswith(f'.{COUNTER}')}
   return compare(expected, given)
 
 
-def read_layout(entries, arrays: Mapping, subject: str, explain: Callable) -> dict:
-  """A state dict that fits `entries` -> our variables (float32 numpy); otherwise one
-  WeightsMismatchError '<subject> (<n> tensors): missing ...', where `explain()` gives the
-  message's closing hint and the model the dict holds (or None), its `holds` field."""
+def check_layout(entries, arrays: Mapping, subject: str, explain: Callable):
+  """Nothing when the names and shapes of `arrays` (tensors, or anything with `.shape`: a
+  file's header) fit `entries`; otherwise one WeightsMismatchError '<subject> (<n> tensors):
+  missing ...', where `explain()` gives the message's closing hint and the model the dict
+  holds (or None), its `holds` field."""
   missing, unexpected, wrong = compare_layout(entries, arrays)
   if missing or unexpected or wrong:
     size = sum(e.kind != 'counter' for e in entries)
     hint, holds = explain()
     raise WeightsMismatchError(mismatch_message(f'{subject} ({size} tensors)', missing,
                                                 unexpected, wrong, hint), holds=holds)
+
+
+def read_layout(entries, arrays: Mapping, subject: str, explain: Callable) -> dict:
+  """A state dict that fits `entries` (`check_layout`) -> our variables (float32 numpy)."""
+  check_layout(entries, arrays, subject, explain)
   return unflatten({e.ours: to_ours(e.kind, to_float32(arrays[e.torch_name]))
                     for e in entries if e.kind != 'counter'})
 
@@ -183,12 +188,3 @@ def checked_for_export(model_name: str, variables: Mapping):
         'Export the variables of the model named here (unrolled: jax_resnet.unstack_blocks).'))
   return num_classes, flat
 
-
-def head_classes(arrays: Mapping, names) -> int:
-  """Classes of the state dict's head, the first of `names` ('fc.weight', ...) it has, as a
-  Linear (2-D) or 1x1 convolution (4-D) weight; 0 when it has none."""
-  for name in names:
-    weight = arrays.get(name)
-    if weight is not None and len(getattr(weight, 'shape', ())) in (2, 4):
-      return int(weight.shape[0])
-  return 0

@@ -14,18 +14,29 @@ from typing import Mapping, Optional
 from jax_resnet.model_facts import model_info
 from jax_resnet.registry import models_with_source
 from jax_resnet.stems import stem_spec
-from jax_resnet.weights.torch_layout import (checked_for_export, compare_layout,
+from jax_resnet.weights.torch_layout import (check_layout, checked_for_export,
                                              default_num_classes, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
-from jax_resnet.weights.trees import supported_model
+from jax_resnet.weights.trees import head_classes, supported_model
 
-# The registry rows that torchvision publishes, images first.
-IMAGE_MODELS = tuple(name for name in models_with_source('torchvision')
-                     if model_info(name).input_kind == 'image')
-VIDEO_MODELS = tuple(name for name in models_with_source('torchvision')
-                     if model_info(name).input_kind == 'video')
-TORCHVISION_MODELS = IMAGE_MODELS + VIDEO_MODELS
+
+def torchvision_models(input_kind=None) -> tuple:
+  """The registry rows that torchvision publishes, images first (those of `input_kind`,
+  'image' or 'video', if given), read from the rows when asked: IMAGE_MODELS, VIDEO_MODELS
+  and TORCHVISION_MODELS are this, so a row registered after import is in them."""
+  names = models_with_source('torchvision')
+  kinds = ('image', 'video') if input_kind is None else (input_kind,)
+  return tuple(name for kind in kinds for name in names if model_info(name).input_kind == kind)
+
+
+_LISTS = {'IMAGE_MODELS': 'image', 'VIDEO_MODELS': 'video', 'TORCHVISION_MODELS': None}
+
+
+def __getattr__(name):
+  if name in _LISTS:
+    return torchvision_models(_LISTS[name])
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 _PROJECTION = {'proj_conv': 'downsample.0', 'proj_bn': 'downsample.1'}
 _VIDEO_BLOCK = {**_PROJECTION}
@@ -36,9 +47,10 @@ for _k in (1, 2):
 
 
 def check_supported(model_name: str) -> str:
-  return supported_model(model_name, TORCHVISION_MODELS, (
+  supported = torchvision_models()
+  return supported_model(model_name, supported, (
       f'{model_name} has no torchvision counterpart; torchvision weights exist for '
-      f'{", ".join(TORCHVISION_MODELS)}.'))
+      f'{", ".join(supported)}.'))
 
 
 def _torch_module(model_name: str, path: tuple) -> str:
@@ -63,12 +75,29 @@ def torch_layout(model_name: str, num_classes: int) -> tuple:
                         functools.partial(_torch_module, model_name))
 
 
-def _guess_model(arrays: dict, num_classes: int) -> Optional[str]:
-  """The torchvision model whose layout the state dict matches exactly, if any."""
-  for name in TORCHVISION_MODELS:
-    if not any(compare_layout(torch_layout(name, num_classes), arrays)):
-      return name
-  return None
+def _reading(model_name: str, state_dict: Mapping, num_classes: Optional[int], source: str):
+  """check_layout's / read_layout's arguments for a torchvision-layout state dict."""
+  check_supported(model_name)
+  arrays = strip_wrapper_prefix(state_dict)
+  if num_classes is None:
+    num_classes = head_classes(arrays) or default_num_classes(model_name)
+
+  def explain():
+    from jax_resnet.weights.recognise import guess_model
+    guess = guess_model(arrays)
+    guess = None if guess == model_name else guess
+    return (f'The file holds {guess} weights.' if guess else 'Check the model name and that '
+            'the file holds a torchvision-layout ResNet state dict.'), guess
+
+  return (torch_layout(model_name, num_classes), arrays, f'{source} does not match {model_name}',
+          explain)
+
+
+def check_torchvision(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None,
+                      *, source: str = 'state dict'):
+  """`from_torchvision`'s names and shapes check alone: `state_dict` may hold shapes only (a
+  file's header), nothing is converted."""
+  check_layout(*_reading(model_name, state_dict, num_classes, source))
 
 
 def from_torchvision(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None,
@@ -92,20 +121,7 @@ def from_torchvision(model_name: str, state_dict: Mapping, num_classes: Optional
     WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message;
       its `holds` names the torchvision model the dict fits, if another one does.
   """
-  check_supported(model_name)
-  arrays = strip_wrapper_prefix(state_dict)
-  if num_classes is None:
-    fc = arrays.get('fc.weight')
-    has_fc = fc is not None and len(getattr(fc, 'shape', ())) == 2
-    num_classes = int(fc.shape[0]) if has_fc else default_num_classes(model_name)
-
-  def explain():
-    guess = _guess_model(arrays, num_classes)
-    return (f'The file holds {guess} weights.' if guess else 'Check the model name and that '
-            'the file holds a torchvision-layout ResNet state dict.'), guess
-
-  return read_layout(torch_layout(model_name, num_classes), arrays,
-                     f'{source} does not match {model_name}', explain)
+  return read_layout(*_reading(model_name, state_dict, num_classes, source))
 
 
 def to_torchvision(model_name: str, variables: Mapping) -> dict:

@@ -19,17 +19,28 @@ import functools
 import re
 from typing import Mapping, Optional
 
+from jax_resnet.model_facts import model_info
 from jax_resnet.registry import model_defaults, models_with_source
-from jax_resnet.weights.torch_layout import (checked_for_export, head_classes, layout_entries,
+from jax_resnet.stems import stem_spec
+from jax_resnet.weights.torch_layout import (check_layout, checked_for_export, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
                                              write_layout)
-from jax_resnet.weights.trees import supported_model, WeightsError
+from jax_resnet.weights.trees import WeightsError, head_classes, supported_model
 
-# The registry rows with a transformers counterpart (microsoft/resnet-<depth>).
-TRANSFORMERS_MODELS = models_with_source('transformers')
-HEAD_NAMES = ('classifier.1.weight',)
-_STEM = {'conv_init': 'resnet.embedder.embedder.convolution',
-         'bn_init': 'resnet.embedder.embedder.normalization'}
+
+
+def transformers_models() -> tuple:
+  """The registry rows with a transformers counterpart (microsoft/resnet-<depth>), read when
+  asked; TRANSFORMERS_MODELS is this."""
+  return models_with_source('transformers')
+
+
+def __getattr__(name):
+  if name == 'TRANSFORMERS_MODELS':
+    return transformers_models()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 _SHORTCUT = {'proj_conv': 'shortcut.convolution', 'proj_bn': 'shortcut.normalization'}
 # The config values under which transformers' ResNet is ours (its defaults).
 _REQUIRED = {'num_channels': 3, 'embedding_size': 64, 'hidden_act': 'relu',
@@ -37,17 +48,18 @@ _REQUIRED = {'num_channels': 3, 'embedding_size': 64, 'hidden_act': 'relu',
 
 
 def check_supported(model_name: str) -> str:
-  return supported_model(model_name, TRANSFORMERS_MODELS, (
+  supported = transformers_models()
+  return supported_model(model_name, supported, (
       f'{model_name} has no transformers ResNet counterpart; transformers layouts exist for '
-      f'{", ".join(TRANSFORMERS_MODELS)}.'))
+      f'{", ".join(supported)}.'))
 
 
-def _module(path: tuple) -> str:
+def _module(model_name: str, path: tuple) -> str:
   """Our module path ('stage1_block1', 'conv1') -> transformers' module name."""
   if path == ('head',):
     return 'classifier.1'
-  if len(path) == 1:
-    return _STEM[path[0]]
+  if len(path) == 1:  # the stem's row names its layers (`stems.STEMS`)
+    return stem_spec(model_info(model_name).stem).transformers_names[path[0]]
   match = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
   layer = re.fullmatch(r'(?:conv|bn)(\d)', path[1]) if len(path) == 2 else None
   if not match or not (layer or path[1] in _SHORTCUT):
@@ -62,7 +74,8 @@ def _module(path: tuple) -> str:
 @functools.lru_cache(maxsize=64)
 def transformers_layout(model_name: str, num_classes: int) -> tuple:
   """`Entry`s of transformers' state dict for our `model_name`."""
-  return layout_entries(variable_shapes(model_name, num_classes), _module)
+  return layout_entries(variable_shapes(model_name, num_classes),
+                        functools.partial(_module, model_name))
 
 
 def model_for_config(config: Mapping, source: str = 'config.json') -> str:
@@ -77,7 +90,7 @@ def model_for_config(config: Mapping, source: str = 'config.json') -> str:
                          '(the layout of microsoft/resnet-*).')
   block = {'basic': 'basic', 'bottleneck': 'bottleneck'}.get(config.get('layer_type'))
   depths = tuple(config.get('depths', ()))
-  for name in TRANSFORMERS_MODELS:
+  for name in transformers_models():
     defaults = model_defaults(name)[1]
     if defaults['block'] == block and tuple(defaults['stage_sizes']) == depths:
       widths = [64 * 2 ** i * (4 if block == 'bottleneck' else 1) for i in range(4)]
@@ -87,7 +100,7 @@ def model_for_config(config: Mapping, source: str = 'config.json') -> str:
       return name
   raise WeightsError(f'{source}: no registered model has layer_type='
                      f'{config.get("layer_type")!r} and depths={list(depths)}; transformers '
-                     f'layouts exist for {", ".join(TRANSFORMERS_MODELS)}.')
+                     f'layouts exist for {", ".join(transformers_models())}.')
 
 
 def from_transformers(model_name: str, state_dict: Mapping, num_classes: Optional[int] = None,
@@ -98,16 +111,27 @@ def from_transformers(model_name: str, state_dict: Mapping, num_classes: Optiona
   Raises:
     WeightsMismatchError: names missing, unexpected or of the wrong shape, all in one message.
   """
+  return read_layout(*_reading(model_name, state_dict, num_classes, source))
+
+
+def check_transformers(model_name: str, state_dict: Mapping,
+                       num_classes: Optional[int] = None, *, source: str = 'state dict'):
+  """`from_transformers`'s names and shapes check alone: `state_dict` may hold shapes only (a
+  file's header), nothing is converted."""
+  check_layout(*_reading(model_name, state_dict, num_classes, source))
+
+
+def _reading(model_name: str, state_dict: Mapping, num_classes: Optional[int], source: str):
   check_supported(model_name)
   arrays = strip_wrapper_prefix(state_dict)
   if arrays and not any(k.startswith('resnet.') for k in arrays):  # a bare ResNetModel
     arrays = {f'resnet.{k}': v for k, v in arrays.items()}
   if num_classes is None:
-    num_classes = head_classes(arrays, HEAD_NAMES)
+    num_classes = head_classes(arrays)
   hint = ('Check the model name (transformers.model_for_config reads it from config.json) and '
           'that the file holds a transformers ResNet state dict.')
-  return read_layout(transformers_layout(model_name, num_classes), arrays,
-                     f'{source} does not match transformers {model_name}', lambda: (hint, None))
+  return (transformers_layout(model_name, num_classes), arrays,
+          f'{source} does not match transformers {model_name}', lambda: (hint, None))
 
 
 def to_transformers(model_name: str, variables: Mapping) -> dict:

@@ -1,6 +1,6 @@
 """Variable trees as flat '/'-joined names, mismatch reports, and `merge_pretrained`."""
 
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -91,11 +91,35 @@ def _is_head(name: str) -> bool:
   return name.startswith('params/head/')
 
 
+class Shape(NamedTuple):
+  """An array's shape alone, where `compare` needs something with `.shape`."""
+  shape: tuple
+
+
+# Each layout's head weight: (its name, the axis that counts the classes, the ranks it may
+# have). Ours and the Flax example's are Dense kernels (C, N); torchvision's, timm's and
+# transformers' Linear weights (N, C), timm's ResNetV2 head a 1x1 convolution (N, C, 1, 1);
+# BiT's release files a 1x1 convolution (1, 1, C, N).
+HEAD_WEIGHTS = (('params/head/kernel', -1, (2,)), ('params/Dense_0/kernel', -1, (2,)),
+                ('fc.weight', 0, (2, 4)), ('head.fc.weight', 0, (2, 4)),
+                ('classifier.1.weight', 0, (2,)), ('resnet/head/conv2d/kernel', -1, (4,)))
+
+
+def head_classes(arrays: Mapping) -> int:
+  """The classes of the head of `arrays` (flat name -> array or shape, any layout of
+  HEAD_WEIGHTS, a 'module.' prefix dropped by the caller); 0 when it has none (a backbone).
+  The one reader of a head's size: converters, readers and guessers all ask it."""
+  for name, axis, ranks in HEAD_WEIGHTS:
+    shape = tuple(getattr(arrays.get(name), 'shape', None) or ())
+    if len(shape) in ranks:
+      return int(shape[axis])
+  return 0
+
+
 def head_classes_of(variables: Mapping) -> int:
-  """The classes of a variables tree's head (params/head/kernel's last axis); 0 for a
-  backbone without one."""
-  params = variables['params']
-  return int(params['head']['kernel'].shape[-1]) if 'head' in params else 0
+  """`head_classes` of a nested variables tree ({'params': {'head': ...}}); 0 for a backbone
+  without one."""
+  return head_classes(flatten(variables))
 
 
 def merge_pretrained(init_variables: Mapping, pretrained: Mapping, reinit_head: bool = False):
@@ -149,7 +173,7 @@ def to_float32(value) -> np.ndarray:
     value = value.detach().cpu()
     if value.is_floating_point():
       value = value.float()
-    value = value.numpy()
+    value = np.array(value.numpy())  # a copy: the tensor may map its file (torch.load(mmap))
   array = np.asarray(value)
   if np.issubdtype(array.dtype, np.floating) or array.dtype.name == 'bfloat16':
     array = array.astype(np.float32)
