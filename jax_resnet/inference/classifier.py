@@ -27,6 +27,7 @@ from jax_resnet.inference.images import (CROP, RESIZE, InferenceError, check_ima
                                          read_image, read_image_as_trained)
 from jax_resnet.weights import loader
 from jax_resnet.weights.npz import read_tag
+from jax_resnet.weights.trees import head_classes_of
 
 
 def check_model(name: str):
@@ -94,8 +95,7 @@ def tag_transform(model: str, weights=None, tag: Optional[str] = None,
     if found.model != model:
       raise InferenceError(f'weight tag {name} is for {found.model}, not {model}; pass '
                            f'--model {found.model} or another --tag.')
-    transform = dict(resize=found.resize, crop=found.crop, interpolation=found.interpolation,
-                     mean=found.mean, std=found.std)
+    transform = found.preprocessing()
   if resize is not None:
     transform['resize'] = resize
   return transform
@@ -138,7 +138,7 @@ def classify(model_name: str, variables, images: np.ndarray, **options) -> np.nd
   model's `jax_resnet.model_info(model_name).input_size` (224 for ImageNet). Runs op by op
   (no jit): for a handful of images that is faster than compiling the whole network.
   options: create_model's, those the weights need (`Pretrained.options`)."""
-  num_classes = int(variables['params']['head']['kernel'].shape[-1])
+  num_classes = head_classes_of(variables)
   model = registry.create_model(model_name, num_classes=num_classes, **options)
   logits = model.apply(variables, images, train=False)
   return np.asarray(jax.nn.softmax(logits, axis=-1))
@@ -223,7 +223,7 @@ def classifier_of(planned: Plan, weights=None, tag: Optional[str] = None) -> Cla
   if 'head' not in variables['params']:
     raise InferenceError(f'{weights or tag} has no classifier head; it cannot predict '
                          'classes.')
-  num_classes = int(variables['params']['head']['kernel'].shape[-1])
+  num_classes = head_classes_of(variables)
   class_names = class_names_for(found, planned.workdir, num_classes)
   return Classifier(planned.model, variables, planned.prepare, class_names, found.options)
 
