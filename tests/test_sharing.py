@@ -177,29 +177,6 @@ def test_push_of_a_workdir_loads_back_with_the_runs_logits(tmp_path, hub, capsys
                    jr.create_model('resnet20').apply(trained, x, train=False)) <= 1e-5
 
 
-# One of each family timm has a counterpart for (resnet18 is the default test's).
-TIMM_FAMILIES = ['resnet50', 'resnet18d', 'resnet26', 'resnext50_32x4d', 'wide_resnet50_2',
-                 'preact_resnet50', 'bit_resnet50x1']
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('name', TIMM_FAMILIES)
-def test_every_timm_family_loads_in_timm_with_our_logits(tmp_path, hub, name):
-  torch = pytest.importorskip('torch')
-  timm = pytest.importorskip('timm')
-  model, variables = trained_like(name, 32)
-  folder = jr.save_pretrained((variables, name), tmp_path / 'repo', 'timm')
-  hub.serve_folder(f'me/{name}', folder)
-  x = np.asarray(jax.random.normal(jax.random.key(5), (2, 32, 32, 3)))
-  reference = model.apply(variables, x, train=False)
-  loaded_model, loaded = jr.load_pretrained(f'hf-hub:me/{name}')
-  assert _relative(loaded_model.apply(loaded, x, train=False), reference) <= 1e-5
-  timm_model = timm.create_model(f'hf-hub:me/{name}', pretrained=True).eval()
-  with torch.no_grad():
-    theirs = timm_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
-  assert _relative(theirs, reference) <= 1e-4
-
-
 @pytest.mark.slow
 def test_output_stride_travels_to_timm_as_a_model_argument(tmp_path, hub):
   torch = pytest.importorskip('torch')

@@ -58,7 +58,8 @@ def test_every_model_with_a_timm_counterpart_gives_our_logits_in_timm(tmp_path, 
                 f'{16 * params / 2**30:.1f} GiB of free memory; this machine has less now')
   variables = random_variables(model, SIDE, seed=len(name))
   x = np.random.default_rng(1).normal(size=(2, SIDE, SIDE, 3)).astype(np.float32)
-  ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  ours = np.asarray(apply(variables, x))
   folder = jr.save_pretrained((variables, name), tmp_path / 'repo', 'timm')
   del variables
   files = []
@@ -67,6 +68,11 @@ def test_every_model_with_a_timm_counterpart_gives_our_logits_in_timm(tmp_path, 
       files.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
       hub.files[f'/me/{name}/resolve/main/{file_name}'] = files[-1]
   try:
+    # Our loader reads the same repository back: the same model, our logits.
+    loaded_model, loaded = jr.load_pretrained(f'hf-hub:me/{name}')
+    assert loaded_model == model
+    assert _relative(apply(loaded, x), ours) <= 1e-5, name
+    del loaded
     timm_model = timm.create_model(f'hf-hub:me/{name}', pretrained=True).eval()
     assert timm_model.num_classes == NUM_CLASSES
     with torch.no_grad():
