@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import _Block
+from jax_resnet.errors import OptionError
 from jax_resnet.layers import drop_path_rates
 from jax_resnet.models import ResNetBase
 from jax_resnet.remat import remat_block
@@ -41,7 +42,8 @@ class VideoBasicBlock(_Block):
       x = self.conv(mid_features, (1, 3, 3), (1, sh, sw), name=f'{name}_spatial')(x)
       x = self.act(self.norm(name=f'{name}_mid_bn')(x))
       return self.conv(features, (3, 1, 1), (st, 1, 1), name=f'{name}_temporal')(x)
-    raise ValueError(f'conv_type must be one of {CONV_TYPES}, got {self.conv_type!r}.')
+    raise OptionError(f'conv_type must be one of {CONV_TYPES}, got {self.conv_type!r}.',
+                      choices=CONV_TYPES)
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -57,8 +59,8 @@ class VideoBasicBlock(_Block):
 
 def check_video_output_stride(output_stride):
   if output_stride != 32:
-    raise ValueError(f'output_stride={output_stride!r}: video nets keep their strides (no '
-                     'dilated stages); leave output_stride at 32.')
+    raise OptionError(f'output_stride={output_stride!r}: video nets keep their strides (no '
+                      'dilated stages); leave output_stride at 32.', choices=(32,))
 
 
 class VideoResNet(ResNetBase):

@@ -1,0 +1,40 @@
+"""Import time of the package face against Flax alone (docs/architecture.md, "Import cost").
+
+Each module is imported in a fresh interpreter, timed inside it (interpreter start-up excluded);
+prints the median of --runs runs per module, in seconds.
+
+    /work/bin/cpu-run python scripts/import_time.py --runs 7
+"""
+
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+MODULES = ('flax.linen', 'jax_resnet.layers', 'jax_resnet')
+_TIMER = ('import time\nstart = time.perf_counter()\nimport {module}\n'
+          'print(time.perf_counter() - start)')
+
+
+def import_seconds(module: str, root: pathlib.Path) -> float:
+  env = dict(os.environ, PYTHONPATH=str(root))
+  out = subprocess.run([sys.executable, '-c', _TIMER.format(module=module)], env=env,
+                       capture_output=True, text=True, check=True).stdout
+  return float(out.split()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--runs', type=int, default=7)
+  args = parser.parse_args()
+  root = pathlib.Path(__file__).resolve().parent.parent
+  for module in MODULES:
+    times = [import_seconds(module, root) for _ in range(args.runs)]
+    print(f'{module:20s} median {statistics.median(times):.3f} s '
+          f'(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs)')
+
+
+if __name__ == '__main__':
+  main()
