@@ -23,14 +23,14 @@ class ResNetBase(nn.Module):
   """The options the image (`ResNet`) and video (`VideoResNet`) nets share, with one meaning
   and default, and the pieces both assemble from: input check, conv/norm partials, head.
   Subclasses set `input_kind` and `input_layout` (class constants, not options)."""
-  stage_sizes: Sequence[int]
+  stage_sizes: Sequence[int]                 # blocks per stage, e.g. (3, 4, 6, 3)
   num_classes: int = 1000
-  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  stage_widths: Sequence[int] = (64, 128, 256, 512)  # base width of each stage
   residual: bool = True                      # False: plain net, same layers, no shortcut
-  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection if needed | 'C' always
+  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection | 'C' all
   drop_path_rate: float = 0.0                # stochastic depth rate of the last block
   residual_scale: float = 1.0                # x + h * F(x), the ODE view
-  zero_init_residual: bool = False
+  zero_init_residual: bool = False           # zero each branch's last BN scale
   freeze_batch_norm: bool = False            # BN uses running statistics in training too
   conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
@@ -85,7 +85,7 @@ class ResNet(ResNetBase):
   stem: str = 'imagenet'                     # 'imagenet' (7x7/2 + maxpool) | 'deep' (3x 3x3,
                                              # ResNet-D) | 'bit' (7x7/2 + zero-padded maxpool)
                                              # | 'cifar' (3x3)
-  stem_width: int = 64
+  stem_width: int = 64                       # stem output channels
   preact: bool = False                       # He et al. 2016 pre-activation (v2)
   groups: int = 1                            # ResNeXt cardinality
   base_width: int = 64                       # bottleneck width per group (128: wide_resnet50_2)

@@ -67,7 +67,7 @@ class VideoResNet(ResNetBase):
   """torchvision's VideoResNet with this library's uniform options (`ResNetBase`)."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   num_classes: int = 400                     # Kinetics-400, as torchvision's
-  conv_types: Sequence[str] = ('3d', '3d', '3d', '3d')
+  conv_types: Sequence[str] = ('3d', '3d', '3d', '3d')  # per stage: '3d' | '2d' | '2+1d'
   stem: str = 'basic'                        # 'basic' (3x7x7) | 'r2plus1d' (1x7x7 -> 3x1x1)
 
   input_kind = 'video'
