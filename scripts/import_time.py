@@ -3,7 +3,7 @@
 Each module is imported in a fresh interpreter, timed inside it (interpreter start-up excluded);
 prints the median of --runs runs per module, in seconds.
 
-    /work/bin/cpu-run python scripts/import_time.py --runs 7
+    python scripts/import_time.py --runs 7 [--root OTHER_CHECKOUT]
 """
 
 import argparse
@@ -28,8 +28,10 @@ def import_seconds(module: str, root: pathlib.Path) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--runs', type=int, default=7)
+  parser.add_argument('--root', type=pathlib.Path, help='the checkout to import (default: this '
+                      "script's)")
   args = parser.parse_args()
-  root = pathlib.Path(__file__).resolve().parent.parent
+  root = args.root or pathlib.Path(__file__).resolve().parent.parent
   for module in MODULES:
     times = [import_seconds(module, root) for _ in range(args.runs)]
     print(f'{module:20s} median {statistics.median(times):.3f} s '

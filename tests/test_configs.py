@@ -247,6 +247,19 @@ def test_model_options_are_the_model_fields_but_those_the_trainer_sets():
                                                  '-> 3x1x1))')
 
 
+def test_a_config_value_outside_its_set_carries_the_choices():
+  """The boundary's refusal of a fixed-set key says its choices (`UserError.choices`), its own
+  set or the lower layer's with the config's 'auto' first."""
+  config = load('default')
+  config.dtype = 'float8'
+  with pytest.raises(ConfigError) as err:
+    resolve(config)
+  assert err.value.choices == boundary.DTYPES == ('float32', 'bfloat16', 'float16', 'float64')
+  config.dtype, config.stem_conv = 'float32', 'fast'
+  with pytest.raises(ConfigError) as err:
+    resolve(config)
+  assert err.value.choices == ('auto', 'conv', 'pad_channels', 'space_to_depth')
+
 def test_model_options_padding_same_reaches_the_model():
   """The Flax ImageNet example's model as a trainer option (`padding='same'`)."""
   config = load('default')

@@ -192,13 +192,13 @@ def _is_int(value):
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _fail(message):
-  raise ConfigError(f'Invalid config: {message}')
+def _fail(message, choices=()):
+  raise ConfigError(f'Invalid config: {message}', choices=choices)
 
 
 def _choice(config, key, choices):
   if config[key] not in choices:
-    _fail(not_one_of(key, config[key], choices))
+    _fail(not_one_of(key, config[key], choices), choices)
 
 
 def _ask(check, value, key=None, own_choices=()):
@@ -209,7 +209,8 @@ def _ask(check, value, key=None, own_choices=()):
     check(value)
   except UserError as error:
     if key and error.choices:
-      _fail(not_one_of(key, value, tuple(own_choices) + error.choices))
+      _fail(not_one_of(key, value, tuple(own_choices) + error.choices),
+            tuple(own_choices) + error.choices)
     _fail(str(error))
 
 
