@@ -1,7 +1,7 @@
 """Import time of the package face against Flax alone (docs/architecture.md, "Import cost").
 
-Each module is imported in a fresh interpreter, timed inside it (interpreter start-up excluded);
-prints the median of --runs runs per module, in seconds.
+Each module is imported in a fresh interpreter, timed inside it (interpreter start-up excluded),
+the modules in turn; prints the median of --runs runs per module, in seconds.
 
     python scripts/import_time.py --runs 7 [--root OTHER_CHECKOUT]
 """
@@ -20,7 +20,8 @@ _TIMER = ('import time\nstart = time.perf_counter()\nimport {module}\n'
 
 def import_seconds(module: str, root: pathlib.Path) -> float:
   env = dict(os.environ, PYTHONPATH=str(root))
-  out = subprocess.run([sys.executable, '-c', _TIMER.format(module=module)], env=env,
+  # cwd=root: `python -c` puts the working directory first on sys.path.
+  out = subprocess.run([sys.executable, '-c', _TIMER.format(module=module)], env=env, cwd=root,
                        capture_output=True, text=True, check=True).stdout
   return float(out.split()[-1])
 
@@ -32,8 +33,11 @@ def main():
                       "script's)")
   args = parser.parse_args()
   root = args.root or pathlib.Path(__file__).resolve().parent.parent
-  for module in MODULES:
-    times = [import_seconds(module, root) for _ in range(args.runs)]
+  runs = {module: [] for module in MODULES}
+  for _ in range(args.runs):  # round-robin, so a change in the machine's load hits all alike
+    for module in MODULES:
+      runs[module].append(import_seconds(module, root))
+  for module, times in runs.items():
     print(f'{module:20s} median {statistics.median(times):.3f} s '
           f'(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs)')
 
