@@ -240,3 +240,46 @@ def test_every_public_name_resolves_from_the_face():
   assert jax_resnet.nnx is importlib.import_module('jax_resnet.nnx')
   with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
     jax_resnet.no_such_name  # noqa: B018
+
+
+def _refusal(call):
+  with pytest.raises(OptionError) as err:
+    call()
+  return err.value
+
+
+def test_every_fixed_set_model_option_raises_option_error_with_its_choices():
+  """One check per option, each an OptionError (a UserError and a ValueError) carrying the
+  valid values; create_model's line names the model, the type and choices kept."""
+  import jax
+  import jax.numpy as jnp
+  from jax_resnet import blocks, layers, models, remat, video
+  from jax_resnet.errors import ModelError, UserError
+  refusals = {
+      'shortcut': (lambda: layers.check_shortcut('D'), ('A', 'B', 'C')),
+      'padding': (lambda: layers.check_padding('valid'), ('torch', 'same')),
+      'norm': (lambda: models.check_norm('layer'), ('batch', 'group')),
+      'stem': (lambda: stems.stem_spec('basic', 'image'), ('imagenet', 'deep', 'bit', 'cifar')),
+      'output_stride': (lambda: models.stage_plan(4, 4, 4), (8, 16, 32)),
+      'video output_stride': (lambda: video.check_video_output_stride(16), (32,)),
+      'block': (lambda: blocks.block_class('wide', False), ('basic', 'bottleneck')),
+      'remat': (lambda: remat.check_remat('all'), ('none', 'block', 'save_convs')),
+      'StemConv method': (lambda: jax.eval_shape(
+          stems.StemConv(8, (7, 7), (2, 2), 'fast').init, jax.random.key(0),
+          jnp.zeros((1, 16, 16, 3))), ('pad_channels', 'space_to_depth')),
+      'conv_type': (lambda: jax.eval_shape(
+          lambda key, x: jax_resnet.create_model('r3d_18', conv_types=('4d',) * 4).init(
+              key, x, train=False), jax.random.key(0), jnp.zeros((1, 4, 16, 16, 3))),
+          ('3d', '2d', '2+1d')),
+  }
+  found = {name: _refusal(call) for name, (call, _) in refusals.items()}
+  assert {name: error.choices for name, error in found.items()} == {
+      name: choices for name, (_, choices) in refusals.items()}
+  assert all(isinstance(e, UserError) and isinstance(e, ValueError) for e in found.values())
+  named = _refusal(lambda: jax_resnet.create_model('resnet50', norm='layer'))
+  assert (str(named), named.choices) == (
+      "resnet50: norm must be 'batch' or 'group', got 'layer'.", ('batch', 'group'))
+  with pytest.raises(ModelError) as err:  # not a fixed set: the model library's own type
+    jax_resnet.create_model('resnet20', drop_path_rate=1.5)
+  assert str(err.value) == 'resnet20: drop_path_rate must be in [0, 1), got 1.5.'
+  assert not isinstance(err.value, OptionError)
