@@ -263,7 +263,7 @@ def models_with_source(kind: str) -> tuple:
 
 def model_for_source(kind: str, their_name: str) -> str:
   """The registered name whose `kind` counterpart is `their_name` ('resnetv2_50' ->
-  'preact_resnet50'); ValueError if none."""
+  'preact_resnet50'); ModelError if none."""
   for name, sources in _SOURCES.items():
     if sources.get(kind) == their_name:
       return name

@@ -48,7 +48,7 @@ def _quoted(names) -> str:
 
 
 def stem_spec(stem: str, input_kind: Optional[str] = None) -> 'Stem':
-  """The `STEMS` row of `stem`; ValueError naming the stems of `input_kind` ('image' |
+  """The `STEMS` row of `stem`; OptionError naming the stems of `input_kind` ('image' |
   'video'; None: all) when there is none."""
   spec = STEMS.get(stem)
   if spec is None or input_kind not in (None, spec.input_kind):
