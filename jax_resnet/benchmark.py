@@ -38,6 +38,7 @@ import numpy as np
 import jax_resnet
 from jax_resnet import benchmark_memory
 from jax_resnet.config import boundary
+from jax_resnet.errors import UserError
 from jax_resnet.remat import REMAT_POLICIES
 from jax_resnet.training import setup
 from jax_resnet.stems import STEM_CONVS
@@ -235,7 +236,7 @@ def parse_args(argv, prog='python -m jax_resnet.benchmark'):
   if args.memory:
     try:
       args.device_memory_bytes = benchmark_memory.parse_bytes(args.device_memory)
-    except ValueError as error:
+    except UserError as error:
       p.error(f'--device-memory: {error}')
     if args.device_data or args.mode != 'train' or args.vs:
       p.error('--memory measures the train step: leave out --device-data, --mode eval, --vs')
@@ -243,7 +244,7 @@ def parse_args(argv, prog='python -m jax_resnet.benchmark'):
     p.error('--steps-per-dispatch > 1 needs --device-data N')
   try:
     info = jax_resnet.model_info(args.model)
-  except ValueError as error:
+  except UserError as error:  # an unknown model, named with close matches
     p.error(str(error))
   if info.input_kind != 'image':
     p.error(f"{args.model} takes {info.input_kind} clips (model_info input_kind "

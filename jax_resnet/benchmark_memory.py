@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_resnet.config import boundary
+from jax_resnet.errors import UserError
 from jax_resnet.remat import REMAT_POLICIES
 from jax_resnet.training import setup, steps
 
@@ -26,11 +27,15 @@ _UNITS = {'': 1, 'B': 1, 'KB': 1e3, 'MB': 1e6, 'GB': 1e9, 'TB': 1e12, 'KIB': 2 *
           'MIB': 2 ** 20, 'GIB': 2 ** 30, 'TIB': 2 ** 40}
 
 
+class MemorySizeError(UserError, ValueError):
+  """--device-memory that is not a size."""
+
+
 def parse_bytes(text: str) -> int:
-  """'80GB' -> 80e9, '80GiB' -> 80 * 2**30, '1000' -> 1000; ValueError otherwise."""
+  """'80GB' -> 80e9, '80GiB' -> 80 * 2**30, '1000' -> 1000; MemorySizeError otherwise."""
   found = re.fullmatch(r'\s*([0-9]*\.?[0-9]+)\s*([KMGT]?i?B?)\s*', str(text), re.IGNORECASE)
   if not found or found[2].upper() not in _UNITS or float(found[1]) <= 0:
-    raise ValueError(f'{text!r} is not a memory size such as 80GB or 16GiB')
+    raise MemorySizeError(f'{text!r} is not a memory size such as 80GB or 16GiB')
   return int(float(found[1]) * _UNITS[found[2].upper()])
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 
+from jax_resnet.errors import OptionError
 from jax_resnet.layers import DropPath, avg_pool_shortcut, needs_projection, zero_pad_shortcut
 
 ModuleDef = Any
@@ -161,5 +162,6 @@ def block_class(block: str, preact: bool):
   try:
     return BLOCKS[(block, preact)]
   except KeyError:
-    raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}.") from None
+    raise OptionError(f"block must be 'basic' or 'bottleneck', got {block!r}.",
+                      choices=('basic', 'bottleneck')) from None
 

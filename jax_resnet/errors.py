@@ -1,7 +1,8 @@
 """User-facing errors: the CLI prints `str(error)` as one line and exits 2, no trace.
 
 Each message says what is wrong, why, and what to do. Each layer raises one type, a `UserError`
-(docs/architecture.md, "Layers"): `ConfigError` (config/), `DataError` (data/), `TrainingError`
+(docs/architecture.md, "Layers"): `ModelError` (the model library; `OptionError` for a value
+outside a fixed set), `ConfigError` (config/), `DataError` (data/), `TrainingError`
 (training/), `checkpoint_reader.CheckpointError` and `weights.WeightsError`; so a program
 catches `UserError` alone.
 """
@@ -29,9 +30,15 @@ def check_choice(error_type, what: str, value, choices):
     raise error_type(not_one_of(what, value, choices), choices=choices)
 
 
-class OptionError(UserError, ValueError):
-  """A model option's value the model library cannot take (layers, stems, models, registry);
-  still a ValueError, the library's contract, with `choices` when the value is one of a set."""
+class ModelError(UserError, ValueError):
+  """A model the library cannot build as asked (layers, blocks, stems, models, video,
+  registry): an unknown name, an option it cannot honour, an input it cannot take; still a
+  ValueError, the library's contract."""
+
+
+class OptionError(ModelError):
+  """A model option's value outside its fixed set (`choices`: the valid ones), checked by the
+  one function that owns the option (`layers.check_shortcut`, `models.check_norm`, ...)."""
 
 
 class ConfigError(UserError, ValueError):

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax_resnet.errors import ModelError, OptionError
+
 # He et al. 2015 ("Delving deep into rectifiers"), fan_out mode as torchvision's ResNet uses.
 he_normal_fan_out = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -44,22 +46,26 @@ def window_pads(sizes: Sequence[int], window: Sequence[int], strides: Sequence[i
   """A convolution's or pool's pads under `padding` (one of PADDINGS): 'torch', k//2 on each
   side (`same_padding`); 'same', XLA's 'SAME' (`xla_same_pads`), as the Flax ImageNet example
   pads. The two differ only on strided windows."""
+  check_padding(padding)
   if padding == 'same':
     return xla_same_pads(sizes, window, strides)
-  if padding == 'torch':
-    return same_padding(window)
-  raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
+  return same_padding(window)
 
 
 def conv_padding(kernel_size: Sequence[int], padding: str = 'torch',
                  dilation: Optional[Sequence[int]] = None):
   """`nn.Conv`'s padding argument under `padding`: explicit symmetric pads (`same_padding`,
   dilation included), or the string 'SAME' that XLA resolves per input size and dilation."""
+  check_padding(padding)
   if padding == 'same':
     return 'SAME'
-  if padding != 'torch':
-    raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
   return same_padding(kernel_size, dilation)
+
+
+def check_padding(padding: str):
+  """The one check of the `padding` option's value (stems.check_padding adds the stem rule)."""
+  if padding not in PADDINGS:
+    raise OptionError(f"padding must be 'torch' or 'same', got {padding!r}.", choices=PADDINGS)
 
 
 def subsample(x, strides: Sequence[int]):
@@ -74,7 +80,7 @@ def zero_pad_shortcut(x, out_features: int, strides: Sequence[int]):
   x = subsample(x, strides)
   extra = out_features - x.shape[-1]
   if extra < 0:
-    raise ValueError(f'shortcut A cannot reduce channels ({x.shape[-1]} -> {out_features}); '
+    raise ModelError(f'shortcut A cannot reduce channels ({x.shape[-1]} -> {out_features}); '
                      "use shortcut='B' or 'C'.")
   if extra:
     x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
@@ -98,10 +104,16 @@ def avg_pool_shortcut(x, strides: Sequence[int], dilation: int = 1):
   return nn.avg_pool(x, tuple(strides), tuple(strides), padding=pads, count_include_pad=False)
 
 
+def check_shortcut(shortcut: str):
+  """The one check of the `shortcut` option's value (He et al. 2015 §4.2's options)."""
+  if shortcut not in SHORTCUT_TYPES:
+    raise OptionError(f'shortcut must be one of {", ".join(SHORTCUT_TYPES)}, got {shortcut!r}.',
+                      choices=SHORTCUT_TYPES)
+
+
 def needs_projection(shortcut: str, in_features: int, out_features: int, strides) -> bool:
   """Whether a block's shortcut is a learned projection under options A/B/C."""
-  if shortcut not in SHORTCUT_TYPES:
-    raise ValueError(f"shortcut must be one of {SHORTCUT_TYPES}, got {shortcut!r}.")
+  check_shortcut(shortcut)
   if shortcut == 'C':
     return True
   if shortcut == 'A':

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from jax_resnet.errors import ModelError
 from jax_resnet.published import published_weights
 from jax_resnet.registry import create_model, model_defaults
 from jax_resnet.stems import stem_spec
@@ -63,7 +64,7 @@ def feature_info(name: str, output_stride: int = 32) -> Tuple[FeatureLevel, ...]
   model itself (an abstract forward pass, jax.eval_shape), so they are what it returns."""
   info = model_info(name)
   if info.input_kind != 'image':
-    raise ValueError(f'feature_info describes image models; {name} takes video clips.')
+    raise ModelError(f'feature_info describes image models; {name} takes video clips.')
   model = create_model(name, output_stride=output_stride)
   side = 2 * info.min_input_size  # a multiple of every reduction
   x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)

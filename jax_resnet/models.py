@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import block_class
+from jax_resnet.errors import ModelError, OptionError
 from jax_resnet.layers import (GROUP_NORM_GROUPS, BatchNorm, PointwiseConv, conv_padding,
                                drop_path_rates, he_normal_fan_out, weight_standardized)
 from jax_resnet.remat import remat_block
@@ -22,14 +23,14 @@ class ResNetBase(nn.Module):
   """The options the image (`ResNet`) and video (`VideoResNet`) nets share, with one meaning
   and default, and the pieces both assemble from: input check, conv/norm partials, head.
   Subclasses set `input_kind` and `input_layout` (class constants, not options)."""
-  stage_sizes: Sequence[int]
+  stage_sizes: Sequence[int]                 # blocks per stage, e.g. (3, 4, 6, 3)
   num_classes: int = 1000
-  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  stage_widths: Sequence[int] = (64, 128, 256, 512)  # base width of each stage
   residual: bool = True                      # False: plain net, same layers, no shortcut
-  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection if needed | 'C' always
+  shortcut: str = 'B'                        # 'A' zero-pad | 'B' projection | 'C' all
   drop_path_rate: float = 0.0                # stochastic depth rate of the last block
   residual_scale: float = 1.0                # x + h * F(x), the ODE view
-  zero_init_residual: bool = False
+  zero_init_residual: bool = False           # zero each branch's last BN scale
   freeze_batch_norm: bool = False            # BN uses running statistics in training too
   conv1x1_as_dot: bool = False               # 1x1 convs as matrix products (faster on XLA:CPU)
   bn_axis_name: Optional[str] = None         # set by the trainer for cross-replica BN
@@ -51,11 +52,11 @@ class ResNetBase(nn.Module):
     shape = getattr(x, 'shape', None)
     model = type(self).__name__
     if shape is None or len(shape) != rank:
-      raise ValueError(f'{model} expects a rank-{rank} input {self.input_layout}, got shape '
+      raise ModelError(f'{model} expects a rank-{rank} input {self.input_layout}, got shape '
                        f'{shape}; add the batch axis or transpose to channels-last.')
     dtype = jnp.result_type(x)
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-      raise ValueError(f'{model} expects real-valued pixels, got dtype {dtype}; '
+      raise ModelError(f'{model} expects real-valued pixels, got dtype {dtype}; '
                        'convert images to float32 first.')
 
   def conv_and_norm(self, train: bool, padding: str = 'torch'):
@@ -84,7 +85,7 @@ class ResNet(ResNetBase):
   stem: str = 'imagenet'                     # 'imagenet' (7x7/2 + maxpool) | 'deep' (3x 3x3,
                                              # ResNet-D) | 'bit' (7x7/2 + zero-padded maxpool)
                                              # | 'cifar' (3x3)
-  stem_width: int = 64
+  stem_width: int = 64                       # stem output channels
   preact: bool = False                       # He et al. 2016 pre-activation (v2)
   groups: int = 1                            # ResNeXt cardinality
   base_width: int = 64                       # bottleneck width per group (128: wide_resnet50_2)
@@ -110,7 +111,7 @@ class ResNet(ResNetBase):
     elif self.preact:
       extra = dict(dropout_rate=self.dropout_rate)
     if self.dropout_rate and not (self.preact and self.block == 'basic'):
-      raise ValueError('dropout_rate applies to pre-activation basic blocks (Wide ResNet) '
+      raise ModelError('dropout_rate applies to pre-activation basic blocks (Wide ResNet) '
                        'only; use drop_path_rate for stochastic depth.')
     return dict(shortcut=self.shortcut, residual=self.residual, avg_down=self.avg_down,
                 residual_scale=self.residual_scale, zero_init_residual=self.zero_init_residual,
@@ -147,6 +148,7 @@ class ResNet(ResNetBase):
     return self.classifier_head(x, features, return_features)
 
 OUTPUT_STRIDES = (8, 16, 32)
+NORMS = ('batch', 'group')
 
 
 def stage_plan(stem_reduction: int, num_stages: int, output_stride: int = 32):
@@ -157,10 +159,11 @@ def stage_plan(stem_reduction: int, num_stages: int, output_stride: int = 32):
   stay. As timm's ResNet does it, a dilated stage's first 3x3 keeps the previous stage's
   dilation. 32 dilates no ImageNet-stem stage; a value the net never reaches is refused."""
   if output_stride not in OUTPUT_STRIDES:
-    raise ValueError(f'output_stride must be 8, 16 or 32, got {output_stride!r}.')
+    raise OptionError(f'output_stride must be 8, 16 or 32, got {output_stride!r}.',
+                      choices=OUTPUT_STRIDES)
   native = stem_reduction * 2 ** (num_stages - 1)
   if output_stride != 32 and native < output_stride:
-    raise ValueError(f'output_stride={output_stride} cannot be honoured: this net reduces its '
+    raise ModelError(f'output_stride={output_stride} cannot be honoured: this net reduces its '
                      f'input {native} times at most; leave output_stride at 32 (no dilation).')
   plan, reduction, dilation = [], stem_reduction, 1
   for i in range(num_stages):
@@ -193,6 +196,12 @@ def scan_identity_blocks(block_cls, width, options, rates, train, name, dtype=jn
   return lambda x: run(x, jnp.asarray(rates, jnp.promote_types(jnp.float32, dtype)))[0]
 
 
+def check_norm(norm: str):
+  """The one check of the `norm` option's value (`make_layers` builds each)."""
+  if norm not in NORMS:
+    raise OptionError(f"norm must be 'batch' or 'group', got {norm!r}.", choices=NORMS)
+
+
 def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_momentum=0.9,
                 bn_epsilon=1e-5, bn_axis_name=None, freeze_batch_norm=False,
                 conv1x1_as_dot=False, norm='batch', weight_standardization=False,
@@ -204,13 +213,12 @@ def make_layers(train: bool, dtype=jnp.float32, param_dtype=jnp.float32, bn_mome
   conv = functools.partial(_Conv, dtype=dtype, param_dtype=param_dtype,
                            conv1x1_as_dot=conv1x1_as_dot, padding=padding,
                            weight_standardization=weight_standardization)
+  check_norm(norm)
   if norm == 'group':
     # Two-pass variance, as BatchNorm's (flax's default one-pass E[x^2] - E[x]^2 cancels).
     return conv, functools.partial(nn.GroupNorm, num_groups=GROUP_NORM_GROUPS,
                                    epsilon=bn_epsilon, use_fast_variance=False, dtype=dtype,
                                    param_dtype=param_dtype)
-  if norm != 'batch':
-    raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}.")
   norm = functools.partial(
       BatchNorm, use_running_average=not train or freeze_batch_norm, momentum=bn_momentum,
       epsilon=bn_epsilon,

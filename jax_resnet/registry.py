@@ -7,8 +7,9 @@ from typing import Mapping, Optional, Sequence
 
 import jax.numpy as jnp
 
-from jax_resnet.layers import SHORTCUT_TYPES
-from jax_resnet.models import ResNet, stage_plan
+from jax_resnet.errors import ModelError
+from jax_resnet.layers import check_shortcut
+from jax_resnet.models import ResNet, check_norm, stage_plan
 from jax_resnet.remat import check_remat
 from jax_resnet.stems import check_padding, check_stem_conv, stem_spec
 from jax_resnet.video import VideoResNet, check_video_output_stride
@@ -196,11 +197,11 @@ def models_with_source(kind: str) -> tuple:
 
 def model_for_source(kind: str, their_name: str) -> str:
   """The registered name whose `kind` counterpart is `their_name` ('resnetv2_50' ->
-  'preact_resnet50'); ValueError if none."""
+  'preact_resnet50'); ModelError if none."""
   for name, sources in _SOURCES.items():
     if sources.get(kind) == their_name:
       return name
-  raise ValueError(f'no registered model is {kind}\'s {their_name!r}; those with one: '
+  raise ModelError(f'no registered model is {kind}\'s {their_name!r}; those with one: '
                    f'{", ".join(models_with_source(kind))}.')
 
 
@@ -214,7 +215,7 @@ def model_defaults(name: str):
   if name not in _REGISTRY:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
     hint = f' Did you mean {", ".join(close)}?' if close else ''
-    raise ValueError(f'Unknown model {name!r}.{hint} jax_resnet.list_models() lists all '
+    raise ModelError(f'Unknown model {name!r}.{hint} jax_resnet.list_models() lists all '
                      f'{len(_REGISTRY)}.')
   cls, defaults = _REGISTRY[name]
   return cls, dict(defaults)
@@ -260,30 +261,31 @@ def _check_output_stride(name, cls, kwargs):
     else:
       stages = len(kwargs.get('stage_sizes', ()))
       stage_plan(stem_spec(kwargs.get('stem', cls.stem)).reduction, stages, output_stride)
-  except ValueError as error:
-    raise ValueError(f'{name}: {error}') from None
+  except ModelError as error:
+    raise _named(name, error) from None
+
+
+def _named(name, error):
+  """The model library's refusal, its type and choices kept, with the model's name first."""
+  return type(error)(f'{name}: {error}', choices=error.choices)
 
 
 def _validate(name, kwargs):
-  if kwargs.get('shortcut', 'B') not in SHORTCUT_TYPES:
-    raise ValueError(f'{name}: shortcut must be one of {", ".join(SHORTCUT_TYPES)}, '
-                     f'got {kwargs["shortcut"]!r}.')
-  if kwargs.get('norm', 'batch') not in ('batch', 'group'):
-    raise ValueError(f"{name}: norm must be 'batch' or 'group', got {kwargs['norm']!r}.")
-  if 'remat' in kwargs:
-    try:
-      check_remat(kwargs['remat'])
-    except ValueError as error:
-      raise ValueError(f'{name}: {error}') from None
+  """Each option's own check (by the function that owns the option), naming the model."""
+  stem = kwargs.get('stem', 'imagenet')
   rate = kwargs.get('drop_path_rate', 0.0)
-  if not 0.0 <= rate < 1.0:
-    raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {rate}.')
-  for key, check in (('stem_conv', check_stem_conv), ('padding', check_padding)):
-    if key in kwargs:
-      try:
-        check(kwargs[key], kwargs.get('stem', 'imagenet'))
-      except ValueError as error:
-        raise ValueError(f'{name}: {error}') from None
-  if kwargs.get('num_classes', 0) < 0:
-    raise ValueError(f'{name}: num_classes must be >= 0 (0 drops the head), '
-                     f'got {kwargs["num_classes"]}.')
+  try:
+    for key, check in (('shortcut', check_shortcut), ('norm', check_norm),
+                       ('remat', check_remat)):
+      if key in kwargs:
+        check(kwargs[key])
+    if not 0.0 <= rate < 1.0:
+      raise ModelError(f'drop_path_rate must be in [0, 1), got {rate}.')
+    for key, check in (('stem_conv', check_stem_conv), ('padding', check_padding)):
+      if key in kwargs:
+        check(kwargs[key], stem)
+    if kwargs.get('num_classes', 0) < 0:
+      raise ModelError(f'num_classes must be >= 0 (0 drops the head), '
+                       f'got {kwargs["num_classes"]}.')
+  except ModelError as error:
+    raise _named(name, error) from None

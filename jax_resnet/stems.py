@@ -32,9 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_resnet.errors import OptionError
-from jax_resnet.layers import (PADDINGS, he_normal_fan_out, same_padding, weight_standardized,
-                               window_pads)
+from jax_resnet.errors import ModelError, OptionError
+from jax_resnet import layers
+from jax_resnet.layers import he_normal_fan_out, same_padding, weight_standardized, window_pads
 
 STEM_CONVS = ('conv', 'pad_channels', 'space_to_depth')
 CHANNEL_MULTIPLE = 4
@@ -48,12 +48,12 @@ def _quoted(names) -> str:
 
 
 def stem_spec(stem: str, input_kind: Optional[str] = None) -> 'Stem':
-  """The `STEMS` row of `stem`; ValueError naming the stems of `input_kind` ('image' |
+  """The `STEMS` row of `stem`; OptionError naming the stems of `input_kind` ('image' |
   'video'; None: all) when there is none."""
   spec = STEMS.get(stem)
   if spec is None or input_kind not in (None, spec.input_kind):
     names = [name for name, row in STEMS.items() if input_kind in (None, row.input_kind)]
-    raise ValueError(f'stem must be {_quoted(names)}, got {stem!r}.')
+    raise OptionError(f'stem must be {_quoted(names)}, got {stem!r}.', choices=names)
   return spec
 
 
@@ -65,7 +65,7 @@ def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
     raise OptionError(f"stem_conv must be 'conv', 'pad_channels' or 'space_to_depth', "
                       f"got {stem_conv!r}.", choices=STEM_CONVS)
   if stem_conv != 'conv' and stem not in SEVEN_BY_SEVEN_STEMS:
-    raise ValueError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems "
+    raise ModelError(f"stem_conv={stem_conv!r} applies to the 7x7/2 stems "
                      f"({', '.join(map(repr, SEVEN_BY_SEVEN_STEMS))}) only; this model's stem "
                      f"is {stem!r} (leave stem_conv='conv').")
 
@@ -73,10 +73,9 @@ def check_stem_conv(stem_conv: str, stem: str = 'imagenet'):
 def check_padding(padding: str, stem: str = 'imagenet'):
   """One clear error for a padding the image nets do not know, or for 'same' on a stem it
   does not apply to (the CIFAR nets follow the paper's torch-style padding only)."""
-  if padding not in PADDINGS:
-    raise ValueError(f"padding must be 'torch' or 'same', got {padding!r}.")
+  layers.check_padding(padding)
   if padding != 'torch' and stem not in PADDED_STEMS:
-    raise ValueError(f"padding={padding!r} applies to the ImageNet-style stems "
+    raise ModelError(f"padding={padding!r} applies to the ImageNet-style stems "
                      f"({', '.join(map(repr, PADDED_STEMS))}) only; this model's stem is "
                      f"{stem!r} (leave padding='torch').")
 
@@ -154,8 +153,8 @@ class StemConv(nn.Module):
       return padded_channels_conv(x, kernel, self.strides)
     if self.method == 'space_to_depth':
       return space_to_depth_conv(x, kernel, self.strides)
-    raise ValueError(f"StemConv method must be 'pad_channels' or 'space_to_depth', "
-                     f"got {self.method!r}.")
+    raise OptionError(f"StemConv method must be 'pad_channels' or 'space_to_depth', "
+                      f"got {self.method!r}.", choices=STEM_CONVS[1:])
 
 
 def stem_conv_layer(stem_conv: str, conv, dtype, param_dtype, weight_standardization=False):

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_resnet.blocks import _Block
+from jax_resnet.errors import OptionError
 from jax_resnet.layers import drop_path_rates
 from jax_resnet.models import ResNetBase
 from jax_resnet.remat import remat_block
@@ -41,7 +42,8 @@ class VideoBasicBlock(_Block):
       x = self.conv(mid_features, (1, 3, 3), (1, sh, sw), name=f'{name}_spatial')(x)
       x = self.act(self.norm(name=f'{name}_mid_bn')(x))
       return self.conv(features, (3, 1, 1), (st, 1, 1), name=f'{name}_temporal')(x)
-    raise ValueError(f'conv_type must be one of {CONV_TYPES}, got {self.conv_type!r}.')
+    raise OptionError(f'conv_type must be one of {CONV_TYPES}, got {self.conv_type!r}.',
+                      choices=CONV_TYPES)
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -57,15 +59,15 @@ class VideoBasicBlock(_Block):
 
 def check_video_output_stride(output_stride):
   if output_stride != 32:
-    raise ValueError(f'output_stride={output_stride!r}: video nets keep their strides (no '
-                     'dilated stages); leave output_stride at 32.')
+    raise OptionError(f'output_stride={output_stride!r}: video nets keep their strides (no '
+                      'dilated stages); leave output_stride at 32.', choices=(32,))
 
 
 class VideoResNet(ResNetBase):
   """torchvision's VideoResNet with this library's uniform options (`ResNetBase`)."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   num_classes: int = 400                     # Kinetics-400, as torchvision's
-  conv_types: Sequence[str] = ('3d', '3d', '3d', '3d')
+  conv_types: Sequence[str] = ('3d', '3d', '3d', '3d')  # per stage: '3d' | '2d' | '2+1d'
   stem: str = 'basic'                        # 'basic' (3x7x7) | 'r2plus1d' (1x7x7 -> 3x1x1)
 
   input_kind = 'video'

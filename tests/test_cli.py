@@ -88,6 +88,18 @@ def test_train_help_exits_0_and_help_config_prints_every_key_resolved():
   assert (by_path.returncode, by_path.stdout) == (0, listing.stdout)
 
 
+def test_train_takes_every_model_field_as_model_options_padding_included():
+  """`--config.model_options.padding=same` (the Flax ImageNet example's model) is a key: the
+  options are derived from the model's fields, so none is missing from the schema."""
+  listing = _run('train', '--config', 'default', '--config.model=resnet18',
+                 '--config.model_options.padding=same', '--help-config')
+  assert listing.returncode == 0, listing.stderr
+  lines = listing.stdout.splitlines()
+  assert ("model_options.padding = 'same'  # 'torch' k//2 per side | 'same' XLA's 'SAME' on "
+          "strided windows (the Flax ImageNet example)") in lines
+  assert ("model_options.stride_in_1x1 = None  # the paper's bottleneck stride on the first "
+          '1x1') in lines
+
 def test_a_recipe_without_get_config_or_returning_none_is_one_line(tmp_path):
   (tmp_path / 'empty.py').write_text('x = 1\n')
   (tmp_path / 'none.py').write_text('def get_config():\n  pass\n')

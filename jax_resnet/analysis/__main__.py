@@ -69,7 +69,7 @@ def main(argv=None, prog='python -m jax_resnet.analysis'):
   from jax_resnet.errors import UserError
   try:
     path, _ = module.main(args, argv)
-  except (UserError, ValueError, FileNotFoundError, RuntimeError) as error:
+  except UserError as error:  # an internal bug keeps its traceback
     print(f'error: {error}', file=sys.stderr)
     return 2
   print(f'{args.command}: wrote {path}')

@@ -24,7 +24,16 @@ import jax_resnet
 from jax_resnet.config import from_json, load_config, resolve
 from jax_resnet.data.spec import DataSpec
 from jax_resnet.blocks import PreActBasicBlock, PreActBottleneckBlock, _Block
+from jax_resnet.errors import UserError
 from jax_resnet.layers import DropPath
+
+
+class AnalysisError(UserError, ValueError):
+  """Bad input to an analysis command: its arguments, or a subject it cannot study."""
+
+
+class RunNotFoundError(AnalysisError, FileNotFoundError):
+  """A workdir without the run files an analysis reads (config.json, checkpoints)."""
 
 
 @dataclasses.dataclass
@@ -90,7 +99,7 @@ def in_dtype(model, variables, dtype=None):
     return model, variables
   dtype = jnp.dtype(dtype)
   if jax.dtypes.canonicalize_dtype(dtype) != dtype:
-    raise ValueError(f'{dtype} arrays need jax_enable_x64: call '
+    raise AnalysisError(f'{dtype} arrays need jax_enable_x64: call '
                      "jax.config.update('jax_enable_x64', True) first (commands: --float64).")
   cast = lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
   return model.clone(dtype=dtype, param_dtype=dtype), jax.tree.map(cast, variables)
@@ -124,7 +133,7 @@ def workdir_subject(workdir: str, dtype=None):
   from jax_resnet.training.checkpoints import Checkpoints
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
+    raise RunNotFoundError(f'{workdir} has no config.json: pass a workdir written by train.py.')
   with open(path) as f:
     run = resolve(from_json(f.read()))
   check_eval_record(workdir, run.data)
@@ -133,11 +142,11 @@ def workdir_subject(workdir: str, dtype=None):
   shape = (run.data.image_size, run.data.image_size, 3)
   template = setup.host_state(run, model, tx, shape)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise FileNotFoundError(f'{workdir} has no checkpoints/ directory.')
+    raise RunNotFoundError(f'{workdir} has no checkpoints/ directory.')
   restored = Checkpoints(os.path.join(workdir, 'checkpoints'), 1, read_only=True).restore(
       template, mismatch_explainer(run))
   if restored is None:
-    raise FileNotFoundError(f'{workdir}/checkpoints holds no readable checkpoint.')
+    raise RunNotFoundError(f'{workdir}/checkpoints holds no readable checkpoint.')
   step, state, _, _ = restored
   params = state.ema_params if state.ema_params is not None else state.params
   model, variables = unrolled(model, {'params': params, 'batch_stats': state.batch_stats})

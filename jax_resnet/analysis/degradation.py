@@ -34,14 +34,15 @@ def recipe(model: str, dataset: str = 'digits', overrides=None):
     except FileNotFoundError:
       config = load_config(f'cifar10.py:{model}')
   else:
-    raise ValueError(f"degradation runs on 'digits' or 'cifar10', got {dataset!r}.")
+    raise common.AnalysisError(f"degradation runs on 'digits' or 'cifar10', got {dataset!r}.")
   config.model = model
   config.progress_bar = False
   for key, value in (overrides or {}).items():
     section, _, leaf = key.rpartition('.')
     target = config[section] if section in config else config
     if leaf not in target or (section and section not in config):
-      raise ValueError(f'unknown config key {key!r} in --set; see jax_resnet/config/base.py.')
+      raise common.AnalysisError(f'unknown config key {key!r} in --set; see '
+                                 'jax_resnet/config/base.py.')
     target[leaf] = _convert(target[leaf], value)
   return config
 
@@ -156,7 +157,7 @@ def _parse_sets(items):
   for item in items:
     key, sep, value = item.partition('=')
     if not sep:
-      raise ValueError(f'--set takes key=value, got {item!r}.')
+      raise common.AnalysisError(f'--set takes key=value, got {item!r}.')
     overrides[key] = value
   return overrides
 

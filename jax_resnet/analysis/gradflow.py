@@ -164,7 +164,7 @@ def main(args, argv=None):
               for m in common.split_specs(args.models)]
   subjects += [common.workdir_subject(w, dtype) for w in args.workdir]
   if not subjects:
-    raise ValueError('gradflow needs --models or --workdir.')
+    raise common.AnalysisError('gradflow needs --models or --workdir.')
   results = []
   for subject in subjects:
     images, labels = common.eval_arrays(subject.data, args.batch_size)

@@ -161,8 +161,9 @@ def add_arguments(parser):
 
 def main(args, argv=None):
   if not args.workdir:
-    raise ValueError('lesion needs a trained net: python train.py --workdir runs/resnet20, '
-                     'then --workdir runs/resnet20 (add a plain20 workdir to compare).')
+    raise common.AnalysisError('lesion needs a trained net: python train.py --workdir '
+                               'runs/resnet20, then --workdir runs/resnet20 (add a plain20 '
+                               'workdir to compare).')
   results = []
   for workdir in args.workdir:
     subject = common.workdir_subject(workdir, common.command_dtype(args))

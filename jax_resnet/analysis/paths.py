@@ -45,7 +45,8 @@ def gated_loss(subject):
 
     def on_block(index, module, x, kwargs, call):
       if not module.residual:
-        raise ValueError(f'{module.name} is a plain block: a plain net has a single path.')
+        raise common.AnalysisError(f'{module.name} is a plain block: a plain net has a single '
+                                   'path.')
       x = x + eps if index == 0 else x
       y = call(x)
       with interceptor.standalone(), nn.intercept_methods(_stop_branches):
@@ -71,7 +72,8 @@ def path_gradients(subject, images, labels, draws: int = 32, batch_size: int = 3
   images, labels = np.asarray(images), np.asarray(labels)
   blocks = common.find_blocks(subject, jnp.asarray(images[:1]))
   if not all(b.residual for b in blocks):
-    raise ValueError(f'{subject.label} is a plain net: it has a single path, nothing to sample.')
+    raise common.AnalysisError(f'{subject.label} is a plain net: it has a single path, '
+                               'nothing to sample.')
   n = len(blocks)
   eps = jnp.zeros((batch_size,) + tuple(blocks[0].in_shape[1:]), subject.gradient_dtype)
   grad = jax.jit(jax.grad(gated_loss(subject)))

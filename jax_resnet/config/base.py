@@ -7,47 +7,94 @@ The base values describe no particular experiment (a recipe names its model and 
 are what a recipe gets for a key it does not set.
 """
 
+import collections.abc
+import dataclasses
+import functools
+import inspect
+import re
+import typing
+
 import ml_collections
 from ml_collections import config_dict
 
 from jax_resnet.data.spec import DataSpec
+from jax_resnet.registry import list_models, model_defaults
 
 # The input pipeline's keys take DataSpec's defaults (one set of defaults for both).
 _DATA = DataSpec()
 
 
+# create_model options the trainer sets itself, from its keys of the same names (num_classes,
+# dtype, conv1x1, stem_conv) or its own decisions (param_dtype follows dtype, bn_axis_name is
+# the data-parallel axis); every other option of the model classes is a model_options key.
+TRAINER_SET_OPTIONS = ('num_classes', 'dtype', 'param_dtype', 'bn_axis_name', 'conv1x1_as_dot',
+                       'stem_conv')
+
+
+def model_option_fields() -> dict:
+  """{option: (type, comment)} of every field of the registered model classes (image nets
+  first) but TRAINER_SET_OPTIONS: the model_options keys, derived so none drifts from the
+  model. The comment is the field's own (models.py, video.py); a video field's differing one
+  follows in parentheses."""
+  return dict(_option_fields())
+
+
+@functools.lru_cache(maxsize=None)
+def _option_fields() -> tuple:
+  classes = sorted({model_defaults(name)[0] for name in list_models()},
+                   key=lambda cls: (cls.input_kind != 'image', cls.__name__))
+  options = {}
+  for cls in classes:
+    comments = _field_comments(cls)
+    for field in dataclasses.fields(cls):
+      if field.name in ('parent', 'name') + TRAINER_SET_OPTIONS:
+        continue
+      comment = comments.get(field.name, '')
+      if field.name not in options:
+        options[field.name] = (_placeholder_type(field.type), comment)
+      elif comment and comment != options[field.name][1]:
+        kind, first = options[field.name]
+        options[field.name] = (kind, f'{first} ({cls.input_kind}: {comment})')
+  return tuple(options.items())
+
+
+def _placeholder_type(annotation):
+  """The ConfigDict type of a field: Sequence[...] -> tuple, Optional[X] -> X."""
+  origin = typing.get_origin(annotation)
+  if origin is typing.Union:
+    return _placeholder_type(next(a for a in typing.get_args(annotation) if a is not type(None)))
+  if origin is not None and issubclass(origin, collections.abc.Sequence):
+    return tuple
+  return annotation
+
+
+def _field_comments(cls) -> dict:
+  """{field: its trailing comment (continued on the lines below)} from the source of `cls` and
+  its bases, a subclass's comment over its base's."""
+  comments = {}
+  for klass in reversed(cls.__mro__):
+    if not klass.__module__.startswith('jax_resnet.'):
+      continue
+    field = None
+    for line in inspect.getsource(klass).splitlines():
+      declared = re.match(r'  (\w+):[^#]*#\s?(.*)$', line)
+      if declared:
+        field = declared.group(1)
+        comments[field] = declared.group(2).strip()
+      elif field and re.match(r'\s+#\s', line):
+        comments[field] += ' ' + line.strip().lstrip('#').strip()
+      else:
+        field = None
+  return comments
+
+
 def _model_options():
-  """create_model's architecture options. Unset (None): the registered value for the model
-  (resnet20's shortcut is 'A', resnet50's 'B'); set: passed to create_model as given. The
-  trainer sets num_classes, dtype, param_dtype, bn_axis_name, conv1x1_as_dot and stem_conv
-  itself from the keys of the same names below."""
+  """create_model's architecture options, one per model field (`model_option_fields`). Unset
+  (None): the registered value for the model (resnet20's shortcut is 'A', resnet50's 'B');
+  set: passed to create_model as given."""
   o = ml_collections.ConfigDict()
-  o.block = config_dict.placeholder(str)             # 'basic' | 'bottleneck'
-  o.stage_sizes = config_dict.placeholder(tuple)     # blocks per stage, e.g. (3, 4, 6, 3)
-  o.stage_widths = config_dict.placeholder(tuple)    # base width of each stage
-  o.stem = config_dict.placeholder(str)              # 'imagenet' | 'cifar' (video: 'basic' |
-  #                                                    'r2plus1d')
-  o.stem_width = config_dict.placeholder(int)        # stem output channels
-  o.preact = config_dict.placeholder(bool)           # pre-activation blocks (He et al. 2016)
-  o.residual = config_dict.placeholder(bool)         # False: the plain twin, no shortcuts
-  o.shortcut = config_dict.placeholder(str)          # 'A' zero-pad | 'B' projection | 'C' all
-  o.groups = config_dict.placeholder(int)            # ResNeXt cardinality
-  o.base_width = config_dict.placeholder(int)        # bottleneck width per group
-  o.dropout_rate = config_dict.placeholder(float)    # Wide ResNet dropout between convs
-  o.drop_path_rate = config_dict.placeholder(float)  # stochastic depth of the last block
-  o.residual_scale = config_dict.placeholder(float)  # x + h * F(x)
-  o.scan_blocks = config_dict.placeholder(bool)      # nn.scan over identical blocks
-  o.zero_init_residual = config_dict.placeholder(bool)  # zero each branch's last BN scale
-  o.freeze_batch_norm = config_dict.placeholder(bool)   # running statistics in training too
-  o.bn_momentum = config_dict.placeholder(float)     # running-statistics decay (torch: 1 - m)
-  o.bn_epsilon = config_dict.placeholder(float)      # BatchNorm epsilon
-  o.conv_types = config_dict.placeholder(tuple)      # video: '3d' | '2d' | '2+1d' per stage
-  o.norm = config_dict.placeholder(str)              # 'batch' | 'group' (BiT's GroupNorm)
-  o.weight_standardization = config_dict.placeholder(bool)  # standardized kernels (BiT)
-  o.avg_down = config_dict.placeholder(bool)         # ResNet-D: average-pool projection
-  o.output_stride = config_dict.placeholder(int)     # 16 | 8: dilate the last stages (32: none)
-  o.remat = config_dict.placeholder(str)             # 'none' | 'block' | 'save_convs': what the
-  #                                                    backward pass recomputes (docs/training.md)
+  for name, (kind, _) in model_option_fields().items():
+    o[name] = config_dict.placeholder(kind)
   return o
 
 
@@ -146,20 +193,20 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def key_comments() -> dict:
-  """{'key' or 'model_options.key': its one-line comment above}, read from this file's source:
-  the schema's comments are the documentation `train --help-config` prints."""
-  import inspect
-  import re
+  """{'key' or 'model_options.key': its one-line comment}, read from this file's source and,
+  for model_options, the model fields' (`model_option_fields`): the schema's comments are the
+  documentation `train --help-config` prints."""
   import sys
   comments, key = {}, None
   for line in inspect.getsource(sys.modules[__name__]).splitlines():
-    assignment = re.match(r'\s*([co])\.(\w+)\s*=[^#]*#\s?(.*)$', line)
+    assignment = re.match(r'\s*c\.(\w+)\s*=[^#]*#\s?(.*)$', line)
     if assignment:
-      prefix = 'model_options.' if assignment.group(1) == 'o' else ''
-      key = prefix + assignment.group(2)
-      comments[key] = assignment.group(3).strip()
+      key = assignment.group(1)
+      comments[key] = assignment.group(2).strip()
     elif key and re.match(r'\s+#\s', line):  # a comment continued on the next line
       comments[key] += ' ' + line.strip().lstrip('#').strip()
     else:
       key = None
+  comments.update({f'model_options.{name}': comment
+                   for name, (_, comment) in model_option_fields().items()})
   return comments

@@ -19,11 +19,12 @@ from typing import Optional
 import jax
 import ml_collections
 
-import jax_resnet
 from jax_resnet.config.base import base_config
 from jax_resnet.data import spec as data_rules
 from jax_resnet.data.spec import DataSpec
-from jax_resnet.errors import ConfigError, UserError, not_one_of
+from jax_resnet.errors import ConfigError, ModelError, UserError, not_one_of
+from jax_resnet.model_facts import model_info
+from jax_resnet.registry import create_model, model_defaults
 from jax_resnet.stems import check_stem_conv, stem_spec
 from jax_resnet.training import device_data, optim, parallel
 from jax_resnet.training.changes import flat_settings
@@ -153,7 +154,7 @@ def stem_conv(choice: str, model: str, backend: str) -> str:
   the others (CIFAR, deep and video stems have no 7x7/2)."""
   if choice != 'auto':
     return choice
-  if not stem_spec(jax_resnet.model_info(model).stem).seven_by_seven:
+  if not stem_spec(model_info(model).stem).seven_by_seven:
     return 'conv'
   return _AUTO_STEM_CONV.get(backend, 'conv')
 
@@ -188,13 +189,13 @@ def _is_int(value):
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _fail(message):
-  raise ConfigError(f'Invalid config: {message}')
+def _fail(message, choices=()):
+  raise ConfigError(f'Invalid config: {message}', choices=choices)
 
 
 def _choice(config, key, choices):
   if config[key] not in choices:
-    _fail(not_one_of(key, config[key], choices))
+    _fail(not_one_of(key, config[key], choices), choices)
 
 
 def _ask(check, value, key=None, own_choices=()):
@@ -205,7 +206,8 @@ def _ask(check, value, key=None, own_choices=()):
     check(value)
   except UserError as error:
     if key and error.choices:
-      _fail(not_one_of(key, value, tuple(own_choices) + error.choices))
+      _fail(not_one_of(key, value, tuple(own_choices) + error.choices),
+            tuple(own_choices) + error.choices)
     _fail(str(error))
 
 
@@ -225,8 +227,8 @@ def _check_model(c, backend):
     _fail('model is empty: name one (jax_resnet.list_models()), or set init_from to weights '
           'that say which model they hold (a weight tag, a workdir).')
   try:
-    jax_resnet.model_defaults(c.model)
-  except ValueError as error:  # names close matches
+    model_defaults(c.model)
+  except ModelError as error:  # names close matches
     _fail(str(error))
   _choice(c, 'dtype', DTYPES)
   if c.dtype == 'float64' and jax.dtypes.canonicalize_dtype('float64') != 'float64':
@@ -239,10 +241,10 @@ def _check_model(c, backend):
     _fail(f"num_classes must be a positive integer (or 0: the dataset's count), got "
           f'{c.num_classes!r}.')
   try:  # the module's own checks (options it lacks, shortcut, rates); builds nothing
-    jax_resnet.create_model(c.model, **model_kwargs(c, backend))
-  except (TypeError, ValueError) as error:
+    create_model(c.model, **model_kwargs(c, backend))
+  except (TypeError, ModelError) as error:
     raise ConfigError(f'Invalid config for model {c.model!r}: {error}') from None
-  reduction = jax_resnet.model_info(c.model).min_input_size
+  reduction = model_info(c.model).min_input_size
   if _is_int(c.image_size) and c.image_size < reduction:
     _fail(f'image_size={c.image_size} is too small for {c.model}: its stem and stages '
           f'downsample by {reduction}; use image_size >= {reduction}.')

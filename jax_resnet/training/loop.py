@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jax_resnet
 from jax_resnet import data
 from jax_resnet.errors import TrainingError, UserError
+from jax_resnet.scan import stack_blocks
 from jax_resnet.training import (changes, data_records, elastic, loss_scale, setup,
                                  workdir as workdir_lib)
 from jax_resnet.training.checkpoints import Checkpoints, flat_arrays
@@ -142,7 +142,7 @@ def _load_pretrained(spec, model, host_state):
   pretrained = select_head(found.variables, model.num_classes, loop.init_reinit_head,
                            found.source)
   if getattr(model, 'scan_blocks', False):
-    pretrained = jax_resnet.stack_blocks(pretrained, model.stage_sizes)
+    pretrained = stack_blocks(pretrained, model.stage_sizes)
   fresh = {'params': host_state.params, 'batch_stats': host_state.batch_stats}
   merged = weights.merge_pretrained(fresh, pretrained, reinit_head=loop.init_reinit_head)
   ema = merged['params'] if host_state.ema_params is not None else None

@@ -5,9 +5,9 @@ that need the dataset opened."""
 import dataclasses
 import jax
 
-import jax_resnet
 from jax_resnet.data import spec as data_spec
 from jax_resnet.errors import TrainingError
+from jax_resnet.registry import create_model
 from jax_resnet.training import device_data, loss_scale, optim, parallel, steps
 from jax_resnet.training.spec import RunSpec
 
@@ -28,7 +28,7 @@ def check_against_dataset(spec: RunSpec, info):
 
 def build_model(spec: RunSpec, bn_axis_name=None):
   """The registered model with the run's options; bn_axis_name for cross-replica BN."""
-  return jax_resnet.create_model(spec.model, bn_axis_name=bn_axis_name, **spec.model_kwargs)
+  return create_model(spec.model, bn_axis_name=bn_axis_name, **spec.model_kwargs)
 
 
 @dataclasses.dataclass
