@@ -21,6 +21,7 @@ import math
 import re
 from typing import Optional, Tuple
 
+from jax_resnet.errors import ModelError
 from jax_resnet.registry import model_defaults, model_sources
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -114,18 +115,18 @@ def check_weights(tag: WeightTag, model: Optional[str] = None):
   row (or other than `model`, the one being registered), an unknown source, a name listed
   already or not '<model name>.<weights>'."""
   if not isinstance(tag, WeightTag):
-    raise ValueError(f'published weights are WeightTag records, got {type(tag).__name__}.')
+    raise ModelError(f'published weights are WeightTag records, got {type(tag).__name__}.')
   if model is None:
     model_defaults(tag.model)  # an unknown model: the registry's error, with close matches
   elif tag.model != model:
-    raise ValueError(f'weight tag {tag.name!r} is for {tag.model!r}, not {model!r}.')
+    raise ModelError(f'weight tag {tag.name!r} is for {tag.model!r}, not {model!r}.')
   if tag.source not in SOURCES:
-    raise ValueError(f'weights of {tag.model!r}: the source must be one of {SOURCES}, got '
+    raise ModelError(f'weights of {tag.model!r}: the source must be one of {SOURCES}, got '
                      f'{tag.source!r}.')
   if tag.name in _PUBLISHED:
-    raise ValueError(f'weight tag {tag.name!r} is listed twice.')
+    raise ModelError(f'weight tag {tag.name!r} is listed twice.')
   if tag.name.count('.') != 1 or not all(tag.name.split('.')):
-    raise ValueError(f"weight tag {tag.name!r}: a tag is '<model>.<weights>'.")
+    raise ModelError(f"weight tag {tag.name!r}: a tag is '<model>.<weights>'.")
 
 
 def add_weights(tag: WeightTag):

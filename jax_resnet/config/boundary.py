@@ -264,11 +264,11 @@ def _check_data(c):
             + '.')
   _ask(data_rules.check, _same_names(DataSpec, c))  # every dataset rule, in its own words
   if init_tag(c):
-    from jax_resnet.weights.tags import get_tag
+    from jax_resnet.weights.tags import UnknownTagError, get_tag
     key = 'init_tag' if c.init_tag else 'init_from'
     try:
       tag = get_tag(init_tag(c))
-    except ValueError as error:
+    except UnknownTagError as error:
       _fail(f'init_tag: {error}')
     if tag.model != c.model:
       _fail(f'{key}={init_tag(c)!r} is a {tag.model} checkpoint but model={c.model!r}; use '

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from jax_resnet import model_facts, registry
+from jax_resnet.errors import ModelError
 from jax_resnet.inference.images import (CROP, RESIZE, InferenceError, check_image,
                                          read_image, read_image_as_trained)
 from jax_resnet.weights import loader
@@ -35,7 +36,7 @@ def check_model(name: str):
   if name not in registry.list_models():
     try:
       registry.model_defaults(name)
-    except ValueError as error:
+    except ModelError as error:
       raise InferenceError(str(error)) from None
 
 

@@ -15,6 +15,7 @@ import difflib
 from typing import Optional
 
 from jax_resnet import published
+from jax_resnet.weights.trees import WeightsError
 from jax_resnet.published import (BIT_LICENCE, BIT_URL, IMAGENET_MEAN, IMAGENET_STD,
                                   INCEPTION_MEAN, INCEPTION_STD, KINETICS_LICENCE,
                                   KINETICS_MEAN, KINETICS_STD, LICENCES, NORMALIZATIONS,
@@ -48,22 +49,26 @@ class _Tags(collections.abc.Mapping):
 TAGS = _Tags()
 
 
+class UnknownTagError(WeightsError, ValueError):
+  """A weight tag that is not published here (or a model with no published weights)."""
+
+
 def get_tag(name: str) -> WeightTag:
-  """The tag called `name`; an unknown name is a ValueError suggesting close ones."""
+  """The tag called `name`; an unknown name is an UnknownTagError suggesting close ones."""
   if name in TAGS:
     return TAGS[name]
   close = difflib.get_close_matches(name, list(TAGS), n=3, cutoff=0.6)
   hint = f' Did you mean {", ".join(close)}?' if close else ''
-  raise ValueError(f'Unknown weight tag {name!r}.{hint} jax_resnet.weights.list_tags() lists '
+  raise UnknownTagError(f'Unknown weight tag {name!r}.{hint} jax_resnet.weights.list_tags() lists '
                    f'all {len(TAGS)}.')
 
 
 def default_tag(model: str) -> WeightTag:
   """The tag a bare registry name stands for: its highest published top-1 (ties: the first
-  listed, the Hub copy before BiT's .npz; `published.published_weights` order); ValueError
-  when the model has no tag."""
+  listed, the Hub copy before BiT's .npz; `published.published_weights` order);
+  UnknownTagError when the model has no tag."""
   if not any(tag.model == model for tag in TAGS.values()):
-    raise ValueError(f'{model} has no published weights here; models with weights: '
+    raise UnknownTagError(f'{model} has no published weights here; models with weights: '
                      f'{", ".join(sorted({tag.model for tag in TAGS.values()}))}.')
   return published.published_weights(model)[0]
 
