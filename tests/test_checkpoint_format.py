@@ -81,7 +81,8 @@ def test_a_step_without_checksums_is_read_with_a_warning(tmp_path, caplog):
     step, state, data, _ = CheckpointReader(str(directory)).restore(STATE)
   assert (step, data) == (3, {'epoch': 3})
   np.testing.assert_array_equal(state['params']['kernel'], STATE['params']['kernel'])
-  assert [r.getMessage() for r in caplog.records] == [
+  # Orbax logs too (at INFO, which another test's handler may have let through): ours only.
+  assert [r.getMessage() for r in caplog.records if r.name == 'jax_resnet.checkpoint_reader'] == [
       f'checkpoint step 3 in {directory} has no checksums (written by a version before they '
       'were recorded), so it is read unverified.']
 

@@ -113,6 +113,7 @@ def test_standardized_kernel_has_zero_mean_and_unit_variance_per_output():
   np.testing.assert_array_equal(standardize_kernel(jnp.zeros((1, 1, 4, 2))), 0)
 
 
+@pytest.mark.slow
 def test_train_step_of_a_group_norm_net_keeps_no_statistics():
   model = _model('bit_resnet50x1', num_classes=10)
   tx = optim.make_optimizer('sgd', momentum=0.0, nesterov=False, weight_decay=0.0,

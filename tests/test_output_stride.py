@@ -47,7 +47,8 @@ def _relative(ours, expected):
 
 @pytest.mark.parametrize('timm_name, output_stride', [
     ('resnet18', 8), ('resnet26', 16), ('resnext50_32x4d', 8), ('resnet26d', 8),
-    ('resnet18d', 16), ('resnetv2_50', 8), ('resnetv2_50x1_bit', 16)])
+    ('resnet18d', 16), ('resnetv2_50', 8),
+    pytest.param('resnetv2_50x1_bit', 16, marks=pytest.mark.slow)])
 def test_logits_equal_timm_at_the_same_output_stride(timm_name, output_stride):
   reference, ours, variables = _timm_pair(timm_name, output_stride)
   x = _input()

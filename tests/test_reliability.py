@@ -94,6 +94,7 @@ def test_skip_nonfinite_updates_counts_and_keeps_weights_finite(tmp_path):
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_a_diverging_run_keeps_only_finite_checkpoints_and_names_a_finite_one(tmp_path):
   train_and_evaluate(_config(num_train_steps=4, checkpoint_every_steps=4), str(tmp_path))
   # Checkpoints every 2 steps, metrics fetched only every 40: saves must still be checked.

@@ -14,13 +14,16 @@ def _variables(name, x, **overrides):
   return model, compiled.init(model, jax.random.key(0), x, train=False)
 
 
+SLOW = pytest.mark.slow  # where CI runs the slow tests; resnet20 and resnet26d by default
+
+
 @pytest.mark.parametrize('name, shape, overrides', [
     ('resnet20', (2, 16, 16, 3), {}),
-    ('preact_resnet164', (2, 8, 8, 3), {'stage_sizes': (4, 4, 4)}),
+    pytest.param('preact_resnet164', (2, 8, 8, 3), {'stage_sizes': (4, 4, 4)}, marks=SLOW),
     ('resnet26d', (2, 40, 40, 3), {'stage_sizes': (1, 3, 1, 1),
                                    'stage_widths': (16, 32, 64, 128)}),
-    ('bit_resnet50x1', (2, 40, 40, 3), {'stage_sizes': (1, 3, 1, 1), 'stem_width': 32,
-                                        'stage_widths': (32,) * 4}),
+    pytest.param('bit_resnet50x1', (2, 40, 40, 3), {'stage_sizes': (1, 3, 1, 1), 'stem_width': 32,
+                                                     'stage_widths': (32,) * 4}, marks=SLOW),
     pytest.param('resnet50', (4, 64, 64, 3), {}, marks=pytest.mark.slow)])
 def test_scanned_model_equals_unrolled_with_converted_weights(name, shape, overrides, x64):
   """The same maths in another order, so compared in float64, to 1e-10 of the largest logit in

@@ -5,8 +5,9 @@ import pytest
 from forward_check import check_forward, models_in
 
 
-# The deepest nets repeat the blocks the others check; they run where CI runs the slow tests.
-DEEP = ('resnet101', 'resnet152', 'resnet200')
+# The deepest nets (and plain34, beside plain18) repeat the blocks the others check; they run
+# where CI runs the slow tests.
+DEEP = ('resnet101', 'resnet152', 'resnet200', 'plain34')
 
 
 @pytest.mark.parametrize('name', [

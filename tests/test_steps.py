@@ -48,7 +48,7 @@ def _assert_tree_close(a, b, rtol=1e-5, atol=1e-7):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize('decay_bn_and_bias', [True, False])
+@pytest.mark.parametrize('decay_bn_and_bias', [pytest.param(True, marks=pytest.mark.slow), False])
 def test_sgd_with_l2_weight_decay(decay_bn_and_bias):
   settings, model, state, step, batch = _setup(weight_decay=0.01,
                                                decay_bn_and_bias=decay_bn_and_bias)

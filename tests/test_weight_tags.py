@@ -69,6 +69,7 @@ def _image(tmp_path):
   return path
 
 
+@pytest.mark.slow  # test_pretrained's predict with a tag runs by default
 def test_predict_uses_the_tag_recorded_in_the_file(tmp_path, capsys):
   image = _image(tmp_path)
   variables = random_variables('resnet18', seed=8)

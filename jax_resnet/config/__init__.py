@@ -11,7 +11,7 @@ loading (`load_config`), the boundary that turns a ConfigDict into plain values 
 from jax_resnet.config.base import base_config
 from jax_resnet.config.boundary import RunSpec, from_json, resolve
 from jax_resnet.config.recipes import load_config
-from jax_resnet.config.run import eval_preprocessing, train_and_evaluate
+from jax_resnet.config.run import eval_preprocessing, train_and_evaluate, trained_image_size
 
 __all__ = ['RunSpec', 'base_config', 'eval_preprocessing', 'from_json', 'load_config', 'resolve',
-           'train_and_evaluate']
+           'train_and_evaluate', 'trained_image_size']

@@ -39,3 +39,15 @@ def eval_preprocessing(workdir: str):
     raise ConfigError(f'{lacking} and rebuilding it from its config.json failed ({reason}); '
                       'rerun the training there with this version to record it.') from None
 
+
+
+def trained_image_size(workdir: str):
+  """The image size the run in `workdir` was configured with (its config.json's
+  `image_size`), or None when `workdir` holds no readable trainer config."""
+  import json
+  import os
+  path = os.path.join(workdir, 'config.json') if workdir else ''
+  if not path or not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get('image_size')

@@ -69,17 +69,6 @@ def is_workdir(path) -> bool:
              for name in ('config.json', eval_record.RECORD_FILE))
 
 
-def _workdir_config(path: str) -> dict:
-  """The config.json of a training workdir at `path`, else {}."""
-  if not path:
-    return {}
-  config_path = os.path.join(path, 'config.json')
-  if not os.path.isfile(config_path):
-    return {}
-  with open(config_path) as f:
-    return json.load(f)
-
-
 def tag_transform(model: str, weights=None, tag: Optional[str] = None,
                   input_size: int = CROP, resize: Optional[int] = None) -> dict:
   """read_image's arguments: from `tag` (an hf-hub: repository's preprocessor_config.json or
@@ -88,7 +77,8 @@ def tag_transform(model: str, weights=None, tag: Optional[str] = None,
   the tag's."""
   from jax_resnet.weights.pretrained import HUB_PREFIX, hub_tag, resolve_tag
   name = tag or read_tag(weights)
-  crop = _workdir_config(weights).get('image_size') or input_size
+  from jax_resnet.config import trained_image_size  # config.json's keys are config/'s to read
+  crop = trained_image_size(weights) or input_size
   transform = dict(resize=RESIZE if crop == CROP else crop, crop=crop)
   # An hf-hub: repository's preprocessing is the one its files record (`hub_tag`).
   found = (hub_tag if name.startswith(HUB_PREFIX) else resolve_tag)(name) if name else None
