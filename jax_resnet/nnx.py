@@ -26,7 +26,8 @@ from flax import nnx as flax_nnx
 from flax.core import unfreeze
 
 from jax_resnet import model_facts, registry
-from jax_resnet.weights.trees import head_classes_of
+from jax_resnet.errors import ModelError
+from jax_resnet.weights.trees import WeightsMismatchError, head_classes_of
 
 _COLLECTIONS = {'params': flax_nnx.Param, 'batch_stats': flax_nnx.BatchStat}
 _STOCHASTIC_OPTIONS = ('drop_path_rate', 'dropout_rate')
@@ -70,8 +71,9 @@ class BridgedModel(flax_nnx.Module):
     variables = unfreeze(variables)
     extra = sorted(set(variables) - set(_COLLECTIONS))
     if extra or 'params' not in variables:
-      raise ValueError(f'{type(module).__name__} variables must be {{"params", "batch_stats"}}'
-                       f', got collections {sorted(variables)}.')
+      raise WeightsMismatchError(
+          f'{type(module).__name__} variables must be {{"params", "batch_stats"}}, got '
+          f'collections {sorted(variables)}.')
     self.module = module
     params = dict(variables['params'])
     held_head = params.pop('head', None)
@@ -148,7 +150,7 @@ class BridgedModel(flax_nnx.Module):
       return rngs()
     if isinstance(rngs, jax.Array):
       return rngs
-    raise ValueError(
+    raise ModelError(
         f'{type(self.module).__name__} drops paths or units in training mode and needs a random '
         'stream: build it with rngs=nnx.Rngs(...), pass model(x, rngs=...), or call '
         'model.eval() (or model.set_attributes(deterministic=True)).')
@@ -241,7 +243,7 @@ def from_linen(model: Any, variables, *, rngs: Optional[flax_nnx.Rngs] = None,
     shape = expected['params'].pop('head', {}).get('kernel')
     if shape is not None:
       if rngs is None:
-        raise ValueError(f'a fresh {module.num_classes}-class head (the variables have '
+        raise ModelError(f'a fresh {module.num_classes}-class head (the variables have '
                          f'{have or "no"} classes) needs rngs=nnx.Rngs(...) to draw it.')
       head = fresh_head(module, shape.shape[0], module.num_classes, rngs)
   _check_match(expected, variables, name or type(module).__name__)
@@ -272,7 +274,7 @@ def _check_match(expected, variables, label):
       k = wrong[0]
       parts.append(f'{len(wrong)} of the wrong shape ({k}: {tuple(got[k].shape)}, expected '
                    f'{tuple(want[k].shape)}{", ..." * (len(wrong) > 1)})')
-    raise ValueError(f'variables do not fit {label}: {"; ".join(parts)}.')
+    raise WeightsMismatchError(f'variables do not fit {label}: {"; ".join(parts)}.')
 
 
 def load_pretrained(source, model: Optional[str] = None, *, rngs: flax_nnx.Rngs,

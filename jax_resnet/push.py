@@ -36,7 +36,7 @@ def main(argv=None, prog: str = 'python -m jax_resnet.push') -> int:
     token = sharing._token(None)
     url, layout = sharing.push_to_hub(args.workdir, args.repo, args.layout, args.private,
                                       token)
-  except (UserError, ValueError) as error:
+  except UserError as error:
     print(f'push: error: {error}', file=sys.stderr)
     return 2
   print(f'pushed {args.workdir} to {args.repo} ({layout} layout): {url}')

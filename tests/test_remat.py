@@ -79,6 +79,7 @@ def test_remat_keeps_loss_gradients_and_statistics(name):
     assert _relative(calm_loss, loss) > 1e-4
 
 
+@pytest.mark.slow  # 16 s; the Linen remat test runs by default
 def test_remat_through_nnx_gives_the_linen_gradients():
   options = dict(FAMILIES['resnet18'], num_classes=10)
   model = jrn.create_model('resnet18', rngs=nnx.Rngs(params=0, dropout=3), remat='block',

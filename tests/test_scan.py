@@ -14,14 +14,14 @@ def _variables(name, x, **overrides):
   return model, compiled.init(model, jax.random.key(0), x, train=False)
 
 
-SLOW = pytest.mark.slow  # where CI runs the slow tests; resnet20 and resnet26d by default
+SLOW = pytest.mark.slow  # where CI runs the slow tests; resnet20 by default
 
 
 @pytest.mark.parametrize('name, shape, overrides', [
     ('resnet20', (2, 16, 16, 3), {}),
     pytest.param('preact_resnet164', (2, 8, 8, 3), {'stage_sizes': (4, 4, 4)}, marks=SLOW),
-    ('resnet26d', (2, 40, 40, 3), {'stage_sizes': (1, 3, 1, 1),
-                                   'stage_widths': (16, 32, 64, 128)}),
+    pytest.param('resnet26d', (2, 40, 40, 3), {'stage_sizes': (1, 3, 1, 1),
+                                                'stage_widths': (16, 32, 64, 128)}, marks=SLOW),
     pytest.param('bit_resnet50x1', (2, 40, 40, 3), {'stage_sizes': (1, 3, 1, 1), 'stem_width': 32,
                                                      'stage_widths': (32,) * 4}, marks=SLOW),
     pytest.param('resnet50', (4, 64, 64, 3), {}, marks=pytest.mark.slow)])

@@ -88,7 +88,7 @@ def with_model_of_init_from(config):
       name = loader.model_of_tag(config.init_from)
     else:
       name = loader.read_pretrained(config.init_from).model
-  except (UserError, ValueError) as error:
+  except UserError as error:
     _fail(f'init_from={config.init_from!r}: {error}')
   config = config.copy_and_resolve_references()
   config.model = name
