@@ -189,6 +189,17 @@ def model_sources(name: str) -> dict:
   return dict(_SOURCES.get(name, {}))
 
 
+def listed_when_asked(module_name: str, **lists):
+  """A module `__getattr__` (PEP 562) that serves each constant of `lists` (name -> function
+  of no arguments) by calling its function on every access, so a row registered after import
+  is in it. The converters' model lists (`TIMM_NAMES`, `IMAGE_MODELS`, ...) are these."""
+  def module_getattr(name):
+    if name in lists:
+      return lists[name]()
+    raise AttributeError(f'module {module_name!r} has no attribute {name!r}')
+  return module_getattr
+
+
 def models_with_source(kind: str) -> tuple:
   """Registered names that `kind` (one of SOURCE_KINDS) publishes, in the order of their
   rows."""

@@ -27,7 +27,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from jax_resnet.model_facts import model_info
-from jax_resnet.registry import model_defaults, model_sources, models_with_source
+from jax_resnet.registry import model_defaults, model_sources, listed_when_asked, models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import checked_for_export, modules, variable_shapes
 from jax_resnet.weights.trees import (Shape, supported_model, WeightsMismatchError, compare,
@@ -41,10 +41,7 @@ def big_vision_models() -> tuple:
   return models_with_source('bit')
 
 
-def __getattr__(name):
-  if name == 'BIG_VISION_MODELS':
-    return big_vision_models()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = listed_when_asked(__name__, BIG_VISION_MODELS=big_vision_models)
 
 
 _UNIT = {'bn1': 'a/group_norm', 'bn2': 'b/group_norm', 'bn3': 'c/group_norm',

@@ -27,7 +27,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from jax_resnet.model_facts import model_info
-from jax_resnet.registry import model_defaults, models_with_source
+from jax_resnet.registry import model_defaults, listed_when_asked, models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.trees import (supported_model, SEP, WeightsFileError, WeightsMismatchError,
                                       compare, flatten, head_classes, mismatch_message, unflatten)
@@ -43,10 +43,7 @@ def flax_imagenet_models() -> tuple:
   return models_with_source('flax_imagenet')
 
 
-def __getattr__(name):
-  if name == 'FLAX_IMAGENET_MODELS':
-    return flax_imagenet_models()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = listed_when_asked(__name__, FLAX_IMAGENET_MODELS=flax_imagenet_models)
 
 
 def check_supported(model_name: str) -> str:

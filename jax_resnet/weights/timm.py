@@ -14,7 +14,7 @@ import re
 from typing import Mapping, Optional
 
 from jax_resnet.model_facts import model_info
-from jax_resnet.registry import model_defaults, model_sources, models_with_source
+from jax_resnet.registry import model_defaults, model_sources, listed_when_asked, models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (check_layout, checked_for_export, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
@@ -28,10 +28,7 @@ def timm_names() -> dict:
   return {name: model_sources(name)['timm'] for name in models_with_source('timm')}
 
 
-def __getattr__(name):
-  if name == 'TIMM_NAMES':
-    return timm_names()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = listed_when_asked(__name__, TIMM_NAMES=timm_names)
 
 
 # ResNet-D's shortcut is Sequential(AvgPool2d or Identity, conv, bn); the plain one (conv, bn).

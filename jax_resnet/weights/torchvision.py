@@ -12,7 +12,7 @@ import re
 from typing import Mapping, Optional
 
 from jax_resnet.model_facts import model_info
-from jax_resnet.registry import models_with_source
+from jax_resnet.registry import listed_when_asked, models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (check_layout, checked_for_export,
                                              default_num_classes, layout_entries,
@@ -30,13 +30,9 @@ def torchvision_models(input_kind=None) -> tuple:
   return tuple(name for kind in kinds for name in names if model_info(name).input_kind == kind)
 
 
-_LISTS = {'IMAGE_MODELS': 'image', 'VIDEO_MODELS': 'video', 'TORCHVISION_MODELS': None}
-
-
-def __getattr__(name):
-  if name in _LISTS:
-    return torchvision_models(_LISTS[name])
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = listed_when_asked(
+    __name__, IMAGE_MODELS=lambda: torchvision_models('image'),
+    VIDEO_MODELS=lambda: torchvision_models('video'), TORCHVISION_MODELS=torchvision_models)
 
 _PROJECTION = {'proj_conv': 'downsample.0', 'proj_bn': 'downsample.1'}
 _VIDEO_BLOCK = {**_PROJECTION}

@@ -20,7 +20,7 @@ import re
 from typing import Mapping, Optional
 
 from jax_resnet.model_facts import model_info
-from jax_resnet.registry import model_defaults, models_with_source
+from jax_resnet.registry import model_defaults, listed_when_asked, models_with_source
 from jax_resnet.stems import stem_spec
 from jax_resnet.weights.torch_layout import (check_layout, checked_for_export, layout_entries,
                                              read_layout, strip_wrapper_prefix, variable_shapes,
@@ -35,10 +35,7 @@ def transformers_models() -> tuple:
   return models_with_source('transformers')
 
 
-def __getattr__(name):
-  if name == 'TRANSFORMERS_MODELS':
-    return transformers_models()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = listed_when_asked(__name__, TRANSFORMERS_MODELS=transformers_models)
 
 
 _SHORTCUT = {'proj_conv': 'shortcut.convolution', 'proj_bn': 'shortcut.normalization'}
