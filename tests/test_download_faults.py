@@ -19,7 +19,7 @@ import pytest
 from mounts import tmpfs
 
 from jax_resnet.weights import cache_check, download, transfer
-from weights_server import WeightsServer
+from weights_server import WeightsServer, files_under, isolate_downloads, point_hosts_at
 
 TORCHVISION = 'https://download.pytorch.org/models/'
 BIT = 'https://storage.googleapis.com/bit_models/'
@@ -45,28 +45,14 @@ def _torchvision_file(size: int = 4000):
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-  """Empty caches, downloads on, quick deadlines; hosts pointed at the server by `serve`."""
-  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV, 'HF_HUB_CACHE', 'HF_TOKEN',
-               transfer.TIMEOUT_ENV, transfer.MIN_RATE_ENV):
-    monkeypatch.delenv(name, raising=False)
-  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
-  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / 'cache'))
-  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
-  monkeypatch.setenv('no_proxy', '127.0.0.1')
-  return monkeypatch
+  return isolate_downloads(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def server(env):
   with WeightsServer() as running:
-    env.setenv('HF_ENDPOINT', running.url)
-    env.setenv(download.MIRROR_ENV, running.url)
+    point_hosts_at(env, running.url)
     yield running
-
-
-def _files_under(path):
-  return sorted(os.path.relpath(os.path.join(root, f), path)
-                for root, _, names in os.walk(path) for f in names)
 
 
 def _flip_a_bit(path: str, offset: int = 1000):
@@ -167,7 +153,7 @@ def test_a_dripping_host_is_given_up_at_the_deadline(server, env, tmp_path):
       'under the minimum rate; gave up at the deadline of 4 s (JAX_RESNET_DOWNLOAD_TIMEOUT=1 s '
       '+ length / JAX_RESNET_DOWNLOAD_MIN_RATE=1 kB/s). Check the network or the mirror, or '
       'raise them, and run again.')
-  assert _files_under(tmp_path / 'cache') == []
+  assert files_under(tmp_path / 'cache') == []
 
 
 def test_a_dripping_hub_is_given_up_at_the_deadline(server, env, tmp_path):
@@ -181,7 +167,7 @@ def test_a_dripping_hub_is_given_up_at_the_deadline(server, env, tmp_path):
   assert str(err.value).startswith(
       f'the download of model.safetensors of {REPO} from {server.url}: ')
   assert 'under the minimum rate; gave up at the deadline of 4 s' in str(err.value)
-  assert not [f for f in _files_under(tmp_path / 'hf') if 'blobs' in f]
+  assert not [f for f in files_under(tmp_path / 'hf') if 'blobs' in f]
 
 
 def test_a_hub_mirror_that_ignores_range_and_cuts_bodies_gets_three_requests(server, tmp_path):
@@ -200,7 +186,7 @@ def test_a_hub_mirror_that_ignores_range_and_cuts_bodies_gets_three_requests(ser
       f'{transfer.MAX_REQUESTS} times (or ignored the resume requests); gave up after '
       f'{transfer.MAX_REQUESTS} requests')
   assert server.requests <= 1 + transfer.MAX_REQUESTS  # one HEAD, then the GETs
-  assert not [f for f in _files_under(tmp_path / 'hf') if 'blobs' in f]
+  assert not [f for f in files_under(tmp_path / 'hf') if 'blobs' in f]
 
 
 def test_a_bad_deadline_setting_is_one_line(server, env):
@@ -296,7 +282,7 @@ def test_an_html_page_is_not_cached_as_the_npz(server, tmp_path):
       f'the download of {server.url}/bit_models/BiT-M-R50x1-ILSVRC2012.npz: the server sent a '
       "body that is not a .npz file (it begins '<!DOCTYPE html><'; an error page?); nothing "
       'was kept. Check the mirror, and run again.')
-  assert _files_under(tmp_path / 'cache') == []
+  assert files_under(tmp_path / 'cache') == []
 
 
 def test_a_body_without_a_length_is_refused(server, tmp_path):
@@ -308,7 +294,7 @@ def test_a_body_without_a_length_is_refused(server, tmp_path):
       f'the download of {server.url}/bit_models/BiT-M-R50x1-ILSVRC2012.npz: the server sent no '
       'Content-Length, so a body cut short could not be told from a whole one; nothing was '
       'kept. Use a host or mirror that sends it.')
-  assert _files_under(tmp_path / 'cache') == []
+  assert files_under(tmp_path / 'cache') == []
 
 
 def test_the_record_says_which_mirror_served_the_file(server):
@@ -382,7 +368,7 @@ def test_a_full_disk_is_named_as_the_disk_before_writing(server, env, tmp_path):
     server.files['/bit_models/BiT-M-R50x1-ILSVRC2012.npz'] = _zip_like(2_000_000)
     with pytest.raises(download.CacheError) as err:
       download.fetch_url(url)
-    assert _files_under(cache) == []
+    assert files_under(cache) == []
   assert str(err.value) == (
       f'the disk of the weights cache {cache}/storage.googleapis.com/bit_models has 1.0 MB '
       'free, 2.0 MB needed for BiT-M-R50x1-ILSVRC2012.npz: free space there, or set '
@@ -395,7 +381,7 @@ def test_a_hub_download_that_fills_the_disk_is_named_as_the_disk(server, env, tm
     server.files[HUB_PATH] = _safetensors_like(2_000_000)
     with pytest.raises(download.CacheError) as err, pytest.warns(UserWarning):
       download.fetch_hub(REPO, 'model.safetensors')
-    assert not [f for f in _files_under(home) if 'blobs' in f]
+    assert not [f for f in files_under(home) if 'blobs' in f]
   assert str(err.value) == (
       f'the disk of the weights cache {home}/hub is full (No space left on device): free space '
       'there, or set JAX_RESNET_CACHE (HF_HOME for Hub files) to a folder on a disk with room.')
@@ -414,4 +400,4 @@ def test_dot_dot_in_a_url_cannot_write_outside_the_cache(server, tmp_path, url):
       f'the URL {url!r} has no host and file name or steps out of its folder (. or ..); it '
       f"cannot be kept in the cache {tmp_path / 'cache'}. Give the file's plain "
       'https://host/path URL.')
-  assert [f for f in _files_under(tmp_path) if 'escaped' in f] == []
+  assert [f for f in files_under(tmp_path) if 'escaped' in f] == []

@@ -11,9 +11,9 @@ import json
 import pytest
 
 from jax_resnet import predict, weights
-from jax_resnet.weights import download, hub_config, pretrained
+from jax_resnet.weights import hub_config, pretrained
 from jax_resnet.weights.trees import WeightsError
-from weights_server import WeightsServer
+from weights_server import WeightsServer, isolate_downloads
 
 TIMM_CONFIG = {'architecture': 'resnet18d', 'num_classes': 1000, 'pretrained_cfg': {
     'input_size': [3, 224, 224], 'crop_pct': 0.95, 'interpolation': 'bicubic',
@@ -86,11 +86,7 @@ def server():
 
 @pytest.fixture
 def hub(server, tmp_path, monkeypatch):
-  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV, 'HF_HUB_CACHE', 'HF_TOKEN'):
-    monkeypatch.delenv(name, raising=False)
-  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
-  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
-  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  isolate_downloads(monkeypatch, tmp_path)
   monkeypatch.setenv('HF_ENDPOINT', server.url)
   return server
 

@@ -9,7 +9,7 @@ import pytest
 
 from jax_resnet import predict, weights
 from jax_resnet.weights import download, pretrained
-from weights_server import WeightsServer
+from weights_server import WeightsServer, isolate_downloads
 
 # transformers' ResNetConfig of microsoft/resnet-18 (the fields model_for_config reads).
 RESNET18_CONFIG = {'model_type': 'resnet', 'layer_type': 'basic', 'depths': [2, 2, 2, 2],
@@ -29,11 +29,7 @@ TIMM_CONFIG = {'architecture': 'resnet18d', 'num_classes': 1000, 'pretrained_cfg
 def hub(tmp_path, monkeypatch):
   """A loopback Hub serving a transformers repository with and one without a processor
   config, and a timm repository; empty caches, downloads on."""
-  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV, 'HF_HUB_CACHE', 'HF_TOKEN'):
-    monkeypatch.delenv(name, raising=False)
-  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
-  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
-  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  isolate_downloads(monkeypatch, tmp_path)
   files = {'/microsoft/resnet-18/resolve/main/config.json': RESNET18_CONFIG,
            '/microsoft/resnet-18/resolve/main/preprocessor_config.json': PROCESSOR,
            '/owner/no-processor/resolve/main/config.json': RESNET18_CONFIG,

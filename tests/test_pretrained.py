@@ -18,7 +18,7 @@ from jax_resnet import export, predict, registry, weights
 from jax_resnet.models import ResNet
 from jax_resnet.weights import download
 from jax_resnet.weights.pretrained import load_pretrained
-from weights_server import WeightsServer
+from weights_server import WeightsServer, files_under, isolate_downloads, point_hosts_at
 
 torch = pytest.importorskip('torch')
 safetensors_torch = pytest.importorskip('safetensors.torch')
@@ -28,19 +28,12 @@ REL_TOL = 1e-4
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-  """Empty caches, downloads on, every host pointed at the server set later by `serve`."""
-  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV, 'HF_HUB_CACHE', 'HF_TOKEN'):
-    monkeypatch.delenv(name, raising=False)
-  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
-  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / 'cache'))
-  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
-  monkeypatch.setenv('no_proxy', '127.0.0.1')
-  return monkeypatch
+  """Empty caches, downloads on; every host pointed at the server set later by `serve`."""
+  return isolate_downloads(monkeypatch, tmp_path)
 
 
 def serve(env, server):
-  env.setenv('HF_ENDPOINT', server.url)
-  env.setenv(download.MIRROR_ENV, server.url)
+  point_hosts_at(env, server.url)
 
 
 def _randomise_norms(model, seed):
@@ -79,9 +72,6 @@ def _pth(model) -> bytes:
   return buffer.getvalue()
 
 
-def _files_under(path):
-  return sorted(os.path.relpath(os.path.join(root, f), path)
-                for root, _, names in os.walk(path) for f in names)
 
 
 @pytest.fixture(scope='module')
@@ -143,7 +133,7 @@ def test_hub_file_failing_its_digest_is_refused_and_not_cached(env, timm_resnet1
   assert str(err.value) == (
       f'model.safetensors of timm/resnet18d.ra2_in1k: SHA-256 {hashlib.sha256(data).hexdigest()} '
       f'found, {claimed} expected; the file is corrupt or altered and was deleted. Run again.')
-  assert not [f for f in _files_under(tmp_path / 'hf') if 'blobs' in f]
+  assert not [f for f in files_under(tmp_path / 'hf') if 'blobs' in f]
   env.setenv(download.OFFLINE_ENV, '1')
   with pytest.raises(download.DownloadError, match='is not in the Hugging Face cache'):
     load_pretrained('resnet18d.ra2_in1k')
@@ -184,7 +174,7 @@ def test_torchvision_file_is_verified_loaded_and_cached(env, torchvision_resnet1
     model, variables = load_pretrained(tag)
     assert _relative_error(model, variables, x, expected) <= REL_TOL
     assert server.requests == 1
-  assert _files_under(tmp_path / 'cache') == [  # the file and the record of its download
+  assert files_under(tmp_path / 'cache') == [  # the file and the record of its download
       os.path.join('download.pytorch.org', 'models', f'.resnet18-{prefix}.pth.json'),
       os.path.join('download.pytorch.org', 'models', f'resnet18-{prefix}.pth')]
   model, again = load_pretrained(tag)  # server stopped: from the cache
@@ -204,7 +194,7 @@ def test_torchvision_file_failing_its_digest_is_refused(env, torchvision_resnet1
   assert str(err.value) == (
       f'resnet18-f37072fd.pth: SHA-256 {found}... found, f37072fd... expected; the file is '
       'corrupt or altered and was deleted. Run again, or check the mirror.')
-  assert _files_under(tmp_path / 'cache') == []
+  assert files_under(tmp_path / 'cache') == []
 
 
 def test_torchvision_download_cut_halfway_keeps_nothing(env, torchvision_resnet18, tmp_path):
@@ -217,7 +207,7 @@ def test_torchvision_download_cut_halfway_keeps_nothing(env, torchvision_resnet1
   assert str(err.value) == (
       f'the download of {server.url}/models/resnet18-f37072fd.pth stopped after '
       f'{len(data) // 2} of {len(data)} bytes; nothing was kept. Run again.')
-  assert _files_under(tmp_path / 'cache') == []
+  assert files_under(tmp_path / 'cache') == []
 
 
 def test_offline_with_an_empty_cache_is_one_line(env, tmp_path, capsys):

@@ -4,8 +4,11 @@ response (ignoring Range), drip a body slowly or send it without a length."""
 
 import hashlib
 import http.server
+import os
 import threading
 import time
+
+from jax_resnet.weights import download, transfer
 
 COMMIT = 'c0ffee' * 6 + 'c0ff'  # 40 hex digits: the Hub's revision header
 
@@ -102,3 +105,29 @@ class WeightsServer:
       self._httpd.shutdown()
       self._thread.join(timeout=10)
     self._httpd.server_close()
+
+
+def isolate_downloads(monkeypatch, tmp_path):
+  """Empty caches under `tmp_path` (ours and the Hub's), downloads on, no token, the default
+  deadlines, and 127.0.0.1 reached without a proxy; returns `monkeypatch`. Hosts are pointed at
+  a server afterwards by `point_hosts_at`."""
+  for name in ('HF_HUB_OFFLINE', download.OFFLINE_ENV, 'HF_HUB_CACHE', 'HF_TOKEN',
+               transfer.TIMEOUT_ENV, transfer.MIN_RATE_ENV):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / 'cache'))
+  monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  return monkeypatch
+
+
+def point_hosts_at(monkeypatch, url: str):
+  """The Hub (HF_ENDPOINT) and every other download host (our mirror setting) at `url`."""
+  monkeypatch.setenv('HF_ENDPOINT', url)
+  monkeypatch.setenv(download.MIRROR_ENV, url)
+
+
+def files_under(path) -> list:
+  """Every file below `path`, relative to it, sorted."""
+  return sorted(os.path.relpath(os.path.join(root, f), path)
+                for root, _, names in os.walk(path) for f in names)
