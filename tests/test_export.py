@@ -165,6 +165,7 @@ def test_cli_writes_the_program_and_its_description(tmp_path, cifar_net, capsys)
   assert capsys.readouterr().out.startswith(f'wrote {out} (')
 
 
+@pytest.mark.slow  # test_predict_as_trained's export checks the baked preprocessing by default
 def test_cli_bakes_the_tags_preprocessing_for_uint8_images(tmp_path):
   model = jr.create_model('resnet18')
   variables = model.init(jax.random.key(5), jnp.zeros((1, 32, 32, 3)), train=False)

@@ -39,6 +39,7 @@ def _branch_gradient(before, after):
   return -(np.asarray(path(after), np.float64) - np.asarray(path(before), np.float64)) / LR
 
 
+@pytest.mark.slow  # the overflow/halving test below keeps loss scaling in the default run
 def test_float16_gradients_underflow_without_scaling_and_train_with_it():
   before, unscaled, _ = _one_step('float16', None)
   assert not np.any(_branch_gradient(before, unscaled))  # every entry underflowed to 0

@@ -95,7 +95,7 @@ def test_non_finite_gradients_are_flagged():
   assert float(metrics['grads_finite']) == 0.0
 
 
-@pytest.mark.parametrize('optimizer', ['adamw', 'lars'])
+@pytest.mark.parametrize('optimizer', ['adamw', pytest.param('lars', marks=pytest.mark.slow)])
 def test_other_optimizers_match_optax_directly(optimizer, x64):
   # float64: Adam's first step g/(|g| + 1e-8) turns rounding in tiny gradients into large
   # update differences; a large decay (0.5) keeps the rest of the update well above it.
