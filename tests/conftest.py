@@ -47,10 +47,19 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-  """Without --all or a -m expression, the tests marked slow are deselected."""
-  if config.getoption('--all') or config.getoption('markexpr'):
-    return
-  slow = [item for item in items if item.get_closest_marker('slow')]
-  if slow:
-    config.hook.pytest_deselected(items=slow)
-    items[:] = [item for item in items if not item.get_closest_marker('slow')]
+  """Without --all or a -m expression, the tests marked slow are deselected. Then the files are
+  ordered for the workers: pytest-xdist (`--dist loadfile --no-loadscope-reorder`) hands out
+  whole files in this order, so the files with the most slow tests (the long ones) start first
+  and the short files fill the end, rather than a long file starting last on one worker while
+  the other has nothing left."""
+  if not (config.getoption('--all') or config.getoption('markexpr')):
+    slow = [item for item in items if item.get_closest_marker('slow')]
+    if slow:
+      config.hook.pytest_deselected(items=slow)
+      items[:] = [item for item in items if not item.get_closest_marker('slow')]
+  by_file = {}
+  for item in items:
+    by_file.setdefault(item.nodeid.split('::', 1)[0], []).append(item)
+  def heavier_first(tests):
+    return (-sum(1 for item in tests if item.get_closest_marker('slow')), -len(tests))
+  items[:] = [item for tests in sorted(by_file.values(), key=heavier_first) for item in tests]
