@@ -259,6 +259,11 @@ def parse_args(argv, prog='python -m jax_resnet.benchmark'):
             f'size is {info.input_size})')
   if args.num_classes < 1:
     p.error(f'--num-classes must be a positive integer, got {args.num_classes}')
+  if args.vs == 'torch':
+    from jax_resnet import benchmark_torch
+    problem = benchmark_torch.counterpart_problem(args.model)
+    if problem:
+      p.error(f'--vs torch: {problem}')
   if args.json is not None:
     problem = output_file_problem(args.json)
     if problem:

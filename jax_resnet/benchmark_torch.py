@@ -58,9 +58,27 @@ def _cifar_resnet(torch, depth, num_classes):
   return nn.Sequential(*layers)
 
 
+def _is_cifar_resnet(name: str) -> bool:
+  return name.startswith('resnet') and name[6:].isdigit() and (int(name[6:]) - 2) % 6 == 0
+
+
+def counterpart_problem(name: str):
+  """Why `--vs torch` cannot time `name` here (torch or torchvision missing, or no torch
+  model to build for it), or None; checked before anything is timed."""
+  import importlib.util
+  from jax_resnet import registry
+  missing = [m for m in ('torch', 'torchvision') if importlib.util.find_spec(m) is None]
+  if missing:
+    return f'{" and ".join(missing)} not installed (pip install torch torchvision)'
+  if not (_is_cifar_resnet(name) or name in registry.models_with_source('torchvision')):
+    return (f'torchvision has no {name} (the torch side builds torchvision\'s models and the '
+            'CIFAR ResNets of He et al. 2015); pick another --model or leave out --vs')
+  return None
+
+
 def build_model(torch, name, num_classes):
   import torchvision
-  if name.startswith('resnet') and name[6:].isdigit() and (int(name[6:]) - 2) % 6 == 0:
+  if _is_cifar_resnet(name):
     return _cifar_resnet(torch, int(name[6:]), num_classes)
   if not hasattr(torchvision.models, name):
     raise ValueError(f'--vs torch: torchvision has no model {name!r}.')

@@ -48,6 +48,19 @@ def test_unknown_and_video_models_are_one_clear_line(capsys):
       "'image'.")
 
 
+def test_vs_torch_without_a_torch_counterpart_is_one_line_before_anything_runs(capsys):
+  prefix = 'python -m jax_resnet.benchmark: error: --vs torch: '
+  problem = benchmark_torch.counterpart_problem('resnet50')
+  if problem is not None:  # torch or torchvision absent: that is the line
+    assert problem.endswith(' not installed (pip install torch torchvision)')
+    assert _error(capsys, ['--model', 'resnet50', '--vs', 'torch']) == prefix + problem
+    return
+  assert benchmark.parse_args(['--model', 'resnet20', '--vs', 'torch']).vs == 'torch'
+  assert _error(capsys, ['--model', 'resnet50d', '--vs', 'torch']) == (
+      prefix + "torchvision has no resnet50d (the torch side builds torchvision's models and "
+      'the CIFAR ResNets of He et al. 2015); pick another --model or leave out --vs')
+
+
 def test_a_timed_call_of_several_steps_counts_every_step():
   args = benchmark.parse_args(['--model', 'resnet20', '--batch-size', '128', '--device-data',
                                '1024', '--steps-per-dispatch', '20'])
