@@ -125,7 +125,7 @@ def test_two_processes_on_loopback_match_one_process_with_four_devices(tmp_path)
     assert json.load(f)['devices'] == 4
 
 
-@pytest.mark.slow  # 70 s; JAX's heartbeat handling, run where CI runs the slow tests
+@pytest.mark.slow  # 50 s; JAX's heartbeat handling, run where CI runs the slow tests
 def test_a_dead_peer_ends_the_other_process_with_one_error_and_both_resume(tmp_path):
   workdir = str(tmp_path / 'w')
   port = _free_port()
