@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from mounts import tmpfs
+from mounts import tmpfs  # a real tmpfs (root only; skipped with the reason elsewhere)
 
 from jax_resnet.weights import cache_check, download, transfer
 from weights_server import WeightsServer, files_under, isolate_downloads, point_hosts_at
@@ -322,11 +322,8 @@ def test_a_cache_that_is_a_file_is_one_line(server, env, tmp_path):
                                  '(HF_HOME for Hub files) to one.')
 
 
-_tmpfs = tmpfs  # a real tmpfs (root only; skipped with the reason elsewhere)
-
-
 def test_a_read_only_cache_is_one_line(server, env, tmp_path):
-  with _tmpfs(tmp_path / 'ro', 'size=1m,ro') as cache:
+  with tmpfs(tmp_path / 'ro', 'size=1m,ro') as cache:
     env.setenv(download.CACHE_ENV, str(cache))
     url, served, data = _torchvision_file()
     server.files[served] = data
@@ -362,7 +359,7 @@ def test_a_mode_555_cache_is_one_line(server, tmp_path):
 
 
 def test_a_full_disk_is_named_as_the_disk_before_writing(server, env, tmp_path):
-  with _tmpfs(tmp_path / 'small', 'size=1m') as cache:
+  with tmpfs(tmp_path / 'small', 'size=1m') as cache:
     env.setenv(download.CACHE_ENV, str(cache))
     url = BIT + 'BiT-M-R50x1-ILSVRC2012.npz'
     server.files['/bit_models/BiT-M-R50x1-ILSVRC2012.npz'] = _zip_like(2_000_000)
@@ -376,7 +373,7 @@ def test_a_full_disk_is_named_as_the_disk_before_writing(server, env, tmp_path):
 
 
 def test_a_hub_download_that_fills_the_disk_is_named_as_the_disk(server, env, tmp_path):
-  with _tmpfs(tmp_path / 'small', 'size=1m') as home:
+  with tmpfs(tmp_path / 'small', 'size=1m') as home:
     env.setenv('HF_HOME', str(home))
     server.files[HUB_PATH] = _safetensors_like(2_000_000)
     with pytest.raises(download.CacheError) as err, pytest.warns(UserWarning):

@@ -1,6 +1,7 @@
 """Weights without torch: names and layouts, .safetensors/.npz/Orbax loading, one-message
-mismatch errors, num_classes/reinit_head, merge_pretrained, the predict CLI's output and errors.
-Numerical equivalence with torchvision is in test_weights_torch*.py."""
+mismatch errors, num_classes/reinit_head, merge_pretrained. Numerical equivalence with
+torchvision is in test_weights_torch*.py; the predict CLI's output and errors in
+test_predict_images.py."""
 
 import sys
 
@@ -12,9 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import safetensors.numpy
-from PIL import Image
 
-from jax_resnet import predict, weights
+from jax_resnet import weights
 from jax_resnet.weights.torch_layout import variable_shapes
 from jax_resnet.weights.trees import flatten, unflatten
 
@@ -262,52 +262,6 @@ def test_orbax_workdir_checkpoints_and_step_folders(tmp_path):
   assert str(err.value).startswith(f'{tmp_path} does not match resnet32 (')
 
 
-def test_resized_size_truncates_like_torchvision():
-  assert predict.resized_size(300, 451) == (256, 384)
-  assert predict.resized_size(517, 333) == (397, 256)
-  assert predict.resized_size(256, 256) == (256, 256)
-
-
-def test_predict_cli_prints_top5_per_image(tmp_path, capsys):
-  path = weights.save_npz(tmp_path / 'r18.npz', random_variables('resnet18', seed=4))
-  images = []
-  for i, size in enumerate(((320, 240), (200, 300))):
-    images.append(str(tmp_path / f'img{i}.png'))
-    Image.fromarray(np.full(size[::-1] + (3,), 40 * i + 60, np.uint8)).save(images[-1])
-  assert predict.main(['--model', 'resnet18', '--weights', path] + images) == 0
-  lines = capsys.readouterr().out.splitlines()
-  assert len(lines) == 12 and lines[0] == images[0] and lines[6] == images[1]
-  names = weights.imagenet_classes()
-  for line in lines[1:6] + lines[7:]:
-    probability, rest = line.strip().split('  ', 1)
-    name, index = rest.rsplit(' (', 1)
-    assert name == names[int(index[:-1])] and 0.0 <= float(probability) <= 1.0
-  probabilities = [float(line.split()[0]) for line in lines[1:6]]
-  assert probabilities == sorted(probabilities, reverse=True)
-
-
-def test_predict_cli_errors_are_one_line_exit_2(tmp_path, capsys):
-  missing = tmp_path / 'nope.jpg'
-  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(missing)]) == 2
-  assert capsys.readouterr().err == (
-      f'predict: error: cannot read image {missing}: No such file or directory\n')
-  text = tmp_path / 'notes.jpg'
-  text.write_text('not an image')
-  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(text)]) == 2
-  err = capsys.readouterr().err
-  assert err.startswith(f'predict: error: cannot read image {text}: cannot identify image file')
-  assert err.count('\n') == 1
-  image = tmp_path / 'ok.png'
-  Image.new('RGB', (300, 300)).save(image)
-  assert predict.main(['--model', 'resnet50', '--weights', str(tmp_path / 'w.npz'),
-                       str(image)]) == 2
-  assert capsys.readouterr().err == (
-      f'predict: error: weights file {tmp_path / "w.npz"} not found.\n')
-  assert predict.main(['--model', 'r3d_18', '--weights', 'w.npz', str(image)]) == 2
-  assert capsys.readouterr().err == (
-      'predict: error: r3d_18 classifies video clips; this tool classifies images.\n')
-
-
 @pytest.mark.parametrize('dtype, value, message', [
     (np.int8, 1, 'holds int8 values; weights must be floating point (is the file quantised, or '
                  'not a weights file?).'),
@@ -380,29 +334,3 @@ def test_the_raw_safetensors_reader_knows_integer_and_boolean_dtypes(tmp_path, d
   assert raw['fc.bias'].dtype == np.dtype(name)
   np.testing.assert_array_equal(raw['fc.bias'], values)
   np.testing.assert_array_equal(raw['fc.weight'], np.ones((2, 2), np.float32))
-
-
-def test_predict_refuses_an_image_declaring_too_many_pixels_before_decoding(tmp_path, capsys):
-  """A PNG whose header declares 40000x40000 (1.6 gigapixels) in a few hundred bytes."""
-  import struct
-  import zlib
-
-  def chunk(kind, payload):
-    return (struct.pack('>I', len(payload)) + kind + payload
-            + struct.pack('>I', zlib.crc32(kind + payload) & 0xFFFFFFFF))
-
-  path = tmp_path / 'bomb.png'
-  ihdr = struct.pack('>IIBBBBB', 40000, 40000, 8, 2, 0, 0, 0)
-  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
-                   + chunk(b'IDAT', zlib.compress(b'\x00' * 1000)) + chunk(b'IEND', b''))
-  assert predict.main(['--model', 'resnet50', '--weights', 'w.npz', str(path)]) == 2
-  err = capsys.readouterr().err
-  assert err.startswith(f'predict: error: cannot read image {path}: Image size (1600000000 '
-                        'pixels) exceeds limit of ')
-  assert err.count('\n') == 1
-  width, height = 12000, 9000  # above PIL's limit, below twice it: PIL itself only warns
-  with pytest.raises(predict.ImageError) as error:
-    predict._check_pixels('big.png', width, height, Image.MAX_IMAGE_PIXELS)
-  assert str(error.value) == (
-      f'cannot read image big.png: it declares 12000x9000 pixels, more than the '
-      f'{Image.MAX_IMAGE_PIXELS} PIL allows (PIL.Image.MAX_IMAGE_PIXELS); resize it first.')
