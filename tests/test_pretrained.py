@@ -358,6 +358,7 @@ def test_registry_rows_carry_the_sources_the_converters_and_tags_use():
     assert kinds[tag.source] in registry.model_sources(tag.model), tag.name
 
 
+@pytest.mark.slow  # 30 s: two predicts at 224 px; export's tag route (below) stays default
 def test_predict_with_a_tag_and_no_weights_file(env, timm_resnet18d, tmp_path, capsys):
   from PIL import Image
   image = str(tmp_path / 'img.png')
